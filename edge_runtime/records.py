@@ -1,0 +1,208 @@
+"""Raw records in a dataset's own CSV layout, parsed into typed columns with numpy alone.
+
+The host's dataset loaders parse their files through this same code (in strict mode), so the
+device and the host can never disagree about what a record means. A bad record is returned as a
+`Rejected` with a reason; the caller decides whether that is fatal (host loader) or counted and
+skipped (device).
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import sys
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, TextIO
+
+import numpy as np
+
+# Longest raw line we accept (bytes); an NSL-KDD line is ~150 bytes, so this is generous.
+MAX_LINE_BYTES = 64 * 1024
+
+# Rejection reasons: short, stable strings (they become metric labels on the device).
+WRONG_FIELD_COUNT = "wrong_field_count"
+NON_NUMERIC = "non_numeric"
+NOT_FINITE = "not_finite"
+EMPTY_LINE = "empty_line"
+LINE_TOO_LONG = "line_too_long"
+INVALID_UTF8 = "invalid_utf8"
+
+
+@dataclass(frozen=True)
+class RawSchema:
+    """The raw columns a model reads, in file order, plus optional trailing columns (labels)."""
+
+    names: tuple[str, ...]
+    types: tuple[str, ...]  # "numeric" or "categorical", one per name
+    trailing: tuple[str, ...] = ()  # e.g. ("label", "difficulty"): accepted, kept as text
+
+    @classmethod
+    def from_spec(cls, raw: dict) -> "RawSchema":
+        cols = raw["columns"]
+        return cls(tuple(c["name"] for c in cols), tuple(c["type"] for c in cols),
+                   tuple(raw.get("trailing", ())))
+
+    def to_spec(self) -> dict:
+        return {"format": "csv", "trailing": list(self.trailing),
+                "columns": [{"name": n, "type": t} for n, t in zip(self.names, self.types)]}
+
+    @property
+    def numeric(self) -> list[str]:
+        return [n for n, t in zip(self.names, self.types) if t == "numeric"]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [n for n, t in zip(self.names, self.types) if t == "categorical"]
+
+
+@dataclass(frozen=True)
+class Rejected:
+    record: int  # 1-based line number in the input
+    reason: str
+    detail: str
+
+
+@dataclass
+class Records:
+    """Good records as columns: float64 arrays for numeric, str arrays for categorical/trailing."""
+
+    columns: dict[str, np.ndarray]
+    numbers: np.ndarray  # 1-based line numbers of these records in the input
+    trailing: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def take(self, rows: np.ndarray) -> "Records":
+        """The records at these positions, in this order."""
+        return Records({k: v[rows] for k, v in self.columns.items()}, self.numbers[rows],
+                       {k: v[rows] for k, v in self.trailing.items()})
+
+
+def parse_lines(lines: Iterable[bytes | str], schema: RawSchema, first_number: int = 1
+                ) -> tuple[Records, list[Rejected]]:
+    """Parse CSV lines into `Records`; every line either becomes a record or a `Rejected`."""
+    n_min, n_max = len(schema.names), len(schema.names) + len(schema.trailing)
+    texts: list[str] = []
+    numbers: list[int] = []
+    rejected: list[Rejected] = []
+    for number, line in enumerate(lines, start=first_number):
+        text, problem = _decode(line)
+        if not problem:
+            fields = text.count(",") + 1 if '"' not in text else len(next(csv.reader([text])))
+            if fields < n_min or fields > n_max:
+                expected = f"{n_min}" if n_min == n_max else f"{n_min} to {n_max}"
+                problem = WRONG_FIELD_COUNT, f"expected {expected} fields, got {fields}"
+            elif fields < n_max:
+                text += "," * (n_max - fields)  # absent trailing columns read as empty
+        if problem:
+            rejected.append(Rejected(number, *problem))
+        else:
+            texts.append(text)
+            numbers.append(number)
+    records, bad = _to_columns(texts, np.array(numbers, dtype=np.int64), schema)
+    return records, sorted(rejected + bad, key=lambda r: r.record)
+
+
+def _decode(line: bytes | str) -> tuple[str, tuple[str, str] | None]:
+    if isinstance(line, bytes):
+        if len(line) > MAX_LINE_BYTES:
+            return "", (LINE_TOO_LONG, f"{len(line)} bytes (limit {MAX_LINE_BYTES})")
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return "", (INVALID_UTF8, f"byte {e.start}: {e.reason}")
+    elif len(line) > MAX_LINE_BYTES:
+        return "", (LINE_TOO_LONG, f"{len(line)} characters (limit {MAX_LINE_BYTES})")
+    text = line.rstrip("\r\n")
+    if not text.strip():
+        return "", (EMPTY_LINE, "empty line")
+    return text, None
+
+
+def _to_columns(texts: list[str], numbers: np.ndarray, schema: RawSchema
+                ) -> tuple[Records, list[Rejected]]:
+    """Whole columns at once with numpy's C parser; only when that fails, row by row."""
+    num_idx = [i for i, t in enumerate(schema.types) if t == "numeric"]
+    str_idx = [i for i, t in enumerate(schema.types) if t == "categorical"]
+    str_idx += range(len(schema.names), len(schema.names) + len(schema.trailing))
+    bad: dict[int, Rejected] = {}
+    if not texts:
+        values, strings = np.empty((0, len(num_idx))), np.empty((0, len(str_idx)), dtype=str)
+    else:
+        strings = _loadtxt(texts, str_idx, str)
+        try:
+            values = _loadtxt(texts, num_idx, np.float64)
+        except ValueError:
+            values = _parse_rows(texts, num_idx, schema, numbers, bad)
+    for r in np.flatnonzero(~np.isfinite(values).all(axis=1)):
+        if int(r) not in bad:
+            j = int(np.flatnonzero(~np.isfinite(values[r]))[0])
+            bad[int(r)] = Rejected(int(numbers[r]), NOT_FINITE,
+                                   f"column {num_idx[j] + 1} ({schema.names[num_idx[j]]}): "
+                                   f"{values[r, j]}")
+    keep = np.ones(len(texts), dtype=bool)
+    keep[list(bad)] = False
+    columns = {schema.names[i]: values[keep, j] for j, i in enumerate(num_idx)}
+    named = [schema.names[i] if i < len(schema.names) else schema.trailing[i - len(schema.names)]
+             for i in str_idx]
+    text_columns = {name: np.char.strip(strings[keep, j]) for j, name in enumerate(named)}
+    trailing = {name: text_columns.pop(name) for name in schema.trailing}
+    return Records(columns | text_columns, numbers[keep], trailing), list(bad.values())
+
+
+def _loadtxt(texts: list[str], usecols: list[int], dtype) -> np.ndarray:
+    if not usecols:
+        return np.empty((len(texts), 0), dtype=dtype)
+    return np.loadtxt(texts, delimiter=",", quotechar='"', comments=None, usecols=usecols,
+                      dtype=dtype, ndmin=2, encoding=None)
+
+
+def _parse_rows(texts: list[str], num_idx: list[int], schema: RawSchema, numbers: np.ndarray,
+                bad: dict[int, Rejected]) -> np.ndarray:
+    """The slow path, for a batch that holds a bad value: find and reject each bad row."""
+    values = np.zeros((len(texts), len(num_idx)))
+    for r, text in enumerate(texts):
+        row = next(csv.reader([text]))
+        for j, i in enumerate(num_idx):
+            try:
+                values[r, j] = float(row[i])
+            except ValueError:
+                bad[r] = Rejected(int(numbers[r]), NON_NUMERIC,
+                                  f"column {i + 1} ({schema.names[i]}): {row[i][:40]!r}")
+                break
+    return values
+
+
+def open_input(path: str) -> TextIO | io.BufferedIOBase:
+    """Open a record source as bytes: a file (plain or .gz, by magic number) or '-' for stdin."""
+    if path == "-":
+        return sys.stdin.buffer
+    f = open(path, "rb")
+    if f.peek(2)[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=f, mode="rb")
+    return f
+
+
+def read_chunks(stream, size: int) -> Iterator[list[bytes]]:
+    """Yield lists of up to `size` raw lines; a line longer than the limit is not kept whole."""
+    chunk: list[bytes] = []
+    while True:
+        line = stream.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            break
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            _discard_rest_of_line(stream)  # what we kept is over the limit: rejected as too long
+        chunk.append(line)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _discard_rest_of_line(stream) -> None:
+    while True:
+        part = stream.readline(MAX_LINE_BYTES)
+        if not part or part.endswith(b"\n"):
+            return

@@ -1,0 +1,46 @@
+"""Metrics as the papers report them, and a plain-text table of them."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (accuracy_score, confusion_matrix, matthews_corrcoef,
+                             precision_recall_fscore_support)
+
+
+def classification_metrics(y_true, y_pred, class_names, normal_class: str) -> dict:
+    """accuracy, macro precision/recall/F1, MCC, FPR (normal traffic flagged as an attack),
+    per-class recall (the papers' detection rate) and the confusion matrix (rows = truth)."""
+    labels = list(range(len(class_names)))
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average="macro", zero_division=0)
+    per_class = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)[1]
+    normal = class_names.index(normal_class)
+    is_normal = np.asarray(y_true) == normal
+    fpr = float(np.mean(np.asarray(y_pred)[is_normal] != normal)) if is_normal.any() else 0.0
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_precision": float(precision),
+        "macro_recall": float(recall),
+        "macro_f1": float(f1),
+        "mcc": float(matthews_corrcoef(y_true, y_pred)),
+        "fpr": fpr,
+        "recall": {name: float(r) for name, r in zip(class_names, per_class)},
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "support": int(len(y_true)),
+    }
+
+
+def metrics_table(metrics: dict, class_names) -> str:
+    """Markdown table: one row per (model, test set), metrics in percent.
+    `metrics` is {variant: {test set: classification_metrics(...)}}."""
+    head = ["model", "test set", "acc", "macro-P", "macro-R", "macro-F1", "MCC", "FPR"]
+    head += [f"DR {c}" for c in class_names]
+    rows = []
+    for variant, sets in metrics.items():
+        for test_set, m in sets.items():
+            cells = [m["accuracy"], m["macro_precision"], m["macro_recall"], m["macro_f1"]]
+            row = [variant, test_set] + [f"{100 * v:.2f}" for v in cells]
+            row += [f"{m['mcc']:.4f}", f"{100 * m['fpr']:.2f}"]
+            row += [f"{100 * m['recall'][c]:.2f}" for c in class_names]
+            rows.append(row)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
