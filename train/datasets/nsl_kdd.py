@@ -93,7 +93,7 @@ def load_file(path: str | Path, name: str | None = None) -> LabelledSet:
     if unknown.any():
         i = int(np.flatnonzero(unknown)[0])
         raise DataError(f"{path}, line {records.numbers[i]}: unknown attack label "
-                        f"{labels[i]!r}; known labels: {', '.join(sorted(LABEL_CLASS))}")
+                        f"{str(labels[i])!r}; known labels: {', '.join(sorted(LABEL_CLASS))}")
     y = np.array([CLASSES.index(LABEL_CLASS[label]) for label in labels], dtype=np.int64)
     return LabelledSet(name or path.name, path, records, y)
 

@@ -1,0 +1,46 @@
+"""Shared fixtures: the real datasets in ../shared/datasets (or $EDGE_IDS_DATA_DIR), and one
+real pipeline run on KDDTrain+_20Percent whose bundle the other tests use."""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("EDGE_IDS_DATA_DIR") or REPO.parent / "shared" / "datasets")
+NSL_KDD = DATA_DIR / "nsl-kdd"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (NSL_KDD / "KDDTest+.txt.gz").is_file():
+        pytest.skip(f"NSL-KDD files not found in {NSL_KDD}: put the shared datasets beside the "
+                    f"repository or set EDGE_IDS_DATA_DIR")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def kdd_test_lines(data_dir) -> list[bytes]:
+    """KDDTest+ as raw lines (bytes, newline kept), as a device would read them."""
+    with gzip.open(NSL_KDD / "KDDTest+.txt.gz", "rb") as f:
+        return f.readlines()
+
+
+@pytest.fixture(scope="session")
+def small_pipeline(data_dir, tmp_path_factory):
+    """(output dir, manifest) of one real pipeline run on the 20 % training file."""
+    from edge_ids.pipeline import PipelineOptions, run_pipeline
+
+    out = tmp_path_factory.mktemp("pipeline")
+    manifest = run_pipeline(PipelineOptions(data_dir=str(data_dir), out=out,
+                                            train_set="KDDTrain+_20Percent"), echo=lambda _: None)
+    return out, manifest
+
+
+@pytest.fixture
+def bundle_copy(small_pipeline, tmp_path) -> Path:
+    """A private copy of the pipeline's bundle that a test may damage."""
+    return Path(shutil.copytree(small_pipeline[0] / "bundle", tmp_path / "bundle"))

@@ -1,0 +1,80 @@
+"""The bundle contract: what the manifest holds, and refusal of anything that does not match."""
+from __future__ import annotations
+
+import json
+import tarfile
+
+import pytest
+
+from edge_ids.edge_runtime.bundle import BundleError, load_bundle
+
+
+def test_manifest_holds_what_the_device_and_the_reader_need(small_pipeline):
+    out, manifest = small_pipeline
+    bundle = load_bundle(out / "bundle")
+    m = bundle.manifest
+    assert m == manifest
+    assert m["schema_version"] == 1 and m["dataset"] == "nsl-kdd"
+    assert m["class_names"] == ["Normal", "DoS", "Probe", "R2L", "U2R"]
+    assert len(m["files"]["model.tflite"]["sha256"]) == 64
+    assert len(m["files"]["features.json"]["sha256"]) == 64
+    assert {"python", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "ai-edge-litert",
+            "edge-ids"} <= set(m["tools"])
+    for variant in ("float", "int8"):
+        for test_set in ("KDDTest+", "KDDTest-21"):
+            metrics = m["metrics"][variant][test_set]
+            for name in ("accuracy", "macro_f1", "mcc", "fpr"):
+                assert 0 <= abs(metrics[name]) <= 1
+            assert set(metrics["recall"]) == set(m["class_names"])
+    assert bundle.spec["input_quantization"]["scale"] > 0
+
+
+def test_tampered_model_is_refused(bundle_copy):
+    model = bundle_copy / "model.tflite"
+    data = bytearray(model.read_bytes())
+    data[-100] ^= 1
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"model\.tflite has SHA-256 .* the manifest says .*"
+                                          r"modified or corrupted"):
+        load_bundle(bundle_copy)
+
+
+def test_tampered_feature_spec_is_refused(bundle_copy):
+    spec_file = bundle_copy / "features.json"
+    spec = json.loads(spec_file.read_text())
+    spec["kept"][0]["max"] *= 2
+    spec_file.write_text(json.dumps(spec))
+    with pytest.raises(BundleError, match=r"features\.json has SHA-256"):
+        load_bundle(bundle_copy)
+
+
+def test_other_schema_version_is_refused(bundle_copy):
+    manifest_file = bundle_copy / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["schema_version"] = 2
+    manifest_file.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="bundle schema version 2, but this edge-ids reads "
+                                          "version 1"):
+        load_bundle(bundle_copy)
+
+
+def test_missing_file_and_bad_json_are_refused(bundle_copy):
+    (bundle_copy / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="manifest.json is not valid JSON"):
+        load_bundle(bundle_copy)
+    (bundle_copy / "features.json").unlink()
+    with pytest.raises(BundleError, match="features.json is missing"):
+        load_bundle(bundle_copy)
+    with pytest.raises(BundleError, match="no such bundle"):
+        load_bundle(bundle_copy / "nowhere")
+
+
+def test_tar_gz_bundle_loads_the_same(bundle_copy, tmp_path):
+    archive = tmp_path / "bundle.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(bundle_copy, arcname="nsl-kdd-fnn")
+    a, b = load_bundle(archive), load_bundle(bundle_copy)
+    assert (a.model, a.spec, a.manifest) == (b.model, b.spec, b.manifest)
+    (tmp_path / "junk.tar.gz").write_bytes(b"not a tar")
+    with pytest.raises(BundleError, match="not a bundle directory or a readable .tar.gz"):
+        load_bundle(tmp_path / "junk.tar.gz")
