@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import sys
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, TextIO
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 
@@ -174,7 +173,7 @@ def _parse_rows(texts: list[str], num_idx: list[int], schema: RawSchema, numbers
     return values
 
 
-def open_input(path: str) -> TextIO | io.BufferedIOBase:
+def open_input(path: str) -> BinaryIO:
     """Open a record source as bytes: a file (plain or .gz, by magic number) or '-' for stdin."""
     if path == "-":
         return sys.stdin.buffer
@@ -184,7 +183,7 @@ def open_input(path: str) -> TextIO | io.BufferedIOBase:
     return f
 
 
-def read_chunks(stream, size: int) -> Iterator[list[bytes]]:
+def read_chunks(stream: BinaryIO, size: int) -> Iterator[list[bytes]]:
     """Yield lists of up to `size` raw lines; a line longer than the limit is not kept whole."""
     chunk: list[bytes] = []
     while True:

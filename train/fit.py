@@ -10,7 +10,7 @@ from sklearn.model_selection import train_test_split
 
 
 def split_validation(n_rows: int, y: np.ndarray, fraction: float, seed: int):
-    """Stratified train/validation row indices; rare classes keep at least one row on each side."""
+    """Stratified (train, validation) row indices: each class split in the same proportion."""
     rows = np.arange(n_rows)
     return train_test_split(rows, test_size=fraction, stratify=y, random_state=seed)
 
