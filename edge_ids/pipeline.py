@@ -93,7 +93,8 @@ def run_pipeline(opts: PipelineOptions, echo: Callable[[str], None] = print) -> 
                             mi_sample=opts.mi_sample, seed=opts.seed)
     transform = FeatureTransform(spec)
     x_all, _ = transform.transform(train.records.columns)
-    x_fit, y_fit, x_val, y_val = x_all[fit_rows], train.y[fit_rows], x_all[val_rows], train.y[val_rows]
+    x_fit, y_fit = x_all[fit_rows], train.y[fit_rows]
+    x_val, y_val = x_all[val_rows], train.y[val_rows]
     echo(f"      {len(spec['kept'])} features after the zero-ratio filter "
          f"({len(spec['zero_ratio_filter']['dropped'])} dropped), {transform.n_inputs} selected; "
          f"{len(y_fit):,} rows to fit, {len(y_val):,} for validation")

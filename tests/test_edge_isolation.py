@@ -52,7 +52,8 @@ def test_edge_runtime_sources_import_only_light_modules():
             if isinstance(node, ast.ImportFrom) and node.level:
                 assert node.level == 1, f"{path.name} imports from outside edge_runtime"
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module])
                 for name in names:
                     top = name.split(".")[0]
                     # (importlib strings are checked at run time by the tests above)

@@ -31,7 +31,8 @@ CATEGORICAL = ("protocol_type", "service", "flag")
 SCHEMA = RawSchema(FEATURES, tuple("categorical" if f in CATEGORICAL else "numeric"
                                    for f in FEATURES), trailing=("label", "difficulty"))
 # What a labelled file must hold: all 43 columns.
-_FILE_SCHEMA = RawSchema(FEATURES + ("label", "difficulty"), SCHEMA.types + ("categorical", "numeric"))
+_FILE_SCHEMA = RawSchema(FEATURES + ("label", "difficulty"),
+                         SCHEMA.types + ("categorical", "numeric"))
 
 CLASSES = ("Normal", "DoS", "Probe", "R2L", "U2R")
 NORMAL = "Normal"
