@@ -28,11 +28,6 @@ def convert_int8(model, representative: np.ndarray, int8_io: bool = True) -> byt
     return _convert(converter)
 
 
-def convert_float(model) -> bytes:
-    """Plain float32 TFLite model (the size baseline)."""
-    return _convert(tf.lite.TFLiteConverter.from_keras_model(model))
-
-
 def _convert(converter) -> bytes:
     with warnings.catch_warnings(), quiet_native_output():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")

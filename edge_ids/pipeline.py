@@ -153,15 +153,15 @@ def run_pipeline(opts: PipelineOptions, echo: Callable[[str], None] = print) -> 
     stages.done()
 
     table = metrics_table(metrics, classes)
+    agreement_line = "int8 vs float prediction agreement: " + ", ".join(
+        f"{k} {100 * v:.2f} %" for k, v in agreement.items())
     model.save(Path(opts.out) / "model.keras")
     (Path(opts.out) / "summary.md").write_text(
-        f"# edge-ids pipeline: {nsl_kdd.NAME}\n\n{table}\n\nint8/float agreement: "
-        + ", ".join(f"{k} {100 * v:.2f} %" for k, v in agreement.items()) + "\n")
+        f"# edge-ids pipeline: {nsl_kdd.NAME}\n\n{table}\n\n{agreement_line}\n")
     echo("")
     echo(table)
     echo("")
-    echo("int8 vs float prediction agreement: "
-         + ", ".join(f"{k} {100 * v:.2f} %" for k, v in agreement.items()))
+    echo(agreement_line)
     echo(f"bundle: {bundle_dir}   total time {time.monotonic() - started:.0f} s")
     return manifest
 

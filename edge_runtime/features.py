@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 FEATURE_SPEC_VERSION = 1
+NOT_SELECTED, UNSEEN = -1, -2  # one-hot lookup results that set no input
 
 
 class FeatureTransform:
@@ -32,12 +33,13 @@ class FeatureTransform:
         self._num_min = np.array([f["min"] for _, f in numeric], dtype=np.float64)
         span = np.array([f["max"] - f["min"] for _, f in numeric], dtype=np.float64)
         self._num_span = np.where(span > 0, span, 1.0)  # a constant column maps to 0
-        # For each categorical column, value -> model-input position of its one-hot feature.
-        self._one_hot_positions: dict[str, dict[str, int]] = {c: {} for c in spec["one_hot"]}
+        # For each categorical column, every known value -> the model-input position of its
+        # one-hot feature, or NOT_SELECTED; a value missing from the table is an unseen category.
+        self._one_hot_positions = {c: dict.fromkeys(v, NOT_SELECTED)
+                                   for c, v in spec["one_hot"].items()}
         for p, f in enumerate(self.selected):
             if "value" in f:
                 self._one_hot_positions[f["column"]][f["value"]] = p
-        self._vocabulary = {c: frozenset(v) for c, v in spec["one_hot"].items()}
 
     def transform(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, int]]:
         """Return (inputs float32 of shape (n, n_inputs), {column: unseen-category count})."""
@@ -48,13 +50,11 @@ class FeatureTransform:
             x[:, self._num_positions] = np.clip((raw - self._num_min) / self._num_span, 0.0, 1.0)
         unknown = {}
         for column, positions in self._one_hot_positions.items():
-            values = columns[column]
-            vocabulary = self._vocabulary[column]
-            unknown[column] = int(sum(1 for v in values if v not in vocabulary))
-            if positions:
-                where = np.fromiter((positions.get(v, -1) for v in values), np.int64, count=n)
-                rows = np.flatnonzero(where >= 0)
-                x[rows, where[rows]] = 1.0
+            where = np.fromiter((positions.get(v, UNSEEN) for v in columns[column]), np.int64,
+                                count=n)
+            unknown[column] = int(np.count_nonzero(where == UNSEEN))
+            rows = np.flatnonzero(where >= 0)
+            x[rows, where[rows]] = 1.0
         return x, unknown
 
 
