@@ -34,6 +34,21 @@ def write_bundle(out_dir: str | Path, model: bytes, spec: dict, manifest: dict) 
     return out_dir
 
 
+def write_int8_bundle(out_dir: str | Path, model, spec: dict, calibration, manifest: dict
+                      ) -> dict:
+    """Quantize a Keras model to full-integer int8 (int8 input/output) calibrated on
+    `calibration` rows, record the input quantization in the spec, write the bundle; return the
+    manifest as written."""
+    from ..edge_runtime.interpreter import make_interpreter
+    from .quantize import convert_int8
+
+    tflite = convert_int8(model, calibration)
+    scale, zero_point = make_interpreter(tflite).get_input_details()[0]["quantization"]
+    spec = dict(spec, input_quantization={"scale": float(scale), "zero_point": int(zero_point)})
+    write_bundle(out_dir, tflite, spec, manifest)
+    return json.loads((Path(out_dir) / MANIFEST_FILE).read_text())
+
+
 def write_manifest(out_dir: str | Path, manifest: dict) -> None:
     """(Re)write manifest.json, e.g. to add metrics measured on the written bundle."""
     (Path(out_dir) / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")

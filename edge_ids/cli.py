@@ -23,6 +23,8 @@ def main():
     \b
     On the host (pip install 'edge-ids[host]'):
       edge-ids pipeline --data-dir DIR --out OUT   train, quantize to int8, write OUT/bundle
+      edge-ids train --dataset D --model M ...     one model/loss/resampling run
+      edge-ids reproduce khanam2022|dina2023       a paper's result table over 3 seeds
     On the device (pip install edge-ids):
       edge-ids classify --bundle OUT/bundle FILE   one JSON line per raw record
     """
@@ -159,3 +161,9 @@ def _alpha(text: str, n_classes: int) -> float | list[float]:
         raise click.BadParameter(f"give one positive number or {n_classes} (one per class)",
                                  param_hint="--alpha")
     return values[0] if len(values) == 1 else values
+
+
+from .cli_research import reproduce, train  # noqa: E402  (registered on the group here)
+
+main.add_command(train)
+main.add_command(reproduce)

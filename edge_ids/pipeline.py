@@ -58,14 +58,12 @@ class _Stages:
 
 def run_pipeline(opts: PipelineOptions, echo: Callable[[str], None] = print) -> dict:
     """Run every stage; return the bundle's manifest (with float and int8 metrics)."""
-    import keras  # host-only imports stay inside: `edge-ids --help` must not load TensorFlow
-
-    from .compress.bundle_writer import write_bundle, write_manifest
-    from .compress.quantize import convert_int8, representative_sample
+    # host-only imports stay inside: `edge-ids --help` must not load TensorFlow
+    from .compress.bundle_writer import write_int8_bundle, write_manifest
+    from .compress.quantize import representative_sample
     from .edge_runtime.bundle import load_bundle
     from .edge_runtime.classifier import Classifier
     from .edge_runtime.features import FeatureTransform
-    from .edge_runtime.interpreter import make_interpreter
     from .train.datasets import nsl_kdd
     from .train.evaluate import classification_metrics, metrics_table
     from .train.feature_spec import fit_feature_spec
@@ -120,11 +118,8 @@ def run_pipeline(opts: PipelineOptions, echo: Callable[[str], None] = print) -> 
     stages.next(f"Converting to full-integer int8 TFLite ({opts.calibration_rows} representative "
                 "training rows) and writing the bundle")
     calibration = representative_sample(x_fit, y_fit, opts.calibration_rows, opts.seed)
-    tflite = convert_int8(model, calibration)
-    scale, zero_point = make_interpreter(tflite).get_input_details()[0]["quantization"]
-    spec["input_quantization"] = {"scale": float(scale), "zero_point": int(zero_point)}
     bundle_dir = Path(opts.out) / "bundle"
-    manifest = write_bundle(bundle_dir, tflite, spec, {
+    write_int8_bundle(bundle_dir, model, spec, calibration, {
         "dataset": nsl_kdd.NAME,
         "raw_schema": {"name": nsl_kdd.NAME, "columns": len(nsl_kdd.FEATURES),
                        "trailing": list(nsl_kdd.SCHEMA.trailing)},
@@ -137,7 +132,8 @@ def run_pipeline(opts: PipelineOptions, echo: Callable[[str], None] = print) -> 
                      "validation_rows": int(len(y_val)), **history,
                      "options": _options_record(opts)},
     })
-    echo(f"      {bundle_dir}: model.tflite {len(tflite):,} bytes")
+    tflite_bytes = (bundle_dir / "model.tflite").stat().st_size
+    echo(f"      {bundle_dir}: model.tflite {tflite_bytes:,} bytes")
 
     stages.next("Evaluating the int8 bundle through the edge runtime (raw records in)")
     bundle = load_bundle(bundle_dir)

@@ -32,7 +32,9 @@ class RawSchema:
     """The raw columns a model reads, in file order, plus optional trailing columns (labels)."""
 
     names: tuple[str, ...]
-    types: tuple[str, ...]  # "numeric" or "categorical", one per name
+    # One per name: "numeric", "categorical", or "ignored" (in the record, e.g. an IP address,
+    # but never read: counted in the field-count check, then skipped).
+    types: tuple[str, ...]
     trailing: tuple[str, ...] = ()  # e.g. ("label", "difficulty"): accepted, kept as text
 
     @classmethod
@@ -52,6 +54,10 @@ class RawSchema:
     @property
     def categorical(self) -> list[str]:
         return [n for n, t in zip(self.names, self.types) if t == "categorical"]
+
+    @property
+    def ignored(self) -> list[str]:
+        return [n for n, t in zip(self.names, self.types) if t == "ignored"]
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,8 @@ def _decode(line: bytes | str) -> tuple[str, tuple[str, str] | None]:
 
 def _to_columns(texts: list[str], numbers: np.ndarray, schema: RawSchema
                 ) -> tuple[Records, list[Rejected]]:
-    """Whole columns at once with numpy's C parser; only when that fails, row by row."""
+    """Whole columns at once with numpy's C parser; only when that fails, row by row.
+    "ignored" columns are never loaded, so a value there can be anything."""
     num_idx = [i for i, t in enumerate(schema.types) if t == "numeric"]
     str_idx = [i for i, t in enumerate(schema.types) if t == "categorical"]
     str_idx += range(len(schema.names), len(schema.names) + len(schema.trailing))

@@ -94,3 +94,28 @@ def test_values_beyond_the_training_range_are_clipped(spec, kdd_test_lines):
     x, _ = FeatureTransform(spec).transform(records.columns)
     position = [spec["kept"][i]["name"] for i in spec["selected"]].index("src_bytes")
     assert x[:, position].tolist() == [1.0, 0.0]
+
+
+def test_k_none_keeps_every_feature_the_filter_leaves_in_mi_order(kdd_train):
+    spec = fit_feature_spec(kdd_train.records, kdd_train.y, nsl_kdd.SCHEMA, k=None,
+                            mi_sample=1000)
+    assert len(spec["kept"]) == 106 and sorted(spec["selected"]) == list(range(106))
+    mi = [spec["kept"][i]["mi"] for i in spec["selected"]]
+    assert mi == sorted(mi, reverse=True)
+
+
+def test_ignored_column_is_read_past_and_never_a_feature():
+    """An "ignored" column (here an address) counts as a field but is never parsed or used."""
+    schema = RawSchema(("ip", "proto", "bytes"), ("ignored", "categorical", "numeric"),
+                       trailing=("label",))
+    lines = ["10.0.0.1,tcp,100,a", "not an address,udp,5,b", ",tcp,0,a", "10.0.0.9,tcp,7"]
+    records, rejected = parse_lines(lines + ["10.0.0.1,tcp"], schema)
+    assert [r.reason for r in rejected] == ["wrong_field_count"]
+    assert set(records.columns) == {"proto", "bytes"} and schema.ignored == ["ip"]
+    spec = fit_feature_spec(records, np.array([0, 1, 0, 1]), schema, k=None, zero_scope="none")
+    assert {f["column"] for f in spec["kept"]} == {"proto", "bytes"}
+    assert spec["raw"]["columns"][0] == {"name": "ip", "type": "ignored"}
+    device = RawSchema.from_spec(json.loads(json.dumps(spec["raw"])))
+    again, _ = parse_lines(lines, device)
+    x, _ = FeatureTransform(spec).transform(again.columns)
+    assert x.shape == (4, 3) and x.min() == 0.0 and x.max() == 1.0

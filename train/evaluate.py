@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import (accuracy_score, confusion_matrix, matthews_corrcoef,
-                             precision_recall_fscore_support)
+                             precision_recall_fscore_support, roc_auc_score)
 
 
-def classification_metrics(y_true, y_pred, class_names, normal_class: str) -> dict:
+def classification_metrics(y_true, y_pred, class_names, normal_class: str,
+                           scores=None) -> dict:
     """accuracy, macro precision/recall/F1, MCC, FPR (normal traffic flagged as an attack),
-    per-class recall (the papers' detection rate) and the confusion matrix (rows = truth)."""
+    per-class recall (the papers' detection rate) and the confusion matrix (rows = truth);
+    with class scores (n, classes) also the one-vs-rest ROC-AUC per class and its macro mean."""
     labels = list(range(len(class_names)))
     precision, recall, f1, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, average="macro", zero_division=0)
@@ -16,7 +18,7 @@ def classification_metrics(y_true, y_pred, class_names, normal_class: str) -> di
     normal = class_names.index(normal_class)
     is_normal = np.asarray(y_true) == normal
     fpr = float(np.mean(np.asarray(y_pred)[is_normal] != normal)) if is_normal.any() else 0.0
-    return {
+    result = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_precision": float(precision),
         "macro_recall": float(recall),
@@ -27,6 +29,22 @@ def classification_metrics(y_true, y_pred, class_names, normal_class: str) -> di
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "support": int(len(y_true)),
     }
+    if scores is not None:
+        result["roc_auc"] = roc_auc(y_true, scores, class_names)
+        present = [v for v in result["roc_auc"].values() if v is not None]
+        result["macro_roc_auc"] = float(np.mean(present)) if present else None
+    return result
+
+
+def roc_auc(y_true, scores, class_names) -> dict:
+    """One-vs-rest ROC-AUC per class; None where the test set lacks the class."""
+    y_true = np.asarray(y_true)
+    out = {}
+    for i, name in enumerate(class_names):
+        positive = y_true == i
+        out[name] = (float(roc_auc_score(positive, scores[:, i]))
+                     if 0 < positive.sum() < len(y_true) else None)
+    return out
 
 
 def metrics_table(metrics: dict, class_names) -> str:

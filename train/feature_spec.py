@@ -3,6 +3,10 @@
 The result is plain JSON (edge_runtime/features.py documents it and is the only code that
 applies it). Fit it on the training part only: never on validation or test data.
 
+"ignored" raw columns (identifiers such as addresses) never become features. `k=None` keeps every
+feature the zero-ratio filter leaves, still ordered by mutual information, for datasets whose
+reference papers did no feature selection.
+
 The zero-ratio filter follows the CFLVAE paper (Khanam et al. 2022): it drops *numeric* features
 with more than `zero_ratio` zeros (scope "numeric"). On KDDTrain+ that removes 16 of 38 numeric
 features, among them the content features (failed logins, root shells, guest logins) that tell
@@ -19,10 +23,12 @@ from ..edge_runtime.records import RawSchema, Records
 ZERO_RATIO_SCOPES = ("numeric", "all", "none")
 
 
-def fit_feature_spec(records: Records, y: np.ndarray, schema: RawSchema, *, k: int = 87,
+def fit_feature_spec(records: Records, y: np.ndarray, schema: RawSchema, *,
+                     k: int | None = 87,
                      zero_ratio: float = 0.9, zero_scope: str = "numeric",
                      mi_sample: int | None = None, seed: int = 0) -> dict:
-    """Return a feature spec whose `selected` holds the k features of highest mutual information."""
+    """Return a feature spec whose `selected` holds the k features of highest mutual information
+    (every kept feature when k is None), in rank order."""
     if zero_scope not in ZERO_RATIO_SCOPES:
         raise ValueError(f"zero-ratio scope must be one of {ZERO_RATIO_SCOPES}, not {zero_scope!r}")
     columns = records.columns
@@ -34,16 +40,19 @@ def fit_feature_spec(records: Records, y: np.ndarray, schema: RawSchema, *, k: i
             candidates.append({"name": name, "column": name, "min": float(values.min()),
                                "max": float(values.max()),
                                "zero_ratio": float(np.mean(values == 0))})
-        else:
+        elif kind == "categorical":
             for value in vocabularies[name]:
                 present = float(np.mean(columns[name] == value))
                 candidates.append({"name": f"{name}={value}", "column": name, "value": value,
                                    "min": 0.0, "max": 1.0, "zero_ratio": 1.0 - present})
+        elif kind != "ignored":
+            raise ValueError(f"raw column {name!r} has unknown type {kind!r}")
     in_scope = {"numeric": lambda c: "value" not in c, "all": lambda c: True,
                 "none": lambda c: False}[zero_scope]
     drop = [in_scope(c) and c["zero_ratio"] > zero_ratio for c in candidates]
     filtered = [c for c, d in zip(candidates, drop) if d]
     kept = [c for c, d in zip(candidates, drop) if not d]
+    k = len(kept) if k is None else k
     if not 0 < k <= len(kept):
         raise ValueError(f"k={k} features asked for, but {len(kept)} remain after the "
                          f"zero-ratio filter ({len(filtered)} dropped)")

@@ -6,12 +6,12 @@ is DoS there, where some papers count it as R2L). An unknown label is an error, 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ...edge_runtime.records import Records, RawSchema, open_input, parse_lines
+from ...edge_runtime.records import RawSchema, open_input, parse_lines
+from .base import Dataset, LabelledSet
 from .files import DataError, find_data_file
 
 NAME = "nsl-kdd"
@@ -30,9 +30,8 @@ CATEGORICAL = ("protocol_type", "service", "flag")
 # What the device reads: the 41 features, optionally followed by label and difficulty.
 SCHEMA = RawSchema(FEATURES, tuple("categorical" if f in CATEGORICAL else "numeric"
                                    for f in FEATURES), trailing=("label", "difficulty"))
-# What a labelled file must hold: all 43 columns.
-_FILE_SCHEMA = RawSchema(FEATURES + ("label", "difficulty"),
-                         SCHEMA.types + ("categorical", "numeric"))
+# What a labelled file must hold: all 43 columns (label and difficulty kept as text).
+_FILE_SCHEMA = RawSchema(FEATURES + SCHEMA.trailing, SCHEMA.types + ("categorical",) * 2)
 
 CLASSES = ("Normal", "DoS", "Probe", "R2L", "U2R")
 NORMAL = "Normal"
@@ -49,23 +48,21 @@ FILES = {"KDDTrain+": "KDDTrain+.txt", "KDDTrain+_20Percent": "KDDTrain+_20Perce
          "KDDTest+": "KDDTest+.txt", "KDDTest-21": "KDDTest-21.txt"}
 TRAIN_SETS = ("KDDTrain+", "KDDTrain+_20Percent")
 TEST_SETS = ("KDDTest+", "KDDTest-21")
+# The CFLVAE paper's setup: zero-ratio filter on numeric features, then the 87 best by MI.
+FEATURE_DEFAULTS = {"k": 87, "zero_ratio": 0.9, "zero_scope": "numeric"}
 
 
-@dataclass
-class LabelledSet:
-    name: str
-    path: Path
-    records: Records  # feature columns (+ label, difficulty columns)
-    y: np.ndarray  # class index into CLASSES
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.records.columns["label"]
-
-    @property
-    def y_binary(self) -> np.ndarray:
-        """0 for normal traffic, 1 for any attack."""
-        return (self.y != CLASSES.index(NORMAL)).astype(np.int64)
+def dataset(data_dir=None, train_set: str = "KDDTrain+") -> Dataset:
+    """The official split: one training file, both test files."""
+    if train_set not in TRAIN_SETS:
+        raise DataError(f"unknown NSL-KDD training file {train_set!r}; choose from "
+                        f"{', '.join(TRAIN_SETS)}")
+    notes = (f"NSL-KDD, official split: trained on {train_set}, tested on "
+             f"{' and '.join(TEST_SETS)}. All 41 features are read; the difficulty level is not "
+             f"used; attack names seen only in the test files are mapped to the five classes.")
+    return Dataset(NAME, SCHEMA, CLASSES, NORMAL, load(train_set, data_dir),
+                   {name: load(name, data_dir) for name in TEST_SETS}, dict(FEATURE_DEFAULTS),
+                   notes)
 
 
 def load(name: str, data_dir=None) -> LabelledSet:
@@ -89,7 +86,9 @@ def load_file(path: str | Path, name: str | None = None) -> LabelledSet:
         raise DataError(f"{path}, line {first.record}: {_explain(first)}{more}")
     if not len(records):
         raise DataError(f"{path}: no records")
-    labels = records.columns["label"]
+    # Label and difficulty go to `trailing`, as when the device parses a labelled file.
+    records.trailing = {c: records.columns.pop(c) for c in SCHEMA.trailing}
+    labels = records.trailing["label"]
     unknown = ~np.isin(labels, list(LABEL_CLASS))
     if unknown.any():
         i = int(np.flatnonzero(unknown)[0])
