@@ -102,7 +102,8 @@ class CFLVAE:
                              loss=_ClassWiseFocalReconstruction(self.n_features, self.gamma,
                                                                 self.alpha))
         c, c_val = self._one_hot(y), self._one_hot(y_val)
-        stop = keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
+        stop = keras.callbacks.EarlyStopping(patience=patience, min_delta=1e-3,
+                                             restore_best_weights=True)
         callbacks = [stop] + ([_EpochLine(epochs, echo)] if echo else [])
         history = self.trainer.fit([x, c], np.hstack([x, c]), batch_size=batch_size,
                                    epochs=epochs, verbose=0, shuffle=True, callbacks=callbacks,

@@ -89,7 +89,7 @@ DINA = Paper(
 PAPERS = {"khanam2022": KHANAM, "dina2023": DINA}
 
 # A quick run (CI): few epochs, one seed, a small generation, a training subset.
-QUICK = {"training": {"epochs": 3, "patience": 2},
+QUICK = {"training": {"epochs": 10, "patience": 3},
          "samplers": {"ratio": 0.2},
          "cflvae": {"epochs": 3, "patience": 2},
          "ctgan": {"epochs": 2}}

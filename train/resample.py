@@ -72,6 +72,7 @@ class CTGANSampler:
     def fit_resample(self, x, y):
         try:
             import pandas as pd
+            import torch
             from ctgan import CTGAN
         except ImportError as e:
             raise RuntimeError("CTGAN sampling needs the ctgan library: "
@@ -84,6 +85,7 @@ class CTGANSampler:
                 self.echo(f"      CTGAN for class {cls}: {len(rows):,} rows -> {goal:,}")
             # pac (default 10) must divide the batch; keep the batch within the class size
             batch = max(10, min(self.batch_size, len(rows)) // 10 * 10)
+            torch.set_num_threads(1)  # torch's default thread pool fights TensorFlow's
             gan = CTGAN(epochs=self.epochs, batch_size=batch, verbose=False, enable_gpu=False)
             gan.set_random_state(self.seed)
             gan.fit(pd.DataFrame(rows, columns=[f"f{i}" for i in range(rows.shape[1])]))
@@ -95,12 +97,13 @@ class CTGANSampler:
 
 class CFLVAESampler:
     """Train a CFLVAE on all training rows (20 % held out for its early stopping), then
-    generate each minority class up to its target."""
+    generate each minority class up to its target. The paper trains 500 epochs in batches of
+    64; we stop early on the held-out loss (at most 200 epochs, batches of 256: compute budget)."""
 
     name = "cflvae"
 
-    def __init__(self, ratio: float = 1.0, seed: int = 0, epochs: int = 500,
-                 batch_size: int = 64, patience: int = 10, gamma=None, alpha=None,
+    def __init__(self, ratio: float = 1.0, seed: int = 0, epochs: int = 200,
+                 batch_size: int = 256, patience: int = 10, gamma=None, alpha=None,
                  echo: Callable[[str], None] | None = None):
         self.ratio, self.seed, self.epochs, self.batch_size = ratio, seed, epochs, batch_size
         self.patience, self.gamma, self.alpha, self.echo = patience, gamma, alpha, echo

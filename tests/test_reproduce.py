@@ -1,0 +1,55 @@
+"""The reproductions in quick mode (what CI can afford): every method of both papers trains on
+the real data and beats the majority-class baseline on macro-F1; the outputs are complete.
+The full runs (3 seeds, the papers' epochs) are `pytest -m slow` and the documented command."""
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from edge_ids.train.reproduce import PAPERS, reproduce
+
+
+def _majority_macro_f1(y: list[list[int]]) -> float:
+    truth = np.repeat(np.arange(len(y)), [sum(row) for row in y])
+    majority = np.full_like(truth, np.bincount(truth).argmax())
+    return f1_score(truth, majority, average="macro", labels=range(len(y)), zero_division=0)
+
+
+@pytest.fixture(scope="module", params=sorted(PAPERS))
+def quick_run(request, data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp(request.param)
+    return request.param, out, reproduce(request.param, out, data_dir=data_dir, seeds=(0,),
+                                         quick=True, echo=lambda _: None)
+
+
+def test_every_method_beats_the_majority_class(quick_run):
+    paper, _, results = quick_run
+    assert list(results["runs"]) == [m.name for m in PAPERS[paper].methods]
+    for method, runs in results["runs"].items():
+        for test, metrics in runs[0]["metrics"].items():
+            baseline = _majority_macro_f1(metrics["confusion_matrix"])
+            assert metrics["macro_f1"] > baseline + 0.02, (method, test, metrics["macro_f1"],
+                                                           baseline)
+
+
+def test_outputs_are_complete(quick_run):
+    paper, out, results = quick_run
+    assert json.loads((out / "results.json").read_text())["runs"].keys() == results["runs"].keys()
+    markdown = (out / "results.md").read_text()
+    for method in results["runs"]:
+        assert f"| {method} |" in markdown
+    assert "*paper*" in markdown and "Quick run" in markdown
+    for test in results["tests"]:
+        slug = test.replace("+", "plus").lower()
+        for kind in ("confusion", "roc"):
+            png = out / f"{kind}_{slug}.png"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_resampling_never_touches_validation_or_test_rows(quick_run):
+    _, _, results = quick_run
+    by_method = {m: runs[0] for m, runs in results["runs"].items()}
+    supports = {m: {t: r["metrics"][t]["support"] for t in r["metrics"]}
+                for m, r in by_method.items()}
+    assert len({json.dumps(s, sort_keys=True) for s in supports.values()}) == 1
