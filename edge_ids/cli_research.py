@@ -54,7 +54,7 @@ _data_dir = click.option(
               help="Also quantize to int8 and write OUT/bundle (checked on the edge runtime).")
 def train(dataset, model, loss, resample, out, data_dir, train_set, hidden, gamma, alpha, ratio,
           epochs, val_fraction, seed, bundle):
-    """Train one model + loss + imbalance method and evaluate it on the dataset's test sets.
+    """Train one model, loss and imbalance method; evaluate it on the test sets.
 
     The feature spec is fitted on the training rows, the validation rows are carved from the
     training file before resampling, and the test files are only ever evaluated.
