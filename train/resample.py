@@ -55,7 +55,15 @@ class ImblearnSampler:
                                           random_state=self.seed),
                    "adasyn": lambda: ADASYN(sampling_strategy=goal, n_neighbors=k,
                                             random_state=self.seed)}[self.name]()
-        x_new, y_new = sampler.fit_resample(np.asarray(x, dtype=np.float32), y)
+        try:
+            x_new, y_new = sampler.fit_resample(np.asarray(x, dtype=np.float32), y)
+        except RuntimeError as e:
+            if self.name != "adasyn" or "neigbours" not in str(e):
+                raise
+            # ADASYN weights each minority row by the share of other classes among its
+            # neighbours; when every neighbourhood is pure those weights are all zero, and
+            # the uniform weighting it then reduces to is SMOTE's
+            return ImblearnSampler("smote", self.ratio, self.seed, self.k).fit_resample(x, y)
         return x_new.astype(np.float32), y_new
 
 
