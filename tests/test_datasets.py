@@ -15,13 +15,13 @@ from edge_ids.edge_runtime.records import RawSchema, parse_lines
 from edge_ids.train.datasets import (DATASETS, DataError, bot_iot, load_dataset, wustl_ehms,
                                      wustl_iiot)
 from edge_ids.train.feature_spec import fit_feature_spec
-from conftest import DATA_DIR, REPO
+from conftest import DATA_DIR
+from iiot_sample import iiot_sample
 
 EHMS_FILE = DATA_DIR / "wustl-ehms-2020" / "wustl-ehms-2020_with_attacks_categories.csv.gz"
 BOT_IOT_SAMPLE = DATA_DIR / "bot-iot-sample" / "bot_iot_sample.csv"
-# Hand-made to the published WUSTL-IIoT-2021 column list (made-up but plausible values, generated
-# once): NOT real data. It only exercises the loader; no result may be drawn from it.
-IIOT_FIXTURE = REPO / "tests" / "fixtures" / "wustl_iiot_2021_sample.csv"
+# Made up to the published WUSTL-IIoT-2021 column list, written at test time: NOT real data.
+IIOT_FIXTURE = iiot_sample()
 
 
 def _needs(path):
