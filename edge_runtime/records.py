@@ -38,6 +38,13 @@ class RawSchema:
     trailing: tuple[str, ...] = ()  # e.g. ("label", "difficulty"): accepted, kept as text
 
     @classmethod
+    def of(cls, names: tuple[str, ...], categorical=(), ignored=(), trailing=()) -> "RawSchema":
+        """A schema from its column names: numeric unless named categorical or ignored."""
+        types = tuple("ignored" if n in ignored else "categorical" if n in categorical
+                      else "numeric" for n in names)
+        return cls(tuple(names), types, tuple(trailing))
+
+    @classmethod
     def from_spec(cls, raw: dict) -> "RawSchema":
         cols = raw["columns"]
         return cls(tuple(c["name"] for c in cols), tuple(c["type"] for c in cols),

@@ -13,6 +13,10 @@ import numpy as np
 from ...edge_runtime.records import RawSchema, Records
 
 
+# fit_feature_spec defaults for a dataset whose papers did no feature selection
+KEEP_ALL_FEATURES = {"k": None, "zero_ratio": 1.0, "zero_scope": "none"}
+
+
 @dataclass
 class LabelledSet:
     name: str

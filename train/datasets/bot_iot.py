@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...edge_runtime.records import RawSchema
-from .base import Dataset, LabelledSet
+from .base import KEEP_ALL_FEATURES, Dataset, LabelledSet
 from .files import DataError, find_data_file
 from .tables import read_table
 
@@ -26,16 +26,14 @@ CATEGORICAL = ("proto",)
 BEST_10 = ("seq", "stddev", "N_IN_Conn_P_SrcIP", "min", "state_number", "mean",
            "N_IN_Conn_P_DstIP", "drate", "srate", "max")
 FEATURES = ("pkSeqID", "proto", "saddr", "sport", "daddr", "dport") + BEST_10
-COLUMNS = FEATURES + ("attack", "category", "subcategory")
-SCHEMA = RawSchema(FEATURES, tuple("ignored" if f in IGNORED else "categorical"
-                                   if f in CATEGORICAL else "numeric" for f in FEATURES),
-                   trailing=("attack", "category", "subcategory"))
+SCHEMA = RawSchema.of(FEATURES, CATEGORICAL, IGNORED, trailing=("attack", "category",
+                                                                   "subcategory"))
 
 CLASSES = ("Normal", "DDoS", "DoS", "Reconnaissance", "Theft")
 NORMAL = "Normal"
 LABEL_CLASS = {c: i for i, c in enumerate(CLASSES)}
 # The 10 best features were already selected by the dataset's authors: keep them all.
-FEATURE_DEFAULTS = {"k": None, "zero_ratio": 1.0, "zero_scope": "none"}
+FEATURE_DEFAULTS = KEEP_ALL_FEATURES
 
 
 def load(data_dir=None) -> Dataset:
@@ -63,4 +61,5 @@ def from_files(train_path: str | Path, test_path: str | Path) -> Dataset:
 def load_file(path: str | Path, name: str | None = None) -> LabelledSet:
     """One file of this layout (comma or TAB separated); DataError names the line and column."""
     path = Path(path)
-    return read_table(path, COLUMNS, SCHEMA, "category", LABEL_CLASS, name or path.name)
+    return read_table(path, SCHEMA.names + SCHEMA.trailing, SCHEMA, "category", LABEL_CLASS,
+                      name or path.name)

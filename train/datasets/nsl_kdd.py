@@ -28,8 +28,7 @@ FEATURES = (
 )
 CATEGORICAL = ("protocol_type", "service", "flag")
 # What the device reads: the 41 features, optionally followed by label and difficulty.
-SCHEMA = RawSchema(FEATURES, tuple("categorical" if f in CATEGORICAL else "numeric"
-                                   for f in FEATURES), trailing=("label", "difficulty"))
+SCHEMA = RawSchema.of(FEATURES, categorical=CATEGORICAL, trailing=("label", "difficulty"))
 # What a labelled file must hold: all 43 columns (label and difficulty kept as text).
 _FILE_SCHEMA = RawSchema(FEATURES + SCHEMA.trailing, SCHEMA.types + ("categorical",) * 2)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...edge_runtime.records import RawSchema, open_input
-from .base import Dataset, LabelledSet, split_set
+from .base import KEEP_ALL_FEATURES, Dataset, LabelledSet, split_set
 from .files import DataError, find_data_file
 from .tables import read_table
 
@@ -30,12 +30,11 @@ LEAKING = ("SrcAddr", "DstAddr", "Sport", "SrcMac", "DstMac", "Packet_num")
 CONSTANT = ("Dir", "Dport")
 IGNORED = LEAKING + CONSTANT
 CATEGORICAL = ("Flgs",)
-_TYPES = tuple("ignored" if f in IGNORED else "categorical" if f in CATEGORICAL else "numeric"
-               for f in FEATURES)
 # What the device reads: the original layout, 43 features then `Label`.
-SCHEMA = RawSchema(FEATURES, _TYPES, trailing=("Label",))
+SCHEMA = RawSchema.of(FEATURES, CATEGORICAL, IGNORED, trailing=("Label",))
 # The circulated copy has `Attack Category` before `Label`.
-SCHEMA_WITH_CATEGORY = RawSchema(FEATURES, _TYPES, trailing=("Attack Category", "Label"))
+SCHEMA_WITH_CATEGORY = RawSchema.of(FEATURES, CATEGORICAL, IGNORED,
+                                    trailing=("Attack Category", "Label"))
 
 CLASSES = ("Normal", "Attack")
 NORMAL = "Normal"
@@ -43,7 +42,7 @@ LABEL_CLASS = {"0": 0, "1": 1}
 SPLIT_SEED = 2020  # fixed: the same test records in every run, whatever the experiment seed
 TEST_FRACTION = 0.2
 # Dina et al. used every feature: no zero-ratio filter, no selection.
-FEATURE_DEFAULTS = {"k": None, "zero_ratio": 1.0, "zero_scope": "none"}
+FEATURE_DEFAULTS = KEEP_ALL_FEATURES
 
 
 def load(data_dir=None) -> Dataset:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...edge_runtime.records import RawSchema
-from .base import Dataset, LabelledSet, split_set
+from .base import KEEP_ALL_FEATURES, Dataset, LabelledSet, split_set
 from .files import find_data_file
 from .tables import read_table
 
@@ -27,15 +27,14 @@ FEATURES = (
     "RunTime", "sTos", "SrcJitAct", "DstJitAct",
 )
 IGNORED = ("StartTime", "LastTime", "SrcAddr", "DstAddr", "Sport", "sIpId", "dIpId")
-SCHEMA = RawSchema(FEATURES, tuple("ignored" if f in IGNORED else "numeric" for f in FEATURES),
-                   trailing=("Traffic", "Target"))
+SCHEMA = RawSchema.of(FEATURES, ignored=IGNORED, trailing=("Traffic", "Target"))
 
 CLASSES = ("Normal", "DoS", "Reconn", "CommInj", "Backdoor")
 NORMAL = "Normal"
 LABEL_CLASS = {"normal": 0, "DoS": 1, "Reconn": 2, "CommInj": 3, "Backdoor": 4}
 SPLIT_SEED = 2021  # fixed: the same test records in every run, whatever the experiment seed
 TEST_FRACTION = 0.2
-FEATURE_DEFAULTS = {"k": None, "zero_ratio": 1.0, "zero_scope": "none"}
+FEATURE_DEFAULTS = KEEP_ALL_FEATURES
 
 
 def load(data_dir=None) -> Dataset:
