@@ -1,18 +1,22 @@
 """`edge-ids train` and `edge-ids reproduce`: the research side of the CLI (host only).
-Choices are spelled out here, not imported, so `--help` never loads TensorFlow."""
+The dataset, sampler and paper registries import only numpy; models and losses import Keras,
+so their names are spelled out here (tests/test_cli.py checks them against the registries) and
+`--help` never loads TensorFlow."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
-from .train.datasets import DATA_DIR_ENV, DataError
+from .train.datasets import DATA_DIR_ENV, DATASETS, DataError
+from .train.reproduce import PAPERS
+from .train.resample import SAMPLERS
 
-DATASET_NAMES = ("nsl-kdd", "wustl-ehms", "bot-iot", "wustl-iiot")
+DATASET_NAMES = tuple(DATASETS)
 MODEL_NAMES = ("fnn", "cnn", "dnn")
 LOSS_NAMES = ("ce", "focal", "classwise_focal", "dice")
-SAMPLER_NAMES = ("none", "ros", "smote", "adasyn", "ctgan", "cflvae")
-PAPER_NAMES = ("khanam2022", "dina2023")
+SAMPLER_NAMES = SAMPLERS
+PAPER_NAMES = tuple(PAPERS)
 
 _data_dir = click.option(
     "--data-dir", type=click.Path(file_okay=False), envvar=DATA_DIR_ENV,

@@ -94,3 +94,11 @@ def test_pipeline_reports_missing_data_without_a_traceback(tmp_path):
 def test_pipeline_rejects_bad_options(tmp_path, args, message):
     result = run("pipeline", "--out", tmp_path, *args)
     assert result.exit_code == 2 and message in result.stderr
+
+
+def test_research_choices_match_the_registries():
+    from edge_ids.cli_research import LOSS_NAMES, MODEL_NAMES
+    from edge_ids.train.losses import LOSSES
+    from edge_ids.train.models import MODELS
+
+    assert MODEL_NAMES == tuple(MODELS) and LOSS_NAMES == LOSSES

@@ -149,6 +149,4 @@ def reproduce(paper_key: str, out: Path, data_dir=None, dataset: str | None = No
 def _plain(value):
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
-    if isinstance(value, tuple):
-        return list(value)
     raise TypeError(f"cannot write {type(value)} to JSON")

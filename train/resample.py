@@ -85,6 +85,7 @@ class CTGANSampler:
         except ImportError as e:
             raise RuntimeError("CTGAN sampling needs the ctgan library: "
                                "pip install 'edge-ids[gan]'") from e
+        torch.set_num_threads(1)  # torch's default thread pool fights TensorFlow's
         x = np.asarray(x, dtype=np.float32)
         new_x, new_y = [x], [np.asarray(y)]
         for cls, goal in targets(y, self.ratio).items():
@@ -93,7 +94,6 @@ class CTGANSampler:
                 self.echo(f"      CTGAN for class {cls}: {len(rows):,} rows -> {goal:,}")
             # pac (default 10) must divide the batch; keep the batch within the class size
             batch = max(10, min(self.batch_size, len(rows)) // 10 * 10)
-            torch.set_num_threads(1)  # torch's default thread pool fights TensorFlow's
             gan = CTGAN(epochs=self.epochs, batch_size=batch, verbose=False, enable_gpu=False)
             gan.set_random_state(self.seed)
             gan.fit(pd.DataFrame(rows, columns=[f"f{i}" for i in range(rows.shape[1])]))
