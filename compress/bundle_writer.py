@@ -11,6 +11,8 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+
 from ..edge_runtime.bundle import (BUNDLE_SCHEMA_VERSION, FEATURES_FILE, MANIFEST_FILE,
                                    MODEL_FILE, sha256_bytes)
 
@@ -37,15 +39,22 @@ def write_bundle(out_dir: str | Path, model: bytes, spec: dict, manifest: dict) 
 def write_int8_bundle(out_dir: str | Path, model, spec: dict, calibration, manifest: dict
                       ) -> dict:
     """Quantize a Keras model to full-integer int8 (int8 input/output) calibrated on
-    `calibration` rows, record the input quantization in the spec, write the bundle; return the
-    manifest as written."""
-    from ..edge_runtime.interpreter import make_interpreter
+    `calibration` rows and write the bundle; return the manifest as written."""
     from .quantize import convert_int8
+    return write_tflite_bundle(out_dir, convert_int8(model, calibration), spec, manifest)
 
-    tflite = convert_int8(model, calibration)
-    scale, zero_point = make_interpreter(tflite).get_input_details()[0]["quantization"]
-    spec = dict(spec, input_quantization={"scale": float(scale), "zero_point": int(zero_point)})
-    write_bundle(out_dir, tflite, spec, manifest)
+
+def write_tflite_bundle(out_dir: str | Path, tflite: bytes, spec: dict, manifest: dict) -> dict:
+    """Write a bundle around a converted model, recording its int8 input quantization in the
+    spec (null for float input); return the manifest as written."""
+    from ..edge_runtime.interpreter import make_interpreter
+
+    model_input = make_interpreter(tflite).get_input_details()[0]
+    quantization = None
+    if model_input["dtype"] == np.int8:
+        scale, zero_point = model_input["quantization"]
+        quantization = {"scale": float(scale), "zero_point": int(zero_point)}
+    write_bundle(out_dir, tflite, dict(spec, input_quantization=quantization), manifest)
     return json.loads((Path(out_dir) / MANIFEST_FILE).read_text())
 
 

@@ -1,7 +1,9 @@
-"""Keras 3 model -> full-integer int8 TFLite, calibrated on a representative training sample.
+"""Keras 3 model -> TFLite: float32, or full-integer int8 calibrated on a representative
+training sample, with int8 or float input/output.
 
-Never add Optimize.EXPERIMENTAL_SPARSITY here: with int8 it converts but gives wrong outputs
-(TOOLCHAIN.md §2).
+Optimize.EXPERIMENTAL_SPARSITY is refused together with int8: the model converts but its outputs
+are wrong (argmax agreement ~0.3; TOOLCHAIN.md §2, tests/test_quantize.py shows it). For a
+pruned model, report the gzip size instead: the zeros compress.
 """
 from __future__ import annotations
 
@@ -11,6 +13,38 @@ import numpy as np
 import tensorflow as tf
 
 from .quiet import quiet_native_output
+
+
+class UnsafeConversion(ValueError):
+    """A conversion that is known to produce a model with wrong outputs."""
+
+
+SPARSITY_WITH_INT8 = ("EXPERIMENTAL_SPARSITY with int8 quantization converts, but the model's "
+                      "outputs are wrong (argmax agreement with Keras ~0.3 instead of ~0.99, "
+                      "in LiteRT, TF and tflite-runtime alike; TOOLCHAIN.md §2). Prune, "
+                      "quantize to int8 without it, and ship the gzip size.")
+
+
+def convert(model, quantize: str = "int8", representative: np.ndarray | None = None,
+            int8_io: bool = False, experimental_sparsity: bool = False) -> bytes:
+    """One entry point for every conversion the tool offers; refuses the unsafe one."""
+    if quantize == "int8":
+        if experimental_sparsity:
+            raise UnsafeConversion(SPARSITY_WITH_INT8)
+        if representative is None:
+            raise ValueError("int8 quantization needs representative training rows")
+        return convert_int8(model, representative, int8_io)
+    if quantize == "none":
+        return convert_float(model, experimental_sparsity)
+    raise ValueError(f"quantize must be 'int8' or 'none', not {quantize!r}")
+
+
+def convert_float(model, experimental_sparsity: bool = False) -> bytes:
+    """float32 TFLite; EXPERIMENTAL_SPARSITY is safe here (outputs identical, smaller file)."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if experimental_sparsity:
+        converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    return _convert(converter)
 
 
 def convert_int8(model, representative: np.ndarray, int8_io: bool = True) -> bytes:

@@ -25,6 +25,8 @@ def main():
       edge-ids pipeline --data-dir DIR --out OUT   train, quantize to int8, write OUT/bundle
       edge-ids train --dataset D --model M ...     one model/loss/resampling run
       edge-ids reproduce khanam2022|dina2023       a paper's result table over 3 seeds
+      edge-ids compress --model OUT --sparsity 0.5 --max-f1-drop 1 --out B
+                                                   prune + int8, gated on the macro-F1 loss
     On the device (pip install edge-ids):
       edge-ids classify --bundle OUT/bundle FILE   one JSON line per raw record
     """
@@ -163,7 +165,9 @@ def _alpha(text: str, n_classes: int) -> float | list[float]:
     return values[0] if len(values) == 1 else values
 
 
-from .cli_research import reproduce, train  # noqa: E402  (registered on the group here)
+from .cli_compress import compress  # noqa: E402  (registered on the group here)
+from .cli_research import reproduce, train  # noqa: E402
 
 main.add_command(train)
 main.add_command(reproduce)
+main.add_command(compress)

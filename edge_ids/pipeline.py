@@ -2,7 +2,8 @@
 
 Each stage lives in its own package; this module only runs them in order, reports progress and
 writes the results: OUT/bundle/ (what ships), OUT/model.keras (the float model, for later
-compression) and OUT/summary.md (the metrics table).
+compression, with features.json and training.json: what `edge-ids compress` reads) and
+OUT/summary.md (the metrics table).
 """
 from __future__ import annotations
 
@@ -151,7 +152,7 @@ def run_pipeline(opts: PipelineOptions, echo: Callable[[str], None] = print) -> 
     table = metrics_table(metrics, classes)
     agreement_line = "int8 vs float prediction agreement: " + ", ".join(
         f"{k} {100 * v:.2f} %" for k, v in agreement.items())
-    model.save(Path(opts.out) / "model.keras")
+    _write_model_folder(Path(opts.out), model, spec, opts, loss_options)
     (Path(opts.out) / "summary.md").write_text(
         f"# edge-ids pipeline: {nsl_kdd.NAME}\n\n{table}\n\n{agreement_line}\n")
     echo("")
@@ -160,6 +161,21 @@ def run_pipeline(opts: PipelineOptions, echo: Callable[[str], None] = print) -> 
     echo(agreement_line)
     echo(f"bundle: {bundle_dir}   total time {time.monotonic() - started:.0f} s")
     return manifest
+
+
+def _write_model_folder(out: Path, model, spec: dict, opts: PipelineOptions,
+                        loss_options: dict) -> None:
+    """The float model with what `edge-ids compress` needs to fine-tune it (as `train` writes)."""
+    model.save(out / "model.keras")
+    (out / "features.json").write_text(json.dumps(spec, indent=1) + "\n")
+    record = {"dataset": "nsl-kdd", "train_set": opts.train_set, "seed": opts.seed,
+              "val_fraction": opts.val_fraction,
+              "method": {"model": "fnn", "loss": opts.loss, "loss_options": loss_options,
+                         "resample": "none", "model_options": {"hidden": list(opts.hidden)},
+                         "training": {"learning_rate": opts.learning_rate,
+                                      "batch_size": opts.batch_size, "epochs": opts.epochs,
+                                      "patience": opts.patience}}}
+    (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
 def _options_record(opts: PipelineOptions) -> dict:

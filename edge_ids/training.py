@@ -58,10 +58,8 @@ def run_training(dataset: str, model: str, loss: str, resample: str, out: Path, 
 def _write_bundle(bundle_dir: Path, model, prep, data, record: dict, echo) -> dict:
     """int8-quantize, write the bundle, evaluate it through the edge runtime on raw records."""
     from .compress.bundle_writer import write_int8_bundle, write_manifest
+    from .compress.evaluation import evaluate_bundle
     from .compress.quantize import representative_sample
-    from .edge_runtime.bundle import load_bundle
-    from .edge_runtime.classifier import Classifier
-    from .train.evaluate import classification_metrics
 
     calibration = representative_sample(prep.x_fit, prep.y_fit, 1000, prep.seed)
     manifest = write_int8_bundle(bundle_dir, model, dict(prep.spec), calibration, {
@@ -73,10 +71,7 @@ def _write_bundle(bundle_dir: Path, model, prep, data, record: dict, echo) -> di
                   "parameters": int(model.count_params()), "quantization": "int8",
                   "input_output": "int8"},
         "training": record})
-    classifier = Classifier(load_bundle(bundle_dir))
-    metrics = {name: classification_metrics(s.y, classifier.classify(s.records).classes,
-                                            list(data.classes), data.normal)
-               for name, s in data.tests.items()}
+    metrics = evaluate_bundle(bundle_dir, data)
     write_manifest(bundle_dir, manifest | {"metrics": {"int8": metrics}})
     size = (bundle_dir / "model.tflite").stat().st_size
     echo(f"      {bundle_dir}: int8 model.tflite {size:,} bytes")

@@ -18,6 +18,42 @@ class Predictions:
     unknown: dict[str, int]  # unseen categories per column in this batch
 
 
+class TFLiteModel:
+    """One interpreter: float rows in, class probabilities out, in batches of `max_batch`;
+    int8 models quantize and dequantize here."""
+
+    def __init__(self, model: bytes, num_threads: int = 1, max_batch: int = 1024):
+        self.max_batch = max_batch
+        self._interpreter = make_interpreter(model, num_threads)
+        self.input = self._interpreter.get_input_details()[0]
+        self.output = self._interpreter.get_output_details()[0]
+        self._batch = int(self.input["shape"][0])
+
+    @property
+    def n_inputs(self) -> int:
+        return int(self.input["shape"][1])
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        out = np.empty((len(x), int(self.output["shape"][1])), dtype=np.float32)
+        for start in range(0, len(x), self.max_batch):
+            out[start:start + self.max_batch] = self._invoke(x[start:start + self.max_batch])
+        return out
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        if len(x) != self._batch:
+            self._interpreter.resize_tensor_input(self.input["index"], [len(x), x.shape[1]])
+            self._interpreter.allocate_tensors()
+            self._batch = len(x)
+        if self.input["dtype"] == np.int8:
+            x = quantize(x, *self.input["quantization"])
+        self._interpreter.set_tensor(self.input["index"], x.astype(self.input["dtype"]))
+        self._interpreter.invoke()
+        y = self._interpreter.get_tensor(self.output["index"])
+        if self.output["dtype"] == np.int8:
+            y = dequantize(y, *self.output["quantization"])
+        return y
+
+
 class Classifier:
     """Runs a bundle's model on raw records, in batches of at most `max_batch`."""
 
@@ -25,20 +61,15 @@ class Classifier:
         self.bundle = bundle
         self.schema = RawSchema.from_spec(bundle.spec["raw"])
         self.transform = FeatureTransform(bundle.spec)
-        self.max_batch = max_batch
-        self._interpreter = make_interpreter(bundle.model, num_threads)
-        self._input = self._interpreter.get_input_details()[0]
-        self._output = self._interpreter.get_output_details()[0]
-        self._batch = int(self._input["shape"][0])
+        self.model = TFLiteModel(bundle.model, num_threads, max_batch)
         self._check_matches_spec()
 
     def _check_matches_spec(self) -> None:
-        width = int(self._input["shape"][1])
-        if width != self.transform.n_inputs:
-            raise BundleError(f"{self.bundle.path}: the model takes {width} inputs but the feature "
-                              f"spec selects {self.transform.n_inputs}")
-        if self._input["dtype"] == np.int8:
-            scale, zero_point = self._input["quantization"]
+        if self.model.n_inputs != self.transform.n_inputs:
+            raise BundleError(f"{self.bundle.path}: the model takes {self.model.n_inputs} inputs "
+                              f"but the feature spec selects {self.transform.n_inputs}")
+        if self.model.input["dtype"] == np.int8:
+            scale, zero_point = self.model.input["quantization"]
             q = self.bundle.spec.get("input_quantization") or {}
             if (q.get("scale"), q.get("zero_point")) != (scale, zero_point):
                 raise BundleError(f"{self.bundle.path}: the model's input quantization "
@@ -46,27 +77,6 @@ class Classifier:
 
     def classify(self, records: Records) -> Predictions:
         x, unknown = self.transform.transform(records.columns)
-        probabilities = self.probabilities(x)
+        probabilities = self.model.probabilities(x)
         classes = probabilities.argmax(axis=1)
         return Predictions(classes, probabilities[np.arange(len(classes)), classes], unknown)
-
-    def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities for float inputs; int8 models quantize and dequantize here."""
-        out = np.empty((len(x), int(self._output["shape"][1])), dtype=np.float32)
-        for start in range(0, len(x), self.max_batch):
-            out[start:start + self.max_batch] = self._invoke(x[start:start + self.max_batch])
-        return out
-
-    def _invoke(self, x: np.ndarray) -> np.ndarray:
-        if len(x) != self._batch:
-            self._interpreter.resize_tensor_input(self._input["index"], [len(x), x.shape[1]])
-            self._interpreter.allocate_tensors()
-            self._batch = len(x)
-        if self._input["dtype"] == np.int8:
-            x = quantize(x, *self._input["quantization"])
-        self._interpreter.set_tensor(self._input["index"], x.astype(self._input["dtype"]))
-        self._interpreter.invoke()
-        y = self._interpreter.get_tensor(self._output["index"])
-        if self._output["dtype"] == np.int8:
-            y = dequantize(y, *self._output["quantization"])
-        return y

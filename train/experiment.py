@@ -40,9 +40,12 @@ class Prepared:
 
 
 def prepare(dataset, seed: int, val_fraction: float = 0.2, max_train_rows: int | None = None,
-            echo: Callable[[str], None] = print, **feature_options) -> Prepared:
+            echo: Callable[[str], None] = print, spec: dict | None = None,
+            **feature_options) -> Prepared:
     """Carve a stratified validation split from the training file, fit the feature spec on the
-    rest, transform every split. feature_options override dataset.feature_defaults."""
+    rest, transform every split. feature_options override dataset.feature_defaults. Given a
+    `spec` (a model's own, e.g. for compression), use it instead of fitting one: the same seed
+    and fraction give the same split it was fitted on."""
     from ..edge_runtime.features import FeatureTransform
     from .feature_spec import fit_feature_spec
     from .fit import split_validation
@@ -53,9 +56,9 @@ def prepare(dataset, seed: int, val_fraction: float = 0.2, max_train_rows: int |
         rows = split_validation(len(rows), train.y, max_train_rows / len(rows), seed)[1]
     fit_rows, val_rows = (rows[i] for i in split_validation(len(rows), train.y[rows],
                                                             val_fraction, seed))
-    options = dict(dataset.feature_defaults) | feature_options
-    spec = fit_feature_spec(train.records.take(fit_rows), train.y[fit_rows], dataset.schema,
-                            seed=seed, **options)
+    if spec is None:
+        spec = fit_feature_spec(train.records.take(fit_rows), train.y[fit_rows], dataset.schema,
+                                seed=seed, **dict(dataset.feature_defaults) | feature_options)
     transform = FeatureTransform(spec)
     x_all = transform.transform(train.records.columns)[0]
     tests = {name: (transform.transform(s.records.columns)[0], s.y)

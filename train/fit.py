@@ -17,13 +17,14 @@ def split_validation(n_rows: int, y: np.ndarray, fraction: float, seed: int):
 
 def fit_classifier(model: keras.Model, loss: keras.losses.Loss, x, y, x_val, y_val, *,
                    epochs: int = 50, batch_size: int = 256, learning_rate: float = 0.01,
-                   schedule: str | None = None, decay_epochs: int = 10, patience: int = 5,
-                   min_delta: float = 0.0, seed: int = 0,
-                   echo: Callable[[str], None] | None = None) -> dict:
+                   schedule: str | None = None, decay_epochs: int = 10,
+                   patience: int | None = 5, min_delta: float = 0.0, seed: int = 0,
+                   callbacks: tuple = (), echo: Callable[[str], None] | None = None) -> dict:
     """Fit with Adam; stop when validation loss has not improved for `patience` epochs and keep
     the best weights. schedule "polynomial" decays the learning rate to 1e-5 (power 0.5) over
     `decay_epochs` epochs, as Khanam et al. do. Returns a short history: epochs run, best
-    epoch, best validation loss and accuracy."""
+    epoch, best validation loss and accuracy. patience=None runs every epoch and keeps the
+    last weights (pruning: earlier weights are less sparse); `callbacks` run inside fit."""
     keras.utils.set_random_seed(seed)
     rate = learning_rate
     if schedule == "polynomial":
@@ -35,9 +36,10 @@ def fit_classifier(model: keras.Model, loss: keras.losses.Loss, x, y, x_val, y_v
                   metrics=["sparse_categorical_accuracy"])
     # min_delta: once a learning rate has decayed, the loss still creeps down by ~1e-6 an
     # epoch; without a floor a 200-epoch budget is spent on nothing (models.TRAINING sets 1e-4)
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
-                                         min_delta=min_delta, restore_best_weights=True)
-    callbacks = [stop] + ([_EpochLine(epochs, echo)] if echo else [])
+    callbacks = list(callbacks) + ([_EpochLine(epochs, echo)] if echo else [])
+    if patience is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=patience, min_delta=min_delta, restore_best_weights=True))
     history = model.fit(x, y, validation_data=(x_val, y_val), epochs=epochs,
                         batch_size=batch_size, shuffle=True, verbose=0, callbacks=callbacks)
     val_loss = history.history["val_loss"]
