@@ -172,7 +172,7 @@ def _fine_tune(model, prep, record: dict, opts: CompressOptions, kind: str, echo
         echo(f"pruning to {100 * schedule.final_sparsity:.0f} % ({opts.scope}) over "
              f"{schedule.end_step} of {steps} steps, {epochs} epochs")
     else:
-        callback, target = KeepZeros(), quantization_aware_model(model)
+        callback, target = KeepZeros(), quantization_aware_model(model, x[:4096])
     loss = make_loss(method.get("loss", "ce"), n_classes=len(prep.dataset.classes),
                      **(method.get("loss_options") or {}))
     rate = opts.learning_rate or recipe["learning_rate"] / 10

@@ -75,8 +75,9 @@ class QATConv1D(_ActivationRange, keras.layers.Conv1D):
 _QAT_CLASSES = {keras.layers.Dense: QATDense, keras.layers.Conv1D: QATConv1D}
 
 
-def quantization_aware_model(model: keras.Model) -> keras.Model:
-    """A clone with fake-quantizing layers, holding the model's weights."""
+def quantization_aware_model(model: keras.Model, calibration) -> keras.Model:
+    """A clone with fake-quantizing layers, holding the model's weights, its activation ranges
+    set from one pass over `calibration` rows (before that they are empty)."""
     def clone(layer):
         qat_class = _QAT_CLASSES.get(type(layer))
         if qat_class is None:
@@ -91,6 +92,7 @@ def quantization_aware_model(model: keras.Model) -> keras.Model:
                    if type(layer) not in _QAT_CLASSES}
     if unsupported:
         raise ValueError(f"quantization-aware training does not cover {', '.join(unsupported)}")
+    qat(ops.convert_to_tensor(calibration), training=True)
     return qat
 
 
