@@ -5,8 +5,9 @@ gzip bytes, mean ± std over seeds.
     python -m edge_ids.benchmarks.compression --data-dir ../shared/datasets
 
 Each (model, seed) is trained with `edge-ids train`'s code and compressed three times with
-`edge-ids compress`'s (sparsity 0, 0.5, 0.8; int8, float I/O): a pruned model's float row and its
-int8 row come from the same fine-tuning. Finished runs are cached in OUT/runs/, so an interrupted
+`edge-ids compress`'s (sparsity 0, 0.5, 0.8, int8 with float I/O; and with quantization-aware
+fine-tuning at 0 and 0.5): a pruned model's float row and its int8 row come from the same
+fine-tuning. Finished runs are cached in OUT/runs/, so an interrupted
 study resumes, and `--models fnn` / `--models dnn` can run side by side before a last call
 writes the table.
 """
@@ -20,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 MODELS = {"dnn": {"loss": "ce"}, "fnn": {"loss": "focal"}}  # Khanam's DNN, Dina's FNN
-SPARSITIES = (0.0, 0.5, 0.8)
+# (sparsity, quantization-aware fine-tuning): each is one `compress` run
+COMPRESSIONS = ((0.0, False), (0.5, False), (0.8, False), (0.0, True), (0.5, True))
 VARIANTS = ("float", "pruned 50 %", "pruned 80 %", "int8", "pruned 50 % + int8",
-            "pruned 80 % + int8")
+            "pruned 80 % + int8", "int8 + QAT", "pruned 50 % + int8 + QAT")
 TEST = "KDDTest+"
 
 
@@ -40,20 +42,23 @@ def run_one(model: str, seed: int, work: Path, data_dir, fine_tune_epochs: int,
                      model_options={"hidden": FNN_HIDDEN["nsl-kdd"]} if model == "fnn" else {},
                      training={"epochs": 3} if quick else {})
     variants = {}
-    for sparsity in SPARSITIES:
-        manifest = compress_model(folder, folder / f"bundle-s{int(100 * sparsity)}",
-                                  CompressOptions(sparsity=sparsity, data_dir=data_dir,
-                                                  fine_tune_epochs=fine_tune_epochs))
+    for sparsity, qat in COMPRESSIONS:
+        bundle = folder / f"bundle-s{int(100 * sparsity)}{'-qat' if qat else ''}"
+        if not (bundle / "manifest.json").is_file():
+            compress_model(folder, bundle, CompressOptions(
+                sparsity=sparsity, qat="always" if qat else "never", data_dir=data_dir,
+                fine_tune_epochs=fine_tune_epochs))
+        manifest = json.loads((bundle / "manifest.json").read_text())
         sizes, metrics = manifest["compression"]["sizes"], manifest["metrics"]
-        if sparsity == 0:
+        pruned = f"pruned {sparsity:.0%}".replace("%", " %")
+        if sparsity == 0 and not qat:
             variants["float"] = _row(metrics["float"][TEST], sizes["float_tflite_bytes"],
                                      sizes["float_tflite_gzip_bytes"], 0.0)
-            name = "int8"
-        else:
-            variants[f"pruned {sparsity:.0%}".replace("%", " %")] = _row(
+        elif not qat:
+            variants[pruned] = _row(
                 metrics["pruned_float"][TEST], sizes["pruned_float_tflite_bytes"],
                 sizes["pruned_float_tflite_gzip_bytes"], sizes["kernel_sparsity"])
-            name = f"pruned {sparsity:.0%} + int8".replace("%", " %")
+        name = ("int8" if sparsity == 0 else f"{pruned} + int8") + (" + QAT" if qat else "")
         variants[name] = _row(metrics["compressed"][TEST], sizes["tflite_bytes"],
                               sizes["tflite_gzip_bytes"],
                               float(np.mean([layer["sparsity"] for layer in sizes["layers"]])))
@@ -106,13 +111,16 @@ def markdown(table: dict, command: str) -> str:
                          f"{d[0]:.2f} ± {d[1]:.2f} (max {d[2]:.2f}) | "
                          f"{100 * r['sparsity'][0]:.0f} % | {r['tflite_bytes'][0]:,.0f} | "
                          f"{r['gzip_bytes'][0]:,.0f} |")
-        int8_drop, p50 = t["f1_drop"]["int8"][2], t["f1_drop"]["pruned 50 % + int8"][2]
-        lines += ["", f"- int8 vs float, worst seed: {int8_drop:.2f} points "
-                  f"({'meets' if int8_drop <= 1 else 'MISSES'} the 1-point target).",
-                  f"- pruned 50 % + int8, worst seed: {p50:.2f} points "
-                  f"({'meets' if p50 <= 1.5 else 'MISSES'} 1.5), gzip "
-                  f"{t['p50_int8_gzip_ratio']:.2f} × the float gzip "
-                  f"({'meets' if t['p50_int8_gzip_ratio'] <= 0.4 else 'MISSES'} 0.4).", ""]
+        lines.append("")
+        for suffix in ("", " + QAT"):
+            int8_drop = t["f1_drop"]["int8" + suffix][2]
+            p50 = t["f1_drop"]["pruned 50 % + int8" + suffix][2]
+            lines += [f"- int8{suffix} vs float, worst seed: {int8_drop:.2f} points "
+                      f"({'meets' if int8_drop <= 1 else 'MISSES'} the 1-point target); "
+                      f"pruned 50 % + int8{suffix}: {p50:.2f} points "
+                      f"({'meets' if p50 <= 1.5 else 'MISSES'} 1.5)."]
+        lines += [f"- pruned 50 % + int8, gzip {t['p50_int8_gzip_ratio']:.2f} × the float "
+                  f"model's gzip, worst seed ({'meets' if t['p50_int8_gzip_ratio'] <= 0.4 else 'MISSES'} 0.4).", ""]
     lines += ["![macro-F1 against gzip size](compression.png)", ""]
     return "\n".join(lines)
 
