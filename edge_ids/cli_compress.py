@@ -25,6 +25,17 @@ def _layer_targets(ctx, param, values) -> dict[str, float]:
     return targets
 
 
+def _percentiles(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(50 < v <= 100 for v in values):
+        raise click.BadParameter(f"expected comma-separated percentiles in (50, 100], got "
+                                 f"{text!r}", param_hint="--calibration-percentiles")
+    return values
+
+
 @click.command()
 @click.option("--model", "model_dir", required=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -57,11 +68,16 @@ def _layer_targets(ctx, param, values) -> dict[str, float]:
               help="Test set the gate reads (default: the dataset's first, e.g. KDDTest+).")
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True,
               help="Fine-tuning epochs while pruning (the schedule ends at 70 %).")
-@click.option("--qat-epochs", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--qat-epochs", type=click.IntRange(1), default=3, show_default=True,
+              help="Quantization-aware fine-tuning epochs (the pruning zeros are held).")
 @click.option("--learning-rate", type=click.FloatRange(0, min_open=True), default=None,
               help="Fine-tuning rate (default: a tenth of the model's training rate).")
 @click.option("--calibration-rows", type=click.IntRange(1), default=1000, show_default=True,
               help="Training rows that calibrate the int8 activation ranges.")
+@click.option("--calibration-percentiles", default="100,99,95,90", show_default=True,
+              help="Calibrate int8 ranges on rows whose logits lie within these central "
+                   "percentiles (100: all rows); the one whose int8 predictions agree best "
+                   "with the float model on the validation rows ships.")
 @click.option("--experimental-sparsity", is_flag=True,
               help="TFLite's sparse weight encoding: float only; refused with int8, whose "
                    "outputs it makes wrong.")
@@ -70,7 +86,7 @@ def _layer_targets(ctx, param, values) -> dict[str, float]:
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
 def compress(model_dir, out, sparsity, scope, layer_sparsity, quantize, io, qat, max_f1_drop,
              gate_set, epochs, qat_epochs, learning_rate, calibration_rows,
-             experimental_sparsity, data_dir, overwrite):
+             calibration_percentiles, experimental_sparsity, data_dir, overwrite):
     """Prune and quantize a trained model into a bundle, with a gated accuracy loss.
 
     Fine-tunes on the model's own training rows while pruning (magnitude, polynomial schedule),
@@ -98,6 +114,7 @@ def compress(model_dir, out, sparsity, scope, layer_sparsity, quantize, io, qat,
         sparsity=sparsity, scope=scope, layer_sparsity=layer_sparsity, quantize=quantize, io=io,
         qat=qat, max_f1_drop=max_f1_drop, gate_set=gate_set, fine_tune_epochs=epochs,
         qat_epochs=qat_epochs, learning_rate=learning_rate, calibration_rows=calibration_rows,
+        calibration_percentiles=_percentiles(calibration_percentiles),
         experimental_sparsity=experimental_sparsity, data_dir=data_dir)
     try:
         compress_model(model_dir, out, options, echo=click.echo)
