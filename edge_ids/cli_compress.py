@@ -25,7 +25,7 @@ def _layer_targets(ctx, param, values) -> dict[str, float]:
     return targets
 
 
-def _percentiles(text: str) -> tuple[float, ...]:
+def _percentiles(ctx, param, text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
@@ -75,6 +75,7 @@ def _percentiles(text: str) -> tuple[float, ...]:
 @click.option("--calibration-rows", type=click.IntRange(1), default=1000, show_default=True,
               help="Training rows that calibrate the int8 activation ranges.")
 @click.option("--calibration-percentiles", default="100,99,95,90", show_default=True,
+              callback=_percentiles,
               help="Calibrate int8 ranges on rows whose logits lie within these central "
                    "percentiles (100: all rows); the one whose int8 predictions agree best "
                    "with the float model on the validation rows ships.")
@@ -114,7 +115,7 @@ def compress(model_dir, out, sparsity, scope, layer_sparsity, quantize, io, qat,
         sparsity=sparsity, scope=scope, layer_sparsity=layer_sparsity, quantize=quantize, io=io,
         qat=qat, max_f1_drop=max_f1_drop, gate_set=gate_set, fine_tune_epochs=epochs,
         qat_epochs=qat_epochs, learning_rate=learning_rate, calibration_rows=calibration_rows,
-        calibration_percentiles=_percentiles(calibration_percentiles),
+        calibration_percentiles=calibration_percentiles,
         experimental_sparsity=experimental_sparsity, data_dir=data_dir)
     try:
         compress_model(model_dir, out, options, echo=click.echo)

@@ -22,6 +22,7 @@ def test_gate_passes_and_the_manifest_holds_both_metrics_and_the_sizes(small_pip
                                                                        data_dir, tmp_path):
     model_dir, out = small_pipeline[0], tmp_path / "p50"
     result = run("--model", model_dir, "--sparsity", 0.5, "--epochs", 1, "--max-f1-drop", 100,
+                 "--qat", "auto", "--calibration-percentiles", "100,95",
                  "--data-dir", data_dir, "--out", out)
     assert result.exit_code == 0, result.output
     bundle = load_bundle(out)
@@ -46,6 +47,13 @@ def test_gate_passes_and_the_manifest_holds_both_metrics_and_the_sizes(small_pip
     assert manifest["model"]["quantization"] == "int8"
     assert bundle.spec["input_quantization"] is None  # float I/O by default
     assert "parameters" in result.output and "sparsity in .tflite" in result.output
+    # auto QAT judged the validation drop, which a 100-point gate cannot exceed
+    assert manifest["compression"]["qat"] is None and "qat" not in manifest["compression"][
+        "fine_tuning"]
+    calibration = manifest["compression"]["calibration"]
+    agreement = {float(q): a for q, a in calibration["validation_agreement"].items()}
+    assert set(agreement) == {100.0, 95.0} and all(0.9 < a <= 1 for a in agreement.values())
+    assert agreement[calibration["logit_percentile"]] == max(agreement.values())
 
 
 def test_gate_refuses_and_ships_nothing(small_pipeline, data_dir, tmp_path):
@@ -91,3 +99,5 @@ def test_refusals_before_any_work(small_pipeline, tmp_path):
     assert result.exit_code == 1 and "missing model.keras" in result.output
     result = run("--model", model_dir, "--layer-sparsity", "dense", "--out", tmp_path / "z")
     assert result.exit_code == 2 and "NAME=SPARSITY" in result.output
+    result = run("--model", model_dir, "--calibration-percentiles", "99,x", "--out", tmp_path / "w")
+    assert result.exit_code == 2 and "percentiles" in result.output
