@@ -1,2 +1,3 @@
-"""Latency, memory, size and accuracy-loss benchmarks, on the host or on a target (to come:
-issue "Benchmarks on the host and on the target")."""
+"""Benchmarks: the compression study (`python -m edge_ids.benchmarks.compression`); latency and
+memory on the host or on a target are to come (issue "Benchmarks on the host and on the
+target")."""
