@@ -98,7 +98,7 @@ def markdown(table: dict, command: str) -> str:
              "float model of the same seed. int8 is full-integer with float input/output; "
              "`.tflite` bytes do not fall with pruning (zeros are stored), gzip bytes do. "
              "Kernel sparsity of the int8 rows is read back from the .tflite (rounding alone "
-             "zeroes about 1 % of the weights).", ""]
+             "zeroes 1-2 % of the weights).", ""]
     for model, t in table.items():
         lines += [f"## {model.upper()} ({t['parameters']:,} parameters; seeds "
                   f"{', '.join(map(str, t['seeds']))})", "",
