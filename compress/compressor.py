@@ -89,12 +89,13 @@ def compress_model(model_dir: str | Path, out: str | Path, opts: CompressOptions
         history["pruning"] = _fine_tune(model, prep, record, opts, "prune", echo)
         pruned_tflite = convert_float(model, opts.experimental_sparsity)
     pruned_metrics = _keras_metrics(model, prep) if history else None
-    tflite, calibration = _convert(model, opts, prep, echo)
-    qat_reason = _qat_reason(opts, model, tflite, prep, classes, data.normal)
+    val_classes = _val_classes(model, prep)
+    tflite, calibration = _convert(model, opts, prep, val_classes, echo)
+    qat_reason = _qat_reason(opts, val_classes, tflite, prep, classes, data.normal)
     if qat_reason:
         echo(f"quantization-aware fine-tuning ({qat_reason})")
         history["qat"] = _fine_tune(model, prep, record, opts, "qat", echo)
-        tflite, calibration = _convert(model, opts, prep, echo)
+        tflite, calibration = _convert(model, opts, prep, _val_classes(model, prep), echo)
 
     sizes = size_report(model, float_tflite, tflite, pruned_tflite)
     label = "int8 .tflite" if opts.quantize == "int8" else "float .tflite"
@@ -185,7 +186,12 @@ def _fine_tune(model, prep, record: dict, opts: CompressOptions, kind: str, echo
     return history | {"learning_rate": rate, "steps": steps}
 
 
-def _convert(model, opts: CompressOptions, prep, echo) -> tuple[bytes, dict | None]:
+def _val_classes(model, prep):
+    """The Keras model's classes for the validation rows (what int8 is compared against)."""
+    return model.predict(prep.x_val, batch_size=4096, verbose=0).argmax(1)
+
+
+def _convert(model, opts: CompressOptions, prep, reference, echo) -> tuple[bytes, dict | None]:
     """The converted model, and for int8 which calibration rows made it.
 
     int8 activation ranges are the min/max over the calibration rows. On NSL-KDD a few very
@@ -202,7 +208,6 @@ def _convert(model, opts: CompressOptions, prep, echo) -> tuple[bytes, dict | No
 
     if opts.quantize != "int8":
         return convert(model, opts.quantize, experimental_sparsity=opts.experimental_sparsity), None
-    reference = model.predict(prep.x_val, batch_size=4096, verbose=0).argmax(1)
     pool = representative_sample(prep.x_fit, prep.y_fit, 5 * opts.calibration_rows, prep.seed)
     pool = pool[np.random.default_rng(prep.seed).permutation(len(pool))]
     logits = _logits(model, pool)
@@ -232,7 +237,7 @@ def _logits(model, x) -> np.ndarray:
             + keras.ops.convert_to_numpy(last.bias))
 
 
-def _qat_reason(opts, model, tflite, prep, classes, normal) -> str:
+def _qat_reason(opts, val_classes, tflite, prep, classes, normal) -> str:
     """Why quantization-aware fine-tuning runs, or "" (auto: judged on validation rows)."""
     if opts.quantize != "int8" or opts.qat == "never":
         return ""
@@ -240,8 +245,7 @@ def _qat_reason(opts, model, tflite, prep, classes, normal) -> str:
         return "asked for"
     from ..edge_runtime.classifier import TFLiteModel
     from ..train.evaluate import classification_metrics
-    keras_f1 = classification_metrics(prep.y_val, model.predict(prep.x_val, batch_size=4096,
-                                      verbose=0).argmax(1), classes, normal)["macro_f1"]
+    keras_f1 = classification_metrics(prep.y_val, val_classes, classes, normal)["macro_f1"]
     int8_f1 = classification_metrics(prep.y_val, TFLiteModel(tflite).probabilities(prep.x_val)
                                      .argmax(1), classes, normal)["macro_f1"]
     drop = 100 * (keras_f1 - int8_f1)
