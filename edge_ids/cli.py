@@ -29,6 +29,8 @@ def main():
                                                    prune + int8, gated on the macro-F1 loss
     On the device (pip install edge-ids):
       edge-ids classify --bundle OUT/bundle FILE   one JSON line per raw record
+      edge-ids run --bundle B --input SRC --alerts DEST [--metrics 127.0.0.1:9108]
+                                                   the daemon: EVE alerts, metrics, systemd
     """
 
 
@@ -171,3 +173,7 @@ from .cli_research import reproduce, train  # noqa: E402
 main.add_command(train)
 main.add_command(reproduce)
 main.add_command(compress)
+
+from .cli_run import run  # noqa: E402
+
+main.add_command(run)

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
+import json
 import sys
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
 from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
@@ -25,6 +29,8 @@ NOT_FINITE = "not_finite"
 EMPTY_LINE = "empty_line"
 LINE_TOO_LONG = "line_too_long"
 INVALID_UTF8 = "invalid_utf8"
+BAD_JSON = "bad_json"
+MISSING_FIELD = "missing_field"
 
 
 @dataclass(frozen=True)
@@ -91,15 +97,21 @@ class Records:
                        {k: v[rows] for k, v in self.trailing.items()})
 
 
-def parse_lines(lines: Iterable[bytes | str], schema: RawSchema, first_number: int = 1
-                ) -> tuple[Records, list[Rejected]]:
-    """Parse CSV lines into `Records`; every line either becomes a record or a `Rejected`."""
+def parse_lines(lines: Iterable[bytes | str], schema: RawSchema, first_number: int = 1,
+                keep_text: tuple[str, ...] = ()) -> tuple[Records, list[Rejected]]:
+    """Parse lines into `Records`; every line either becomes a record or a `Rejected`.
+
+    A line is CSV in the schema's column order, or a JSON object keyed by column name (a line
+    starting with '{'). `keep_text` names "ignored" columns to keep as text (e.g. addresses
+    for an alert), never read as features."""
     n_min, n_max = len(schema.names), len(schema.names) + len(schema.trailing)
     texts: list[str] = []
     numbers: list[int] = []
     rejected: list[Rejected] = []
     for number, line in enumerate(lines, start=first_number):
         text, problem = _decode(line)
+        if not problem and text.lstrip().startswith("{"):
+            text, problem = _json_to_csv(text, schema)
         if not problem:
             fields = text.count(",") + 1 if '"' not in text else len(next(csv.reader([text])))
             if fields < n_min or fields > n_max:
@@ -112,7 +124,7 @@ def parse_lines(lines: Iterable[bytes | str], schema: RawSchema, first_number: i
         else:
             texts.append(text)
             numbers.append(number)
-    records, bad = _to_columns(texts, np.array(numbers, dtype=np.int64), schema)
+    records, bad = _to_columns(texts, np.array(numbers, dtype=np.int64), schema, keep_text)
     return records, sorted(rejected + bad, key=lambda r: r.record)
 
 
@@ -132,51 +144,89 @@ def _decode(line: bytes | str) -> tuple[str, tuple[str, str] | None]:
     return text, None
 
 
-def _to_columns(texts: list[str], numbers: np.ndarray, schema: RawSchema
-                ) -> tuple[Records, list[Rejected]]:
-    """Whole columns at once with numpy's C parser; only when that fails, row by row.
-    "ignored" columns are never loaded, so a value there can be anything."""
+def _json_to_csv(text: str, schema: RawSchema) -> tuple[str, tuple[str, str] | None]:
+    """A JSON-lines record as the CSV row it stands for (missing trailing columns are empty)."""
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        return "", (BAD_JSON, str(e)[:80])
+    if not isinstance(obj, dict):
+        return "", (BAD_JSON, f"a JSON {type(obj).__name__}, not an object")
+    missing = [n for n in schema.names if n not in obj]
+    if missing:
+        return "", (MISSING_FIELD, f"no {', '.join(missing[:3])}" + (" …" if missing[3:] else ""))
+    values = [obj[n] for n in schema.names] + [obj.get(n, "") for n in schema.trailing]
+    if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values):
+        return "", (NON_NUMERIC, "a value is a JSON list, object, boolean or null")
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(values)
+    return out.getvalue(), None
+
+
+def _to_columns(texts: list[str], numbers: np.ndarray, schema: RawSchema,
+                keep_text: tuple[str, ...] = ()) -> tuple[Records, list[Rejected]]:
+    """Whole columns at once; "ignored" columns are never loaded, so a value there can be
+    anything. Numbers go through numpy's C parser in one call; only when that fails (a bad
+    value in the batch) are the rows parsed one by one with float()."""
     num_idx = [i for i, t in enumerate(schema.types) if t == "numeric"]
-    str_idx = [i for i, t in enumerate(schema.types) if t == "categorical"]
+    str_idx = [i for i, (n, t) in enumerate(zip(schema.names, schema.types))
+               if t == "categorical" or (t == "ignored" and n in keep_text)]
     str_idx += range(len(schema.names), len(schema.names) + len(schema.trailing))
+    rows = [t.split(",") if '"' not in t else next(csv.reader([t])) for t in texts]
     bad: dict[int, Rejected] = {}
-    if not texts:
-        values, strings = np.empty((0, len(num_idx))), np.empty((0, len(str_idx)), dtype=str)
-    else:
-        strings = _loadtxt(texts, str_idx, str)
-        try:
-            values = _loadtxt(texts, num_idx, np.float64)
-        except ValueError:
-            values = _parse_rows(texts, num_idx, schema, numbers, bad)
+    values = _fast_numbers(rows, num_idx)
+    if values is None:
+        values = _parse_rows(rows, num_idx, schema, numbers, bad)
     for r in np.flatnonzero(~np.isfinite(values).all(axis=1)):
         if int(r) not in bad:
             j = int(np.flatnonzero(~np.isfinite(values[r]))[0])
             bad[int(r)] = Rejected(int(numbers[r]), NOT_FINITE,
                                    f"column {num_idx[j] + 1} ({schema.names[num_idx[j]]}): "
                                    f"{values[r, j]}")
-    keep = np.ones(len(texts), dtype=bool)
-    keep[list(bad)] = False
-    columns = {schema.names[i]: values[keep, j] for j, i in enumerate(num_idx)}
-    named = [schema.names[i] if i < len(schema.names) else schema.trailing[i - len(schema.names)]
-             for i in str_idx]
-    text_columns = {name: np.char.strip(strings[keep, j]) for j, name in enumerate(named)}
-    trailing = {name: text_columns.pop(name) for name in schema.trailing}
-    return Records(columns | text_columns, numbers[keep], trailing), list(bad.values())
+    keep = [r for r in range(len(rows)) if r not in bad] if bad else range(len(rows))
+    columns = {schema.names[i]: values[keep, j] for j, i in enumerate(num_idx)} if bad else {
+        schema.names[i]: values[:, j] for j, i in enumerate(num_idx)}
+    names = schema.names + schema.trailing
+    text = {names[i]: np.array([rows[r][i].strip() for r in keep], dtype=str) for i in str_idx}
+    trailing = {name: text.pop(name) for name in schema.trailing}
+    return Records(columns | text, numbers[list(keep)], trailing), list(bad.values())
 
 
-def _loadtxt(texts: list[str], usecols: list[int], dtype) -> np.ndarray:
-    if not usecols:
-        return np.empty((len(texts), 0), dtype=dtype)
-    return np.loadtxt(texts, delimiter=",", quotechar='"', comments=None, usecols=usecols,
-                      dtype=dtype, ndmin=2, encoding=None)
+class _FloatMemo(dict):
+    """float() of a field, remembered: values repeat heavily in flow records (0, 0.00, 1.00, …),
+    so most fields cost one dict lookup instead of a float() call. numpy has no faster parser
+    (loadtxt and fromstring cost more per value than float() here) and pandas is not on the
+    device. Bounded, so a stream of unique values cannot grow memory."""
+
+    LIMIT = 8192
+
+    def __missing__(self, text: str) -> float:
+        value = float(text)  # a ValueError sends the batch to the row-by-row path
+        if len(self) < self.LIMIT:
+            self[text] = value
+        return value
 
 
-def _parse_rows(texts: list[str], num_idx: list[int], schema: RawSchema, numbers: np.ndarray,
-                bad: dict[int, Rejected]) -> np.ndarray:
+_FLOATS = _FloatMemo()
+
+
+def _fast_numbers(rows: list[list[str]], num_idx: list[int]) -> np.ndarray | None:
+    """All numeric fields of all rows, or None if any of them is not a number."""
+    if not rows or not num_idx:
+        return np.empty((len(rows), len(num_idx)))
+    pick = itemgetter(*num_idx) if len(num_idx) > 1 else lambda row: (row[num_idx[0]],)
+    try:
+        values = list(map(_FLOATS.__getitem__, chain.from_iterable(map(pick, rows))))
+    except ValueError:
+        return None
+    return np.array(values, dtype=np.float64).reshape(len(rows), len(num_idx))
+
+
+def _parse_rows(rows: list[list[str]], num_idx: list[int], schema: RawSchema,
+                numbers: np.ndarray, bad: dict[int, Rejected]) -> np.ndarray:
     """The slow path, for a batch that holds a bad value: find and reject each bad row."""
-    values = np.zeros((len(texts), len(num_idx)))
-    for r, text in enumerate(texts):
-        row = next(csv.reader([text]))
+    values = np.zeros((len(rows), len(num_idx)))
+    for r, row in enumerate(rows):
         for j, i in enumerate(num_idx):
             try:
                 values[r, j] = float(row[i])

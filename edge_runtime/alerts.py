@@ -1,0 +1,148 @@
+"""Alerts as Suricata-EVE-style JSON lines, written so that a crash never leaves half a line.
+
+One line per attack (or per record with emit_all):
+
+    {"timestamp": "2026-11-23T17:20:00.123456+0000", "flow_id": 12, "event_type": "alert",
+     "src_ip": …, "src_port": …, "dest_ip": …, "dest_port": …, "proto": "tcp",
+     "alert": {"action": "allowed", "signature_id": 9100001, "signature": "edge-ids ml: DoS",
+               "category": "DoS", "severity": 2},
+     "ml": {"class": "DoS", "score": 0.9731, "model_sha256": "…", "dataset": "nsl-kdd"}}
+
+`flow_id` is the record's intake sequence number since the daemon started. The 5-tuple keys
+appear when the bundle's raw schema has those columns. A record of the normal class (only with
+emit_all) has `"event_type": "ml"` and no `alert` object, so EVE consumers that read alerts
+skip it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+
+import numpy as np
+
+from .bundle import Bundle
+from .classifier import Predictions
+from .records import Records
+
+# EVE key -> raw column names that hold it, across our datasets' schemas (Argus, Bot-IoT,
+# NSL-KDD); matched case-sensitively, first match wins.
+FIVE_TUPLE = {
+    "src_ip": ("SrcAddr", "saddr"),
+    "src_port": ("Sport", "sport"),
+    "dest_ip": ("DstAddr", "daddr"),
+    "dest_port": ("Dport", "dport"),
+    "proto": ("Proto", "proto", "protocol_type"),
+}
+SIGNATURE_ID_BASE = 9_100_000  # + class index; a range Suricata leaves to local rules
+
+
+class EveFormatter:
+    """Records and their predictions -> EVE lines. The constant part of each class's line is
+    built once, so a record costs a few string joins."""
+
+    def __init__(self, bundle: Bundle, schema_names: tuple[str, ...], emit_all: bool = False):
+        self.emit_all = emit_all
+        self.class_names = bundle.class_names
+        normal = bundle.manifest.get("normal_class")
+        self.normal_index = self.class_names.index(normal) if normal in self.class_names else None
+        self.five_tuple = {}
+        for key, candidates in FIVE_TUPLE.items():
+            column = next((c for c in candidates if c in schema_names), None)
+            if column:
+                self.five_tuple[key] = column
+        ml = {"model_sha256": bundle.model_sha256, "dataset": bundle.manifest.get("dataset")}
+        self._tails = []  # per class: everything after the 5-tuple, up to the score
+        for i, name in enumerate(self.class_names):
+            attack = i != self.normal_index
+            head = '"event_type":"alert"' if attack else '"event_type":"ml"'
+            alert = {"action": "allowed", "signature_id": SIGNATURE_ID_BASE + i,
+                     "signature": f"edge-ids ml: {name}", "category": name, "severity": 2}
+            alert_part = f',"alert":{json.dumps(alert, separators=(",", ":"))}' if attack else ""
+            ml_part = json.dumps({"class": name} | ml, separators=(",", ":"))[:-1]
+            self._tails.append((head, alert_part + ',"ml":' + ml_part + ',"score":'))
+
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        """Raw columns the parser should keep as text for the 5-tuple."""
+        return tuple(self.five_tuple.values())
+
+    def format(self, records: Records, predictions: Predictions, first_flow_id: int = 0
+               ) -> tuple[str, np.ndarray]:
+        """(the lines, ending in a newline, or ""; a boolean mask of the records emitted)."""
+        classes = predictions.classes
+        emit = np.ones(len(classes), bool) if self.emit_all or self.normal_index is None else (
+            classes != self.normal_index)
+        rows = np.flatnonzero(emit)
+        if not len(rows):
+            return "", emit
+        stamp = '{"timestamp":"' + timestamp() + '","flow_id":'
+        tuples = self._tuples(records, rows)
+        scores = predictions.scores
+        lines = []
+        for k, r in enumerate(rows.tolist()):
+            head, tail = self._tails[classes[r]]
+            lines.append(f'{stamp}{records.numbers[r]},{head}{tuples[k]}{tail}'
+                         f'{float(scores[r]):.4f}}}}}')
+        return "\n".join(lines) + "\n", emit
+
+    def _tuples(self, records: Records, rows: np.ndarray) -> list[str]:
+        if not self.five_tuple:
+            return [""] * len(rows)
+        parts = []
+        for key, column in self.five_tuple.items():
+            values = records.columns[column][rows]
+            if key.endswith("_port"):
+                parts.append([f',"{key}":{v}' if v.isdigit() else f',"{key}":{json.dumps(v)}'
+                              for v in values.tolist()])
+            else:
+                parts.append([f',"{key}":{json.dumps(v)}' for v in values.tolist()])
+        return ["".join(p) for p in zip(*parts)]
+
+
+def timestamp() -> str:
+    """Now, the way Suricata writes it: 2026-11-23T17:20:00.123456+0000."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f+0000")
+
+
+class AlertWriter:
+    """Whole lines to a file (appended) or to stdout ("-"), each batch in one write(2).
+
+    Nothing is buffered in Python, so there is nothing to lose at exit. If a write fails part
+    way (disk full), the file is cut back to where that write began, so the file still ends
+    with a whole line; the error is raised for the caller to count."""
+
+    def __init__(self, dest: str):
+        self.dest = dest
+        self._fd = None
+        self.open()
+
+    def open(self) -> None:
+        if self.dest == "-":
+            self._fd = 1
+        else:
+            self._fd = os.open(self.dest, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                               0o640)
+
+    def reopen(self) -> None:
+        """After logrotate moved the file away: start a new one under the same name."""
+        if self.dest != "-":
+            self.close()
+            self.open()
+
+    def write(self, text: str) -> None:
+        data = memoryview(text.encode())
+        start = None if self.dest == "-" else os.lseek(self._fd, 0, os.SEEK_END)
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        except OSError:
+            if start is not None and written:
+                os.ftruncate(self._fd, start)
+            raise
+
+    def close(self) -> None:
+        if self._fd is not None and self._fd != 1:
+            os.close(self._fd)
+        self._fd = None

@@ -1,0 +1,248 @@
+"""`edge-ids run`: the long-running daemon. Records in, EVE alerts and metrics out.
+
+Two threads. The reader thread pulls lines from the source into the `Intake`; the main thread
+takes micro-batches from it, parses, classifies, writes alerts and updates metrics, and between
+batches handles what signals asked for (signal handlers only set flags):
+
+    SIGHUP           reopen the alert file (logrotate), then load the bundle again: verified
+                     first; if the new one is broken, the old model keeps serving
+    SIGTERM, SIGINT  stop reading, classify every line already accepted, exit 0
+
+A bad line never stops it: it is rejected with a reason, counted, and logged at a bounded rate.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from .alerts import AlertWriter, EveFormatter
+from .bundle import load_bundle
+from .classifier import Classifier
+from .intake import Batch, Intake
+from .metrics import Metrics
+from .records import parse_lines
+from .sources import LineSource, open_source
+from .systemd import Notifier
+
+log = logging.getLogger("edge_ids.daemon")
+TICK_SECONDS = 0.1  # the longest the main loop sleeps before looking at signals and watchdog
+STATUS_SECONDS = 5.0
+
+
+@dataclass
+class DaemonOptions:
+    bundle: Path
+    input: str
+    alerts: str
+    metrics: str | None = None
+    emit_all: bool = False
+    max_batch: int = 256
+    max_delay: float = 0.005
+    threads: int = 1
+    follow_from_start: bool = False
+    rejects_logged_per_minute: int = 60
+
+
+class Model:
+    """What serves: a verified bundle, its classifier and its EVE formatter, swapped as one."""
+
+    def __init__(self, path: Path, options: DaemonOptions):
+        self.bundle = load_bundle(path)  # BundleError unless hashes and versions check out
+        self.classifier = Classifier(self.bundle, options.threads, options.max_batch)
+        self.classifier.model.probabilities(np.zeros((1, self.classifier.model.n_inputs),
+                                                     np.float32))  # it runs
+        self.formatter = EveFormatter(self.bundle, self.classifier.schema.names,
+                                      options.emit_all)
+
+    def describe(self) -> str:
+        return f"{self.bundle.manifest.get('dataset')} model {self.bundle.model_sha256[:12]}"
+
+
+class RateLimitedLog:
+    """At most `per_minute` messages a minute (bursts of up to that many); the rest counted and
+    mentioned with the next message that gets through."""
+
+    def __init__(self, per_minute: int):
+        self.per_minute = per_minute
+        self._tokens = float(per_minute)
+        self._last = time.monotonic()
+        self.suppressed = 0
+
+    def warning(self, message: str) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.per_minute, self._tokens + (now - self._last) * self.per_minute / 60)
+        self._last = now
+        if self._tokens < 1:
+            self.suppressed += 1
+            return
+        self._tokens -= 1
+        if self.suppressed:
+            message += f" ({self.suppressed:,} more rejections not logged)"
+            self.suppressed = 0
+        log.warning(message)
+
+
+class Daemon:
+    def __init__(self, options: DaemonOptions, notifier: Notifier | None = None):
+        self.options = options
+        self.notifier = notifier or Notifier()
+        self.metrics = Metrics()
+        self.counts = Counter()  # records, alerts, rejected, batches
+        self.metrics_address = None
+        self._stop = threading.Event()
+        self._hup = threading.Event()
+        self._reader_error: BaseException | None = None
+        self._rejects_log = RateLimitedLog(options.rejects_logged_per_minute)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until the input ends or SIGTERM; 0 when stopped cleanly, 1 if the input failed.
+        Raises BundleError/OSError/ValueError when it cannot start."""
+        self.model = Model(self.options.bundle, self.options)
+        self._set_model_metrics()
+        writer = AlertWriter(self.options.alerts)
+        source = open_source(self.options.input, self.options.follow_from_start)
+        intake = Intake(self.options.max_batch, self.options.max_delay)
+        try:
+            if self.options.metrics:
+                self.metrics_address = self.metrics.serve(self.options.metrics)
+                log.info("metrics on http://%s:%d/metrics", *self.metrics_address)
+            self._install_signal_handlers()
+            reader = threading.Thread(target=self._read, args=(source, intake), daemon=True,
+                                      name="edge-ids-reader")
+            reader.start()
+            log.info("serving %s; reading %s; alerts to %s", self.model.describe(),
+                     self.options.input, self.options.alerts)
+            self.notifier.ready(self._status())
+            self._serve(intake, writer)
+            reader.join(timeout=5)
+        finally:
+            source.close()
+            writer.close()
+        log.info("stopped: %s", self._status())
+        return 1 if self._reader_error else 0
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # tests may run the daemon in a thread; they call stop()/reload()
+        signal.signal(signal.SIGHUP, lambda *_: self._hup.set())
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def reload(self) -> None:
+        self._hup.set()
+
+    def _read(self, source: LineSource, intake: Intake) -> None:
+        try:
+            for lines in source.batches(self._stop):
+                intake.put(lines)
+        except Exception as e:  # noqa: BLE001 - any failure of the input ends the run
+            self._reader_error = e
+            log.error("reading %s failed: %s", self.options.input, e)
+        finally:
+            intake.close()
+
+    def _serve(self, intake: Intake, writer: AlertWriter) -> None:
+        last_status = time.monotonic()
+        stopping = False
+        while True:
+            batch = intake.take(TICK_SECONDS)
+            if batch is None:
+                break
+            if batch.lines:
+                self._classify(batch, writer)
+            now = time.monotonic()
+            self.notifier.watchdog_if_due(now)
+            if self._stop.is_set() and not stopping:
+                stopping = True
+                log.info("stopping: classifying the %s lines already accepted",
+                         f"{intake.accepted - self.counts['lines']:,}")
+                self.notifier.stopping(self._status())
+            if self._hup.is_set() and not stopping:
+                self._hup.clear()
+                self._on_hup(writer)
+            if now - last_status >= STATUS_SECONDS:
+                last_status = now
+                self.notifier.status(self._status())
+
+    # -- one batch ------------------------------------------------------------------------------
+
+    def _classify(self, batch: Batch, writer: AlertWriter) -> None:
+        start = time.perf_counter()
+        model = self.model
+        records, rejected = parse_lines(batch.lines, model.classifier.schema,
+                                        first_number=batch.first_number,
+                                        keep_text=model.formatter.text_columns)
+        self.counts["lines"] += len(batch.lines)
+        for r in rejected:
+            self.metrics.rejected.labels(r.reason).inc()
+            self._rejects_log.warning(f"record {r.record} rejected ({r.reason}): {r.detail}")
+        self.counts["rejected"] += len(rejected)
+        if len(records):
+            predictions = model.classifier.classify(records)
+            text, emitted = model.formatter.format(records, predictions)
+            self.metrics.inference.observe(time.perf_counter() - start)
+            if text:
+                try:
+                    writer.write(text)
+                except OSError as e:
+                    self.metrics.write_errors.inc()
+                    log.error("writing alerts to %s failed: %s", self.options.alerts, e)
+            self._count(model, records, predictions)
+        self.metrics.batch_size.observe(len(batch.lines))
+        self.metrics.latency.observe(time.monotonic() - batch.oldest_arrival)
+
+    def _count(self, model: Model, records, predictions) -> None:
+        self.metrics.records.inc(len(records))
+        self.counts["records"] += len(records)
+        names = model.formatter.class_names
+        per_class = np.bincount(predictions.classes, minlength=len(names))
+        for i, n in enumerate(per_class.tolist()):
+            if n and i != model.formatter.normal_index:
+                self.metrics.alerts.labels(names[i]).inc(n)
+                self.counts["alerts"] += n
+        for column, n in predictions.unknown.items():
+            if n:
+                self.metrics.unknown.labels(column).inc(n)
+
+    # -- SIGHUP ---------------------------------------------------------------------------------
+
+    def _on_hup(self, writer: AlertWriter) -> None:
+        self.notifier.reloading()
+        try:
+            writer.reopen()
+        except OSError as e:
+            log.error("reopening %s failed: %s", self.options.alerts, e)
+        try:
+            new = Model(self.options.bundle, self.options)
+        except Exception as e:  # noqa: BLE001 - whatever is wrong with it, the old model stays
+            self.metrics.reloads.labels("failed").inc()
+            log.error("reload failed, still serving %s: %s", self.model.describe(), e)
+        else:
+            old = self.model.describe()
+            self.model = new
+            self._set_model_metrics()
+            self.metrics.reloads.labels("ok").inc()
+            log.info("reloaded: %s (was %s)", new.describe(), old)
+        self.notifier.ready(self._status())
+
+    def _set_model_metrics(self) -> None:
+        b = self.model.bundle
+        self.metrics.set_model(__version__, b.model_sha256, str(b.manifest.get("dataset")))
+
+    def _status(self) -> str:
+        c = self.counts
+        return (f"{c['records']:,} records, {c['alerts']:,} alerts, {c['rejected']:,} rejected; "
+                f"{self.model.describe()}")

@@ -1,0 +1,80 @@
+"""The daemon's Prometheus metrics, served in the text exposition format.
+
+prometheus_client is in the device install: it is pure Python, has no dependencies, and gets the
+exposition format (escaping, histograms, HELP/TYPE) and the HTTP endpoint right, which a
+hand-written page would have to re-learn. The daemon updates the metrics once per batch, never
+per record, so its locks cost nothing measurable.
+"""
+from __future__ import annotations
+
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector,
+                               ProcessCollector, start_http_server)
+
+from . import records as r
+
+DEFAULT_PORT = 9108
+REJECT_REASONS = (r.WRONG_FIELD_COUNT, r.NON_NUMERIC, r.NOT_FINITE, r.EMPTY_LINE,
+                  r.LINE_TOO_LONG, r.INVALID_UTF8, r.BAD_JSON, r.MISSING_FIELD)
+LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = registry = CollectorRegistry()
+        ProcessCollector(registry=registry)  # process_resident_memory_bytes, cpu seconds, …
+        PlatformCollector(registry=registry)
+        self.records = Counter("edge_ids_records", "Records classified.", registry=registry)
+        self.rejected = Counter("edge_ids_records_rejected", "Lines rejected, by reason.",
+                                ["reason"], registry=registry)
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
+        self.alerts = Counter("edge_ids_alerts", "Records classified as an attack, by class.",
+                              ["class"], registry=registry)
+        self.unknown = Counter("edge_ids_unknown_category",
+                               "Categorical values never seen in training (classified with an "
+                               "all-zero one-hot), by column.", ["column"], registry=registry)
+        self.inference = Histogram("edge_ids_inference_seconds",
+                                   "Parsing, feature transform and model time per batch.",
+                                   buckets=LATENCY_BUCKETS, registry=registry)
+        self.latency = Histogram("edge_ids_record_latency_seconds",
+                                 "Arrival to alert written, for the oldest record of each batch.",
+                                 buckets=LATENCY_BUCKETS, registry=registry)
+        self.batch_size = Histogram("edge_ids_batch_size", "Records per batch.",
+                                    buckets=BATCH_BUCKETS, registry=registry)
+        self.build_info = Gauge("edge_ids_build_info", "The running edge-ids and model.",
+                                ["version", "model_sha256", "dataset"], registry=registry)
+        self.reloads = Counter("edge_ids_reloads", "Bundle reloads (SIGHUP), by result.",
+                               ["result"], registry=registry)
+        for result in ("ok", "failed"):
+            self.reloads.labels(result)
+        self.write_errors = Counter("edge_ids_alert_write_errors",
+                                    "Batches of alert lines that could not be written.",
+                                    registry=registry)
+        self.model_loaded = Gauge("edge_ids_model_loaded_timestamp_seconds",
+                                  "When the serving model was loaded (Unix time).",
+                                  registry=registry)
+        self._build_labels = None
+
+    def set_model(self, version: str, model_sha256: str, dataset: str) -> None:
+        if self._build_labels:
+            self.build_info.remove(*self._build_labels)
+        self._build_labels = (version, model_sha256, dataset)
+        self.build_info.labels(*self._build_labels).set(1)
+        self.model_loaded.set_to_current_time()
+
+    def serve(self, address: str):
+        """Start the HTTP endpoint; return the bound (host, port)."""
+        host, port = parse_address(address)
+        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        return host, server.server_port
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """'127.0.0.1:9108', ':9108' or '9108' (loopback), '[::1]:9108', '0.0.0.0:9108'."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"metrics address {address!r}: expected HOST:PORT, e.g. "
+                         f"127.0.0.1:{DEFAULT_PORT}")
+    return host, int(port)
