@@ -72,3 +72,45 @@ def run(bundle, input_, alerts, metrics, emit, max_batch, max_delay, threads, fr
         click.echo(f"edge-ids run: cannot start: {e}", err=True)
         sys.exit(EXIT_CANNOT_START)
     sys.exit(code)
+
+
+@click.command()
+@click.option("--device", default="pi4", show_default=True,
+              help="Device profile (see `edge-ids devices`).")
+@click.option("--prefix", default="/opt/edge-ids", show_default=True,
+              help="Install prefix on the device: PREFIX/venv and PREFIX/current/bundle.")
+@click.option("--input", "input_", default="unix:/run/edge-ids/records.sock", show_default=True,
+              metavar="SRC", help="The daemon's --input.")
+@click.option("--metrics", default="127.0.0.1:9108", show_default=True, metavar="HOST:PORT",
+              help="The daemon's --metrics. On loopback, the unit also denies all other IP "
+                   "traffic (IPAddressDeny=any).")
+@click.option("-o", "--output", type=click.File("w"), default="-",
+              help="Write the unit here (default stdout).")
+def unit(device, prefix, input_, metrics, output):
+    """Print the systemd unit for a device: Type=notify, watchdog, reload on SIGHUP, hardened.
+
+    \b
+    Install it as /etc/systemd/system/edge-ids.service, then:
+      systemctl daemon-reload && systemctl enable --now edge-ids
+      systemctl reload edge-ids      # reopen alerts.json and load the bundle again
+    MemoryMax= needs the memory cgroup, which Raspberry Pi kernels disable by default: add
+    cgroup_enable=memory to /boot/firmware/cmdline.txt, or the limit is silently ignored.
+    """
+    from .devices.profiles import ProfileError, load_profile
+    from .devices.unit import render_unit
+
+    try:
+        output.write(render_unit(load_profile(device), prefix, input_, metrics))
+    except (ProfileError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.command()
+def devices():
+    """List the device profiles."""
+    from .devices.profiles import load_profile, profile_names
+
+    for name in profile_names():
+        p = load_profile(name)
+        click.echo(f"{name:<16} {p.architecture:<8} {p.cpu:<11} {p.cores} cores "
+                   f"{p.memory_mb:>5} MB  Python {', '.join(p.python):<16} {p.description}")

@@ -76,7 +76,7 @@ class Classifier:
                                   f"({scale}, {zero_point}) differs from the feature spec's {q}")
 
     def classify(self, records: Records) -> Predictions:
-        x, unknown = self.transform.transform(records.columns)
+        x, unknown = self.transform.transform(records.columns, records.numeric)
         probabilities = self.model.probabilities(x)
         classes = probabilities.argmax(axis=1)
         return Predictions(classes, probabilities[np.arange(len(classes)), classes], unknown)

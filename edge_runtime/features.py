@@ -35,27 +35,57 @@ class FeatureTransform:
         self._num_span = np.where(span > 0, span, 1.0)  # a constant column maps to 0
         # For each categorical column, every known value -> the model-input position of its
         # one-hot feature, or NOT_SELECTED; a value missing from the table is an unseen category.
-        self._one_hot_positions = {c: dict.fromkeys(v, NOT_SELECTED)
+        self._one_hot_positions = {c: _Positions.fromkeys(v, NOT_SELECTED)
                                    for c, v in spec["one_hot"].items()}
         for p, f in enumerate(self.selected):
             if "value" in f:
                 self._one_hot_positions[f["column"]][f["value"]] = p
+        self._matrix_layout = None  # (column names of a numeric matrix, our columns in it)
 
-    def transform(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, int]]:
-        """Return (inputs float32 of shape (n, n_inputs), {column: unseen-category count})."""
-        n = len(next(iter(columns.values()))) if columns else 0
+    def transform(self, columns: dict[str, np.ndarray],
+                  numeric: tuple[np.ndarray, tuple[str, ...]] | None = None
+                  ) -> tuple[np.ndarray, dict[str, int]]:
+        """Return (inputs float32 of shape (n, n_inputs), {column: unseen-category count}).
+
+        `numeric`, if given, is (matrix, column names) holding the numeric columns side by side
+        (the parser's own layout): one fancy index instead of stacking columns, which is most
+        of the cost for a single record."""
+        if numeric is not None:
+            matrix, names = numeric
+            n = len(matrix)
+        else:
+            n = len(next(iter(columns.values()))) if columns else 0
         x = np.zeros((n, self.n_inputs), dtype=np.float32)
-        if len(self._num_columns):
-            raw = np.stack([np.asarray(columns[c], dtype=np.float64) for c in self._num_columns], 1)
+        if self._num_columns:
+            if numeric is not None:
+                raw = matrix[:, self._matrix_columns(names)]
+            else:
+                raw = np.stack([np.asarray(columns[c], dtype=np.float64)
+                                for c in self._num_columns], 1)
             x[:, self._num_positions] = np.clip((raw - self._num_min) / self._num_span, 0.0, 1.0)
-        unknown = {}
-        for column, positions in self._one_hot_positions.items():
-            where = np.fromiter((positions.get(v, UNSEEN) for v in columns[column]), np.int64,
-                                count=n)
-            unknown[column] = int(np.count_nonzero(where == UNSEEN))
-            rows = np.flatnonzero(where >= 0)
-            x[rows, where[rows]] = 1.0
-        return x, unknown
+        if not self._one_hot_positions:
+            return x, {}
+        where = np.empty((n, len(self._one_hot_positions)), dtype=np.int64)
+        for j, (column, positions) in enumerate(self._one_hot_positions.items()):
+            where[:, j] = np.fromiter(map(positions.__getitem__, columns[column].tolist()),
+                                      np.int64, count=n)
+        unseen = np.count_nonzero(where == UNSEEN, axis=0).tolist()
+        rows, cols = np.nonzero(where >= 0)
+        x[rows, where[rows, cols]] = 1.0
+        return x, dict(zip(self._one_hot_positions, unseen))
+
+    def _matrix_columns(self, names: tuple[str, ...]) -> np.ndarray:
+        if self._matrix_layout is None or self._matrix_layout[0] != names:
+            index = {name: i for i, name in enumerate(names)}
+            self._matrix_layout = names, np.array([index[c] for c in self._num_columns])
+        return self._matrix_layout[1]
+
+
+class _Positions(dict):
+    """Category value -> model-input position; an unseen value -> UNSEEN (looked up in C)."""
+
+    def __missing__(self, value):
+        return UNSEEN
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:

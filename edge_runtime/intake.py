@@ -22,7 +22,7 @@ class Batch:
 
 class Intake:
     def __init__(self, max_batch: int = 256, max_delay: float = 0.005,
-                 capacity_bytes: int = 8 << 20):
+                 capacity_bytes: int = 1 << 20):
         self.max_batch = max_batch
         self.max_delay = max_delay
         self.capacity_bytes = capacity_bytes

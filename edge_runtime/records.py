@@ -13,9 +13,10 @@ import io
 import json
 import sys
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, repeat
 from operator import itemgetter
-from typing import BinaryIO, Iterable, Iterator
+from functools import lru_cache
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -87,6 +88,8 @@ class Records:
     columns: dict[str, np.ndarray]
     numbers: np.ndarray  # 1-based line numbers of these records in the input
     trailing: dict[str, np.ndarray] = field(default_factory=dict)
+    # The parser's numeric columns side by side (`columns` holds views of it), and their names
+    numeric: tuple[np.ndarray, tuple[str, ...]] | None = None
 
     def __len__(self) -> int:
         return len(self.numbers)
@@ -94,38 +97,57 @@ class Records:
     def take(self, rows: np.ndarray) -> "Records":
         """The records at these positions, in this order."""
         return Records({k: v[rows] for k, v in self.columns.items()}, self.numbers[rows],
-                       {k: v[rows] for k, v in self.trailing.items()})
+                       {k: v[rows] for k, v in self.trailing.items()},
+                       None if self.numeric is None else (self.numeric[0][rows], self.numeric[1]))
 
 
-def parse_lines(lines: Iterable[bytes | str], schema: RawSchema, first_number: int = 1,
+def parse_lines(lines: Sequence[bytes | str], schema: RawSchema, first_number: int = 1,
                 keep_text: tuple[str, ...] = ()) -> tuple[Records, list[Rejected]]:
     """Parse lines into `Records`; every line either becomes a record or a `Rejected`.
 
     A line is CSV in the schema's column order, or a JSON object keyed by column name (a line
     starting with '{'). `keep_text` names "ignored" columns to keep as text (e.g. addresses
     for an alert), never read as features."""
+    lines = list(lines)
+    rows = _clean_rows(lines, schema)
+    if rows is not None:  # the common case, checked for the whole batch at once
+        numbers = np.arange(first_number, first_number + len(rows), dtype=np.int64)
+        return _to_columns(rows, numbers, schema, keep_text)
     n_min, n_max = len(schema.names), len(schema.names) + len(schema.trailing)
-    texts: list[str] = []
-    numbers: list[int] = []
-    rejected: list[Rejected] = []
+    rows, numbers, rejected = [], [], []
     for number, line in enumerate(lines, start=first_number):
         text, problem = _decode(line)
         if not problem and text.lstrip().startswith("{"):
             text, problem = _json_to_csv(text, schema)
         if not problem:
-            fields = text.count(",") + 1 if '"' not in text else len(next(csv.reader([text])))
-            if fields < n_min or fields > n_max:
+            row = text.split(",") if '"' not in text else next(csv.reader([text]))
+            if len(row) < n_min or len(row) > n_max:
                 expected = f"{n_min}" if n_min == n_max else f"{n_min} to {n_max}"
-                problem = WRONG_FIELD_COUNT, f"expected {expected} fields, got {fields}"
-            elif fields < n_max:
-                text += "," * (n_max - fields)  # absent trailing columns read as empty
+                problem = WRONG_FIELD_COUNT, f"expected {expected} fields, got {len(row)}"
         if problem:
             rejected.append(Rejected(number, *problem))
         else:
-            texts.append(text)
+            rows.append(row + [""] * (n_max - len(row)))  # absent trailing columns: empty
             numbers.append(number)
-    records, bad = _to_columns(texts, np.array(numbers, dtype=np.int64), schema, keep_text)
+    records, bad = _to_columns(rows, np.array(numbers, dtype=np.int64), schema, keep_text)
     return records, sorted(rejected + bad, key=lambda r: r.record)
+
+
+def _clean_rows(lines: list[bytes | str], schema: RawSchema) -> list[list[str]] | None:
+    """Split a batch with C-level calls only, if every line is plain ASCII CSV with all the
+    schema's fields (no quotes, no JSON, none too long or empty); None otherwise."""
+    if not lines or not isinstance(lines[0], bytes) or max(map(len, lines)) > MAX_LINE_BYTES:
+        return None
+    data = b"".join(lines)
+    if not data.isascii() or b'"' in data or b"{" in data:
+        return None
+    texts = data.decode("ascii").splitlines()
+    if len(texts) != len(lines):  # a line without its newline (not the last) or a bare \r
+        return None
+    rows = list(map(str.split, texts, repeat(",")))
+    if set(map(len, rows)) != {len(schema.names) + len(schema.trailing)}:
+        return None
+    return rows
 
 
 def _decode(line: bytes | str) -> tuple[str, tuple[str, str] | None]:
@@ -163,33 +185,51 @@ def _json_to_csv(text: str, schema: RawSchema) -> tuple[str, tuple[str, str] | N
     return out.getvalue(), None
 
 
-def _to_columns(texts: list[str], numbers: np.ndarray, schema: RawSchema,
+@dataclass(frozen=True)
+class _Layout:
+    """Which fields of a row are read as numbers and which as text (worked out once)."""
+
+    num_idx: tuple[int, ...]
+    num_names: tuple[str, ...]
+    text: tuple[tuple[str, int], ...]  # (name, field index): categorical, kept, trailing
+    pick_numbers: Callable[[list[str]], tuple[str, ...]]
+
+
+@lru_cache(maxsize=16)
+def _layout(schema: RawSchema, keep_text: tuple[str, ...]) -> _Layout:
+    num_idx = tuple(i for i, t in enumerate(schema.types) if t == "numeric")
+    text = tuple((n, i) for i, (n, t) in enumerate(zip(schema.names, schema.types))
+                 if t == "categorical" or (t == "ignored" and n in keep_text))
+    text += tuple((n, len(schema.names) + k) for k, n in enumerate(schema.trailing))
+    pick = (itemgetter(*num_idx) if len(num_idx) > 1
+            else (lambda row: (row[num_idx[0]],)) if num_idx else (lambda row: ()))
+    return _Layout(num_idx, tuple(schema.names[i] for i in num_idx), text, pick)
+
+
+def _to_columns(rows: list[list[str]], numbers: np.ndarray, schema: RawSchema,
                 keep_text: tuple[str, ...] = ()) -> tuple[Records, list[Rejected]]:
-    """Whole columns at once; "ignored" columns are never loaded, so a value there can be
-    anything. Numbers go through numpy's C parser in one call; only when that fails (a bad
-    value in the batch) are the rows parsed one by one with float()."""
-    num_idx = [i for i, t in enumerate(schema.types) if t == "numeric"]
-    str_idx = [i for i, (n, t) in enumerate(zip(schema.names, schema.types))
-               if t == "categorical" or (t == "ignored" and n in keep_text)]
-    str_idx += range(len(schema.names), len(schema.names) + len(schema.trailing))
-    rows = [t.split(",") if '"' not in t else next(csv.reader([t])) for t in texts]
+    """Split rows to columns; "ignored" columns are never loaded, so a value there can be
+    anything. When a batch holds a value that is not a number, its rows are parsed one by one
+    to find and reject each bad one."""
+    layout = _layout(schema, keep_text)
     bad: dict[int, Rejected] = {}
-    values = _fast_numbers(rows, num_idx)
+    values = _fast_numbers(rows, layout)
     if values is None:
-        values = _parse_rows(rows, num_idx, schema, numbers, bad)
-    for r in np.flatnonzero(~np.isfinite(values).all(axis=1)):
-        if int(r) not in bad:
-            j = int(np.flatnonzero(~np.isfinite(values[r]))[0])
-            bad[int(r)] = Rejected(int(numbers[r]), NOT_FINITE,
-                                   f"column {num_idx[j] + 1} ({schema.names[num_idx[j]]}): "
-                                   f"{values[r, j]}")
-    keep = [r for r in range(len(rows)) if r not in bad] if bad else range(len(rows))
-    columns = {schema.names[i]: values[keep, j] for j, i in enumerate(num_idx)} if bad else {
-        schema.names[i]: values[:, j] for j, i in enumerate(num_idx)}
-    names = schema.names + schema.trailing
-    text = {names[i]: np.array([rows[r][i].strip() for r in keep], dtype=str) for i in str_idx}
-    trailing = {name: text.pop(name) for name in schema.trailing}
-    return Records(columns | text, numbers[list(keep)], trailing), list(bad.values())
+        values = _parse_rows(rows, layout.num_idx, schema, numbers, bad)
+    if not np.isfinite(values).all():
+        for r in np.flatnonzero(~np.isfinite(values).all(axis=1)).tolist():
+            if r not in bad:
+                j = int(np.flatnonzero(~np.isfinite(values[r]))[0])
+                bad[r] = Rejected(int(numbers[r]), NOT_FINITE, f"column {layout.num_idx[j] + 1} "
+                                  f"({layout.num_names[j]}): {values[r, j]}")
+    if bad:
+        keep = [r for r in range(len(rows)) if r not in bad]
+        rows, values, numbers = [rows[r] for r in keep], values[keep], numbers[keep]
+    columns = dict(zip(layout.num_names, values.T))  # views of the matrix
+    for name, i in layout.text:
+        columns[name] = np.array(list(map(str.strip, map(itemgetter(i), rows))), dtype=str)
+    trailing = {name: columns.pop(name) for name in schema.trailing}
+    return Records(columns, numbers, trailing, (values, layout.num_names)), list(bad.values())
 
 
 class _FloatMemo(dict):
@@ -210,19 +250,20 @@ class _FloatMemo(dict):
 _FLOATS = _FloatMemo()
 
 
-def _fast_numbers(rows: list[list[str]], num_idx: list[int]) -> np.ndarray | None:
+def _fast_numbers(rows: list[list[str]], layout: _Layout) -> np.ndarray | None:
     """All numeric fields of all rows, or None if any of them is not a number."""
-    if not rows or not num_idx:
-        return np.empty((len(rows), len(num_idx)))
-    pick = itemgetter(*num_idx) if len(num_idx) > 1 else lambda row: (row[num_idx[0]],)
+    n = len(layout.num_idx)
+    if not rows or not n:
+        return np.empty((len(rows), n))
     try:
-        values = list(map(_FLOATS.__getitem__, chain.from_iterable(map(pick, rows))))
+        values = list(map(_FLOATS.__getitem__,
+                          chain.from_iterable(map(layout.pick_numbers, rows))))
     except ValueError:
         return None
-    return np.array(values, dtype=np.float64).reshape(len(rows), len(num_idx))
+    return np.array(values, dtype=np.float64).reshape(len(rows), n)
 
 
-def _parse_rows(rows: list[list[str]], num_idx: list[int], schema: RawSchema,
+def _parse_rows(rows: list[list[str]], num_idx: tuple[int, ...], schema: RawSchema,
                 numbers: np.ndarray, bad: dict[int, Rejected]) -> np.ndarray:
     """The slow path, for a batch that holds a bad value: find and reject each bad row."""
     values = np.zeros((len(rows), len(num_idx)))

@@ -31,23 +31,25 @@ READ_BYTES = 1 << 16
 
 
 class LineSplitter:
-    """Bytes in, complete lines out; an over-long line is kept to MAX_LINE_BYTES + 1 bytes."""
+    """Bytes in, complete lines out (without their newline); an over-long line is cut to
+    MAX_LINE_BYTES + 1 bytes, which the parser rejects as too long."""
 
     def __init__(self):
         self._parts: list[bytes] = []
         self._size = 0
 
     def feed(self, data: bytes) -> list[bytes]:
-        lines = []
-        start = 0
-        while True:
-            end = data.find(b"\n", start)
-            piece = data[start:] if end < 0 else data[start:end + 1]
-            self._keep(piece)
-            if end < 0:
-                return lines
-            lines.append(self._take())
-            start = end + 1
+        pieces = data.split(b"\n")  # the first continues the kept part, the last is kept
+        if len(pieces) == 1:
+            self._keep(data)
+            return []
+        self._keep(pieces[0])
+        lines = [self._take()]
+        lines += pieces[1:-1]
+        self._keep(pieces[-1])
+        if max(map(len, lines)) > MAX_LINE_BYTES:
+            lines = [line[:MAX_LINE_BYTES + 1] for line in lines]
+        return lines
 
     def flush(self) -> bytes | None:
         """The unfinished last line, if any (the writer went away in the middle of it)."""
