@@ -113,11 +113,12 @@ class Daemon:
         writer = AlertWriter(self.options.alerts)
         source = open_source(self.options.input, self.options.follow_from_start)
         intake = Intake(self.options.max_batch, self.options.max_delay)
+        handlers = {}
         try:
             if self.options.metrics:
                 self.metrics_address = self.metrics.serve(self.options.metrics)
                 log.info("metrics on http://%s:%d/metrics", *self.metrics_address)
-            self._install_signal_handlers()
+            handlers = self._install_signal_handlers()
             reader = threading.Thread(target=self._read, args=(source, intake), daemon=True,
                                       name="edge-ids-reader")
             reader.start()
@@ -128,17 +129,20 @@ class Daemon:
             self._serve(intake, writer)
             reader.join(timeout=5)
         finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
             source.close()
             writer.close()
         log.info("stopped: %s", self._status())
         return 1 if self._reader_error else 0
 
-    def _install_signal_handlers(self) -> None:
+    def _install_signal_handlers(self) -> dict:
+        """Ours in place of the current handlers, which are returned (restored at the end)."""
         if threading.current_thread() is not threading.main_thread():
-            return  # tests may run the daemon in a thread; they call stop()/reload()
-        signal.signal(signal.SIGHUP, lambda *_: self._hup.set())
-        signal.signal(signal.SIGTERM, lambda *_: self.stop())
-        signal.signal(signal.SIGINT, lambda *_: self.stop())
+            return {}  # run from another thread (embedded): call stop() and reload() instead
+        ours = {signal.SIGHUP: lambda *_: self._hup.set(), signal.SIGTERM: lambda *_: self.stop(),
+                signal.SIGINT: lambda *_: self.stop()}
+        return {signum: signal.signal(signum, handler) for signum, handler in ours.items()}
 
     def stop(self) -> None:
         self._stop.set()
@@ -161,17 +165,17 @@ class Daemon:
         stopping = False
         while True:
             batch = intake.take(TICK_SECONDS)
+            if self._stop.is_set() and not stopping:
+                stopping = True
+                waiting = intake.accepted - self.counts["lines"]
+                log.info("stopping: classifying the %s lines already accepted", f"{waiting:,}")
+                self.notifier.stopping(self._status())
             if batch is None:
                 break
             if batch.lines:
                 self._classify(batch, writer)
             now = time.monotonic()
             self.notifier.watchdog_if_due(now)
-            if self._stop.is_set() and not stopping:
-                stopping = True
-                log.info("stopping: classifying the %s lines already accepted",
-                         f"{intake.accepted - self.counts['lines']:,}")
-                self.notifier.stopping(self._status())
             if self._hup.is_set() and not stopping:
                 self._hup.clear()
                 self._on_hup(writer)

@@ -44,3 +44,15 @@ def small_pipeline(data_dir, tmp_path_factory):
 def bundle_copy(small_pipeline, tmp_path) -> Path:
     """A private copy of the pipeline's bundle that a test may damage."""
     return Path(shutil.copytree(small_pipeline[0] / "bundle", tmp_path / "bundle"))
+
+
+@pytest.fixture(scope="session")
+def other_bundle(data_dir, tmp_path_factory) -> Path:
+    """A second, different good bundle (another seed, two epochs): what a reload switches to."""
+    from edge_ids.pipeline import PipelineOptions, run_pipeline
+
+    out = tmp_path_factory.mktemp("pipeline-other")
+    run_pipeline(PipelineOptions(data_dir=str(data_dir), out=out, train_set="KDDTrain+_20Percent",
+                                 epochs=2, seed=1, mi_sample=3000, test_sets=("KDDTest-21",)),
+                 echo=lambda _: None)
+    return out / "bundle"

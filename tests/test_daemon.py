@@ -1,0 +1,255 @@
+"""`edge-ids run` as a real process: alerts, metrics through Prometheus' parser, sd_notify on a
+real datagram socket, SIGHUP reload (good and corrupt bundles), SIGTERM drain, logrotate, and a
+SIGKILL that must not leave half a line."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon_process import DaemonProcess, read_alerts, send
+from edge_ids.edge_runtime import Classifier, load_bundle
+from edge_ids.edge_runtime.records import parse_lines
+from edge_ids.edge_runtime.systemd import Notifier
+
+EVE_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+0000$")
+
+
+@pytest.fixture(scope="module")
+def bundle(small_pipeline) -> Path:
+    return small_pipeline[0] / "bundle"
+
+
+def expected_classes(bundle: Path, lines: list[bytes]) -> list[str]:
+    classifier = Classifier(load_bundle(bundle))
+    records, rejected = parse_lines(lines, classifier.schema)
+    assert not rejected
+    return [classifier.bundle.class_names[c] for c in classifier.classify(records).classes]
+
+
+def test_file_input_every_record_as_the_runtime_classifies_it(bundle, kdd_test_lines, tmp_path):
+    lines = kdd_test_lines[:3000]
+    records = tmp_path / "records.csv"
+    records.write_bytes(b"".join(lines))
+    for emit in ("all", "attacks"):
+        alerts = tmp_path / f"alerts-{emit}.json"
+        daemon = DaemonProcess(tmp_path, "--bundle", str(bundle), "--input", f"file:{records}",
+                               "--alerts", str(alerts), "--emit", emit)
+        assert daemon.wait() == 0  # the input ended: exit 0
+        events = read_alerts(alerts)
+        classes = expected_classes(bundle, lines)
+        attacks = [i + 1 for i, c in enumerate(classes) if c != "Normal"]
+        if emit == "all":
+            assert [e["flow_id"] for e in events] == list(range(1, 3001))
+            assert [e["ml"]["class"] for e in events] == classes
+        else:
+            assert [e["flow_id"] for e in events] == attacks
+        manifest = load_bundle(bundle).manifest
+        for e in events:
+            assert EVE_TIME.match(e["timestamp"])
+            assert e["proto"] in ("tcp", "udp", "icmp")
+            assert e["ml"]["model_sha256"] == manifest["files"]["model.tflite"]["sha256"]
+            assert e["ml"]["dataset"] == "nsl-kdd" and 0 < e["ml"]["score"] <= 1
+            if e["ml"]["class"] == "Normal":
+                assert e["event_type"] == "ml" and "alert" not in e
+            else:
+                assert e["event_type"] == "alert" and e["alert"]["category"] == e["ml"]["class"]
+
+
+def test_metrics_page_counts_what_happened(bundle, kdd_test_lines, tmp_path):
+    sock, alerts = tmp_path / "in.sock", tmp_path / "alerts.json"
+    daemon = DaemonProcess(tmp_path, "--bundle", str(bundle), "--input", f"unix:{sock}",
+                           "--alerts", str(alerts), "--metrics", "127.0.0.1:0")
+    try:
+        assert daemon.metrics_url.startswith("http://127.0.0.1:")
+        good = kdd_test_lines[:1000]
+        bad = [b"1,2,3\n", b"\n", b"\xff\xfe,oops\n"]
+        send(sock, b"".join(good[:500] + bad + good[500:]))
+        daemon.wait_metric("edge_ids_records_total", 1000)
+        m = daemon.metrics()
+        classes = expected_classes(bundle, good)
+        for name in set(classes) - {"Normal"}:
+            assert m[("edge_ids_alerts_total", frozenset({("class", name)}))] == classes.count(name)
+        assert len(read_alerts(alerts)) == sum(c != "Normal" for c in classes)
+        rejected = {dict(k[1])["reason"]: v for k, v in m.items()
+                    if k[0] == "edge_ids_records_rejected_total"}
+        assert rejected["wrong_field_count"] == 1 and rejected["empty_line"] == 1
+        assert rejected["invalid_utf8"] == 1 and sum(rejected.values()) == 3
+        assert m[("edge_ids_batch_size_sum", frozenset())] == 1003
+        assert m[("edge_ids_inference_seconds_count", frozenset())] >= 1
+        info = [dict(k[1]) for k in m if k[0] == "edge_ids_build_info"]
+        sha = load_bundle(bundle).model_sha256
+        assert len(info) == 1 and info[0]["model_sha256"] == sha
+        assert info[0]["dataset"] == "nsl-kdd" and info[0]["version"]
+        assert m[("process_resident_memory_bytes", frozenset())] > 10e6
+    finally:
+        assert daemon.stop() == 0
+    assert not sock.exists()
+
+
+def test_sd_notify_ready_watchdog_status_stopping(bundle, tmp_path):
+    sock = tmp_path / "in.sock"
+    daemon = DaemonProcess(tmp_path, "--bundle", str(bundle), "--input", f"unix:{sock}",
+                           "--alerts", str(tmp_path / "a.json"), env={"WATCHDOG_USEC": "200000"})
+    try:
+        ready = daemon.messages[-1][1]
+        assert "READY=1" in ready and "STATUS=0 records" in ready and "nsl-kdd" in ready
+        daemon.listen(1.2)
+    finally:
+        daemon.signal(signal.SIGTERM)
+        stopping = daemon.wait_message("STOPPING=1")
+        assert daemon.stop() == 0
+    assert "STATUS=" in stopping
+    pings = [t for t, m in daemon.messages if m == "WATCHDOG=1"]
+    assert len(pings) >= 4  # every 0.1 s (half of 0.2 s) for 1.2 s
+    assert min(np.diff(pings)) > 0.05  # not faster than half the interval (with slack)
+
+
+def test_notifier_is_a_no_op_outside_systemd_and_respects_watchdog_pid():
+    assert not Notifier({}).active
+    Notifier({}).ready("x")  # nothing to send to, nothing raised
+    assert Notifier({"WATCHDOG_USEC": "1000000"}).watchdog_interval == 0.5
+    assert Notifier({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"}).watchdog_interval is None
+    assert Notifier({"NOTIFY_SOCKET": "@abstract"}).address == "\0abstract"
+
+
+def corrupt_copy(bundle: Path, where: Path) -> Path:
+    shutil.copytree(bundle, where)
+    model = bytearray((where / "model.tflite").read_bytes())
+    model[len(model) // 2] ^= 0xFF
+    (where / "model.tflite").write_bytes(bytes(model))
+    return where
+
+
+def point(link: Path, target: Path) -> None:
+    """Switch a `current` link atomically, as deploy does."""
+    tmp = link.with_name(link.name + ".new")
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+
+
+def test_sighup_reload_refuses_a_corrupt_bundle_and_switches_to_a_good_one(
+        bundle, other_bundle, kdd_test_lines, tmp_path):
+    current, sock, alerts = tmp_path / "current", tmp_path / "in.sock", tmp_path / "alerts.json"
+    point(current, bundle)
+    old_sha, new_sha = load_bundle(bundle).model_sha256, load_bundle(other_bundle).model_sha256
+    daemon = DaemonProcess(tmp_path, "--bundle", str(current), "--input", f"unix:{sock}",
+                           "--alerts", str(alerts), "--emit", "all", "--metrics", "127.0.0.1:0")
+    lines = kdd_test_lines[:400]
+    try:
+        send(sock, b"".join(lines))
+        point(current, corrupt_copy(bundle, tmp_path / "corrupt"))
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_metric("edge_ids_reloads_total", 1, result="failed")
+        assert "reload failed, still serving" in daemon.log_text()
+        assert "SHA-256" in daemon.log_text()
+        send(sock, b"".join(lines))
+        daemon.wait_metric("edge_ids_records_total", 800)
+        assert daemon.metric("edge_ids_build_info", version=_version(daemon),
+                             model_sha256=old_sha, dataset="nsl-kdd") == 1
+
+        # a good new bundle while a writer keeps sending: the switch loses nothing
+        point(current, other_bundle)
+        stop = threading.Event()
+        sent = []
+
+        def writer():
+            while not stop.is_set():
+                send(sock, b"".join(lines[:50]))
+                sent.append(50)
+                time.sleep(0.01)
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        time.sleep(0.3)
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_metric("edge_ids_reloads_total", 1, result="ok")
+        time.sleep(0.3)
+        stop.set()
+        thread.join()
+        total = 800 + sum(sent)
+        daemon.wait_metric("edge_ids_records_total", total)
+    finally:
+        assert daemon.stop() == 0
+    events = read_alerts(alerts)
+    assert [e["flow_id"] for e in events] == list(range(1, total + 1))  # none lost, none twice
+    shas = [e["ml"]["model_sha256"] for e in events]
+    assert set(shas[:800]) == {old_sha}  # the corrupt bundle never served
+    switch = shas.index(new_sha)
+    assert 800 < switch < total and set(shas[switch:]) == {new_sha}
+    assert "reloaded:" in daemon.log_text()
+
+
+def _version(daemon: DaemonProcess) -> str:
+    return next(dict(k[1])["version"] for k in daemon.metrics() if k[0] == "edge_ids_build_info")
+
+
+def test_sigterm_under_load_writes_every_accepted_record_and_exits_0(bundle, kdd_test_lines,
+                                                                     tmp_path):
+    records = tmp_path / "records.csv"
+    with open(records, "wb") as f:
+        for _ in range(40):  # ~900,000 records: far more than it reads before SIGTERM
+            f.writelines(kdd_test_lines)
+    alerts = tmp_path / "alerts.json"
+    daemon = DaemonProcess(tmp_path, "--bundle", str(bundle), "--input", f"file:{records}",
+                           "--alerts", str(alerts), "--emit", "all")
+    time.sleep(1.0)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.stop() == 0
+    events = read_alerts(alerts)
+    n = len(events)
+    assert 0 < n < 40 * len(kdd_test_lines)
+    assert [e["flow_id"] for e in events] == list(range(1, n + 1))
+    stopped = re.search(r"stopped: ([\d,]+) records", daemon.log_text())
+    assert stopped and int(stopped.group(1).replace(",", "")) == n  # all it took in, written
+    assert "stopping: classifying the" in daemon.log_text()
+
+
+def test_alert_file_reopened_on_sighup_for_logrotate(bundle, kdd_test_lines, tmp_path):
+    sock, alerts = tmp_path / "in.sock", tmp_path / "alerts.json"
+    daemon = DaemonProcess(tmp_path, "--bundle", str(bundle), "--input", f"unix:{sock}",
+                           "--alerts", str(alerts), "--emit", "all", "--metrics", "127.0.0.1:0")
+    try:
+        send(sock, b"".join(kdd_test_lines[:100]))
+        daemon.wait_metric("edge_ids_records_total", 100)
+        os.rename(alerts, tmp_path / "alerts.json.1")
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_metric("edge_ids_reloads_total", 1, result="ok")
+        send(sock, b"".join(kdd_test_lines[100:150]))
+        daemon.wait_metric("edge_ids_records_total", 150)
+    finally:
+        assert daemon.stop() == 0
+    assert [e["flow_id"] for e in read_alerts(tmp_path / "alerts.json.1")] == list(range(1, 101))
+    assert [e["flow_id"] for e in read_alerts(alerts)] == list(range(101, 151))
+
+
+def test_sigkill_never_leaves_half_a_line(bundle, kdd_test_lines, tmp_path):
+    records = tmp_path / "records.csv"
+    with open(records, "wb") as f:
+        for _ in range(20):
+            f.writelines(kdd_test_lines)
+    alerts = tmp_path / "alerts.json"
+    daemon = DaemonProcess(tmp_path, "--bundle", str(bundle), "--input", f"file:{records}",
+                           "--alerts", str(alerts), "--emit", "all")
+    time.sleep(0.7)
+    daemon.signal(signal.SIGKILL)
+    daemon.process.wait(30)
+    daemon.close()
+    events = read_alerts(alerts)  # every line whole JSON, the file ends with a newline
+    assert events and [e["flow_id"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_a_broken_bundle_stops_the_start_with_a_clear_message(bundle, tmp_path):
+    broken = corrupt_copy(bundle, tmp_path / "broken")
+    daemon = DaemonProcess(tmp_path, "--bundle", str(broken), "--input", "-", "--alerts", "-",
+                           wait_ready=False)
+    assert daemon.wait() == 1
+    assert "cannot start" in daemon.log_text() and "SHA-256" in daemon.log_text()
+    assert not any("READY=1" in m for _, m in daemon.messages)
