@@ -19,11 +19,11 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from .alerts import AlertWriter, EveFormatter
 from .bundle import load_bundle
 from .classifier import Classifier
@@ -34,6 +34,10 @@ from .sources import LineSource, open_source
 from .systemd import Notifier
 
 log = logging.getLogger("edge_ids.daemon")
+try:  # (edge_runtime imports nothing from outside itself, so not edge_ids.__version__)
+    VERSION = metadata.version("edge-ids")
+except metadata.PackageNotFoundError:
+    VERSION = "0+unknown"
 TICK_SECONDS = 0.1  # the longest the main loop sleeps before looking at signals and watchdog
 STATUS_SECONDS = 5.0
 
@@ -246,7 +250,7 @@ class Daemon:
 
     def _set_model_metrics(self) -> None:
         b = self.model.bundle
-        self.metrics.set_model(__version__, b.model_sha256, str(b.manifest.get("dataset")))
+        self.metrics.set_model(VERSION, b.model_sha256, str(b.manifest.get("dataset")))
 
     def _status(self) -> str:
         c = self.counts

@@ -38,8 +38,8 @@ def base_venv(tmp_path_factory):
 def test_base_install_has_no_host_libraries(base_venv):
     listed = subprocess.run([base_venv / "bin/pip", "list", "--format=json"], check=True,
                             capture_output=True, text=True).stdout
-    installed = {p["name"].lower() for p in json.loads(listed)}
-    assert {"edge-ids", "numpy", "ai-edge-litert", "click"} <= installed
+    installed = {p["name"].lower().replace("_", "-") for p in json.loads(listed)}
+    assert {"edge-ids", "numpy", "ai-edge-litert", "click", "prometheus-client"} <= installed
     assert not installed & {"tensorflow", "tensorflow-cpu", "keras", "scikit-learn", "pandas"}
     imports = ("import edge_ids.train.datasets, edge_ids.compress, edge_ids.edge_runtime, "
                "edge_ids.devices, edge_ids.benchmarks, edge_ids.cli")
@@ -56,3 +56,19 @@ def test_base_install_classifies_like_the_host(base_venv, small_pipeline, data_d
     host = Classifier(load_bundle(bundle_dir)).classify(test.records).classes
     assert len(device) == 22_544
     assert device == [nsl_kdd.CLASSES[c] for c in host]
+
+
+def test_base_install_runs_the_daemon(base_venv, small_pipeline, kdd_test_lines, tmp_path):
+    """`edge-ids run` with its metrics page, from the device install alone."""
+    records = tmp_path / "records.csv"
+    records.write_bytes(b"".join(kdd_test_lines[:2000]))
+    alerts = tmp_path / "alerts.json"
+    done = subprocess.run([base_venv / "bin/edge-ids", "run", "--bundle",
+                           small_pipeline[0] / "bundle", "--input", f"file:{records}",
+                           "--alerts", alerts, "--emit", "all", "--metrics", "127.0.0.1:0"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "metrics on http://127.0.0.1:" in done.stderr
+    lines = alerts.read_text().splitlines()
+    assert len(lines) == 2000 and all(json.loads(l)["ml"]["class"] for l in lines)
+    assert "stopped: 2,000 records" in done.stderr

@@ -44,8 +44,24 @@ def test_the_classify_command_imports_nothing_heavy(small_pipeline, data_dir):
     assert not {m.split(".")[0] for m in modules} & HEAVY
 
 
+def test_the_daemon_imports_nothing_heavy(small_pipeline, tmp_path):
+    records = tmp_path / "r.csv"
+    records.write_text("0,tcp,http,SF,181,5450" + ",0" * 35 + "\n")
+    code = ("import json, sys\n"
+            "from edge_ids.cli import main\n"
+            "try:\n"
+            "    main(['run', '--bundle', sys.argv[1], '--input', 'file:' + sys.argv[2],\n"
+            "          '--alerts', '/dev/null', '--metrics', '127.0.0.1:0'])\n"
+            "except SystemExit as e:\n"
+            "    assert not e.code, e.code\n"
+            "print(json.dumps(sorted(sys.modules)))")
+    modules = _modules_after(code, str(small_pipeline[0] / "bundle"), str(records))
+    assert {"edge_ids.edge_runtime.daemon", "prometheus_client"} <= modules
+    assert not {m.split(".")[0] for m in modules} & HEAVY
+
+
 def test_edge_runtime_sources_import_only_light_modules():
-    allowed_third_party = {"numpy", "ai_edge_litert", "tflite_runtime"}
+    allowed_third_party = {"numpy", "ai_edge_litert", "tflite_runtime", "prometheus_client"}
     for path in sorted((REPO / "edge_runtime").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level:

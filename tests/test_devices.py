@@ -1,0 +1,76 @@
+"""Device profiles load, and the unit rendered from each passes the real `systemd-analyze verify`
+with the hardening and limits the daemon is meant to run under."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edge_ids.cli import main
+from edge_ids.devices.profiles import ProfileError, load_profile, profile_names
+from edge_ids.devices.unit import render_unit
+
+REQUIRED = ["Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure",
+            "DynamicUser=yes", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
+            "PrivateTmp=yes", "StateDirectory=edge-ids", "LogsDirectory=edge-ids"]
+
+
+def test_every_profile_loads():
+    names = profile_names()
+    assert {"pi4", "pi5", "pi3", "pi-zero-2w", "generic-aarch64", "x86_64"} <= set(names)
+    for name in names:
+        p = load_profile(name)
+        assert p.architecture in ("aarch64", "x86_64") and p.cores >= 1 and p.memory_mb >= 256
+        assert p.max_batch >= 1 and p.watchdog_sec > 0 and p.memory_max.endswith("M")
+    assert load_profile("pi4").cpu == "cortex-a72"
+
+
+def test_an_unknown_device_names_the_valid_ones():
+    with pytest.raises(ProfileError, match="pi4"):
+        load_profile("pi9")
+    result = CliRunner().invoke(main, ["unit", "--device", "pi9"])
+    assert result.exit_code != 0 and "pi-zero-2w" in result.output
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+@pytest.mark.parametrize("device", ["pi4", "pi-zero-2w", "x86_64"])
+def test_unit_passes_systemd_analyze_verify(device, tmp_path):
+    prefix = tmp_path / "opt"  # verify checks that ExecStart's program exists
+    (prefix / "venv/bin").mkdir(parents=True)
+    (prefix / "venv/bin/edge-ids").symlink_to(Path(sys.executable).with_name("edge-ids"))
+    profile = load_profile(device)
+    text = render_unit(profile, str(prefix))
+    for line in REQUIRED + [f"WatchdogSec={profile.watchdog_sec}",
+                            f"MemoryMax={profile.memory_max}", f"CPUQuota={profile.cpu_quota}",
+                            f"--max-batch {profile.max_batch}", "IPAddressDeny=any"]:
+        assert line in text, line
+    unit = tmp_path / "edge-ids.service"
+    unit.write_text(text)
+    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert done.returncode == 0 and "edge-ids.service" not in done.stderr, done.stderr
+    broken = tmp_path / "broken" / "edge-ids.service"  # a control: verify does catch mistakes
+    broken.parent.mkdir()
+    broken.write_text(text.replace("Type=notify", "Type=notifyy"))
+    done = subprocess.run(["systemd-analyze", "verify", str(broken)], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert "service type" in done.stderr
+
+
+def test_metrics_beyond_loopback_lift_the_ip_policy():
+    text = render_unit(load_profile("pi4"), metrics="0.0.0.0:9108")
+    assert "IPAddressDeny" not in text and "--metrics 0.0.0.0:9108" in text
+    with pytest.raises(ValueError, match="absolute"):
+        render_unit(load_profile("pi4"), prefix="opt/edge-ids")
+
+
+def test_the_unit_command_prints_the_unit(tmp_path):
+    result = CliRunner().invoke(main, ["unit", "--device", "pi4", "-o", str(tmp_path / "u")])
+    assert result.exit_code == 0, result.output
+    assert "ExecStart=/opt/edge-ids/venv/bin/edge-ids run" in (tmp_path / "u").read_text()
+    listing = CliRunner().invoke(main, ["devices"])
+    assert listing.exit_code == 0 and "cortex-a72" in listing.output
