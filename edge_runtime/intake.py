@@ -45,8 +45,9 @@ class Intake:
             return
         size = sum(map(len, lines))
         with self._cond:
-            while self._bytes >= self.capacity_bytes and not self._closed:
-                self._cond.wait()
+            if self._bytes >= self.capacity_bytes:  # full: wait until half empty, so the
+                while self._bytes > self.capacity_bytes // 2 and not self._closed:  # reader
+                    self._cond.wait()  # wakes for big reads, not for every batch taken
             was = len(self._lines)
             self._lines.extend(lines)
             self._arrivals.append([len(lines), time.monotonic()])
@@ -93,5 +94,6 @@ class Intake:
                 self._arrivals.popleft()
         self._bytes -= sum(map(len, lines))
         self._taken += n
-        self._cond.notify_all()
+        if self._bytes <= self.capacity_bytes // 2:
+            self._cond.notify_all()
         return batch
