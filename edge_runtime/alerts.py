@@ -68,15 +68,14 @@ class EveFormatter:
         """Raw columns the parser should keep as text for the 5-tuple."""
         return tuple(self.five_tuple.values())
 
-    def format(self, records: Records, predictions: Predictions, first_flow_id: int = 0
-               ) -> tuple[str, np.ndarray]:
-        """(the lines, ending in a newline, or ""; a boolean mask of the records emitted)."""
+    def format(self, records: Records, predictions: Predictions) -> str:
+        """The lines to write (each ending in a newline), or "" when none is due."""
         classes = predictions.classes
         emit = np.ones(len(classes), bool) if self.emit_all or self.normal_index is None else (
             classes != self.normal_index)
         rows = np.flatnonzero(emit)
         if not len(rows):
-            return "", emit
+            return ""
         stamp = '{"timestamp":"' + timestamp() + '","flow_id":'
         tuples = self._tuples(records, rows)
         scores = predictions.scores
@@ -85,7 +84,7 @@ class EveFormatter:
             head, tail = self._tails[classes[r]]
             lines.append(f'{stamp}{records.numbers[r]},{head}{tuples[k]}{tail}'
                          f'{float(scores[r]):.4f}}}}}')
-        return "\n".join(lines) + "\n", emit
+        return "\n".join(lines) + "\n"
 
     def _tuples(self, records: Records, rows: np.ndarray) -> list[str]:
         if not self.five_tuple:

@@ -100,7 +100,7 @@ class Daemon:
         self.options = options
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
-        self.counts = Counter()  # records, alerts, rejected, batches
+        self.counts = Counter()  # lines taken, records classified, alerts, rejected
         self.metrics_address = None
         self._stop = threading.Event()
         self._hup = threading.Event()
@@ -202,7 +202,7 @@ class Daemon:
         self.counts["rejected"] += len(rejected)
         if len(records):
             predictions = model.classifier.classify(records)
-            text, emitted = model.formatter.format(records, predictions)
+            text = model.formatter.format(records, predictions)
             self.metrics.inference.observe(time.perf_counter() - start)
             if text:
                 try:

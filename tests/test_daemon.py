@@ -191,12 +191,18 @@ def _version(daemon: DaemonProcess) -> str:
     return next(dict(k[1])["version"] for k in daemon.metrics() if k[0] == "edge_ids_build_info")
 
 
+def repeated(lines: list[bytes], times: int, where: Path) -> Path:
+    """A records file of `lines` over and over: input that outlasts the test."""
+    path = where / "records.csv"
+    with open(path, "wb") as f:
+        for _ in range(times):
+            f.writelines(lines)
+    return path
+
+
 def test_sigterm_under_load_writes_every_accepted_record_and_exits_0(bundle, kdd_test_lines,
                                                                      tmp_path):
-    records = tmp_path / "records.csv"
-    with open(records, "wb") as f:
-        for _ in range(40):  # ~900,000 records: far more than it reads before SIGTERM
-            f.writelines(kdd_test_lines)
+    records = repeated(kdd_test_lines, 40, tmp_path)  # far more than it reads before SIGTERM
     alerts = tmp_path / "alerts.json"
     daemon = DaemonProcess(tmp_path, "--bundle", str(bundle), "--input", f"file:{records}",
                            "--alerts", str(alerts), "--emit", "all")
@@ -231,10 +237,7 @@ def test_alert_file_reopened_on_sighup_for_logrotate(bundle, kdd_test_lines, tmp
 
 
 def test_sigkill_never_leaves_half_a_line(bundle, kdd_test_lines, tmp_path):
-    records = tmp_path / "records.csv"
-    with open(records, "wb") as f:
-        for _ in range(20):
-            f.writelines(kdd_test_lines)
+    records = repeated(kdd_test_lines, 20, tmp_path)
     alerts = tmp_path / "alerts.json"
     daemon = DaemonProcess(tmp_path, "--bundle", str(bundle), "--input", f"file:{records}",
                            "--alerts", str(alerts), "--emit", "all")
