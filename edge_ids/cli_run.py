@@ -87,7 +87,7 @@ def run(bundle, input_, alerts, metrics, emit, max_batch, max_delay, threads, fr
 @click.option("-o", "--output", type=click.File("w"), default="-",
               help="Write the unit here (default stdout).")
 def unit(device, prefix, input_, metrics, output):
-    """Print the systemd unit for a device: Type=notify, watchdog, reload on SIGHUP, hardened.
+    """Print the systemd unit for a device (Type=notify, watchdog, hardened).
 
     \b
     Install it as /etc/systemd/system/edge-ids.service, then:
