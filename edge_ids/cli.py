@@ -181,3 +181,9 @@ from .cli_run import devices, run, unit  # noqa: E402
 main.add_command(run)
 main.add_command(unit)
 main.add_command(devices)
+
+from .cli_deploy import deploy, rollback, status  # noqa: E402
+
+main.add_command(deploy)
+main.add_command(status)
+main.add_command(rollback)

@@ -78,15 +78,18 @@ def run(bundle, input_, alerts, metrics, emit, max_batch, max_delay, threads, fr
 @click.option("--device", default="pi4", show_default=True,
               help="Device profile (see `edge-ids devices`).")
 @click.option("--prefix", default="/opt/edge-ids", show_default=True,
-              help="Install prefix on the device: PREFIX/venv and PREFIX/current/bundle.")
+              help="Install prefix on the device (PREFIX/current/venv, PREFIX/current/bundle).")
 @click.option("--input", "input_", default="unix:/run/edge-ids/records.sock", show_default=True,
               metavar="SRC", help="The daemon's --input.")
 @click.option("--metrics", default="127.0.0.1:9108", show_default=True, metavar="HOST:PORT",
               help="The daemon's --metrics. On loopback, the unit also denies all other IP "
                    "traffic (IPAddressDeny=any).")
+@click.option("--alerts", default="/var/log/edge-ids/alerts.json", show_default=True,
+              metavar="FILE", help="The daemon's --alerts (outside /var/log/edge-ids the unit "
+                                   "gets ReadWritePaths= for its folder).")
 @click.option("-o", "--output", type=click.File("w"), default="-",
               help="Write the unit here (default stdout).")
-def unit(device, prefix, input_, metrics, output):
+def unit(device, prefix, input_, metrics, alerts, output):
     """Print the systemd unit for a device (Type=notify, watchdog, hardened).
 
     \b
@@ -100,7 +103,7 @@ def unit(device, prefix, input_, metrics, output):
     from .devices.unit import render_unit
 
     try:
-        output.write(render_unit(load_profile(device), prefix, input_, metrics))
+        output.write(render_unit(load_profile(device), prefix, input_, metrics, alerts))
     except (ProfileError, ValueError) as e:
         raise click.ClickException(str(e)) from None
 

@@ -45,7 +45,7 @@ def sha256_bytes(data: bytes) -> str:
 def load_bundle(path: str | Path) -> Bundle:
     """Read and verify a bundle directory or .tar.gz; raise BundleError saying what is wrong."""
     path = Path(path)
-    files = _read_tar(path) if path.is_file() else _read_dir(path)
+    files = bundle_files(path)
     try:
         manifest = json.loads(files[MANIFEST_FILE])
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -67,6 +67,12 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"{path}: feature spec version {spec.get('spec_version')!r}, this "
                           f"edge-ids reads version {FEATURE_SPEC_VERSION}")
     return Bundle(path, manifest, spec, files[MODEL_FILE])
+
+
+def bundle_files(path: str | Path) -> dict[str, bytes]:
+    """The three files' bytes, unverified (load_bundle verifies; deploy copies them as they are)."""
+    path = Path(path)
+    return _read_tar(path) if path.is_file() else _read_dir(path)
 
 
 def _read_dir(path: Path) -> dict[str, bytes]:

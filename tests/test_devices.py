@@ -40,8 +40,8 @@ def test_an_unknown_device_names_the_valid_ones():
 @pytest.mark.parametrize("device", ["pi4", "pi-zero-2w", "x86_64"])
 def test_unit_passes_systemd_analyze_verify(device, tmp_path):
     prefix = tmp_path / "opt"  # verify checks that ExecStart's program exists
-    (prefix / "venv/bin").mkdir(parents=True)
-    (prefix / "venv/bin/edge-ids").symlink_to(Path(sys.executable).with_name("edge-ids"))
+    (prefix / "current/venv/bin").mkdir(parents=True)
+    (prefix / "current/venv/bin/edge-ids").symlink_to(Path(sys.executable).with_name("edge-ids"))
     profile = load_profile(device)
     text = render_unit(profile, str(prefix))
     for line in REQUIRED + [f"WatchdogSec={profile.watchdog_sec}",
@@ -71,6 +71,6 @@ def test_metrics_beyond_loopback_lift_the_ip_policy():
 def test_the_unit_command_prints_the_unit(tmp_path):
     result = CliRunner().invoke(main, ["unit", "--device", "pi4", "-o", str(tmp_path / "u")])
     assert result.exit_code == 0, result.output
-    assert "ExecStart=/opt/edge-ids/venv/bin/edge-ids run" in (tmp_path / "u").read_text()
+    assert "ExecStart=/opt/edge-ids/current/venv/bin/edge-ids run" in (tmp_path / "u").read_text()
     listing = CliRunner().invoke(main, ["devices"])
     assert listing.exit_code == 0 and "cortex-a72" in listing.output

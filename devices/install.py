@@ -1,0 +1,398 @@
+"""Install, check, roll back and report an edge-ids release on the device itself.
+
+This one file travels inside every release package and runs with the device's own python3
+(standard library only: it must work before any venv exists, and when a venv is broken).
+`edge-ids deploy` runs it over SSH; a package carried by hand runs it the same way:
+
+    sudo python3 install.py install --prefix /opt/edge-ids
+
+Layout under the prefix (the `current` link is switched atomically, by rename):
+
+    venvs/<wheelhouse hash>/    one venv per set of wheels (a model-only release reuses it)
+    releases/<id>/              bundle/, edge-ids.service, release.json, probe.csv, health.json,
+                                venv -> ../../venvs/<hash>
+    current -> releases/<id>
+    install.py                  this script, for `status` and `rollback`
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+UNIT_NAME = "edge-ids.service"
+DEFAULT_PREFIX = "/opt/edge-ids"
+DEFAULT_UNIT_DIR = "/etc/systemd/system"
+MEMORY_CGROUP_ADVICE = (
+    "MemoryMax= is ignored here: the kernel has the memory cgroup off (Raspberry Pi kernels do "
+    "by default). To enforce it, add cgroup_enable=memory to /boot/firmware/cmdline.txt "
+    "(/boot/cmdline.txt before Bookworm) and reboot.")
+
+
+class InstallError(Exception):
+    """A step failed; the message says which and why."""
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def run(argv: list, timeout: float | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
+                            timeout=timeout)
+    if check and result.returncode != 0:
+        raise InstallError(f"{shlex.join(str(a) for a in argv)} failed "
+                           f"(exit {result.returncode}): {tail(result.stderr or result.stdout)}")
+    return result
+
+
+def tail(text: str, lines: int = 6) -> str:
+    return " | ".join(line for line in text.strip().splitlines()[-lines:])
+
+
+def has_systemd() -> bool:
+    """sd_booted(): systemd is PID 1 when /run/systemd/system exists."""
+    return os.path.isdir("/run/systemd/system") and shutil.which("systemctl") is not None
+
+
+def memory_cgroup() -> bool:
+    try:
+        return "memory" in Path("/sys/fs/cgroup/cgroup.controllers").read_text().split()
+    except OSError:
+        return False
+
+
+def exec_start(unit_text: str) -> list[str]:
+    """The ExecStart command of a unit, as an argv."""
+    match = re.search(r"^ExecStart=(.+)$", unit_text, re.MULTILINE)
+    if not match:
+        raise InstallError("the unit has no ExecStart= line")
+    return shlex.split(match.group(1))
+
+
+def with_options(argv: list[str], replace: dict[str, str], drop: tuple = ()) -> list[str]:
+    """argv with some `--option value` pairs replaced (or added) and some dropped."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in drop or argv[i] in replace:
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    for option, value in replace.items():
+        out += [option, value]
+    return out
+
+
+class Prefix:
+    """The install prefix on the device: releases, venvs and the `current` link."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self.releases = self.path / "releases"
+        self.venvs = self.path / "venvs"
+        self.current_link = self.path / "current"
+
+    def current(self) -> str | None:
+        try:
+            return Path(os.readlink(self.current_link)).name
+        except OSError:
+            return None
+
+    def release_ids(self) -> list[str]:
+        """Oldest first (ids begin with a UTC time stamp)."""
+        if not self.releases.is_dir():
+            return []
+        return sorted(p.name for p in self.releases.iterdir() if (p / "release.json").is_file())
+
+    def info(self, release_id: str) -> dict:
+        directory = self.releases / release_id
+        release = json.loads((directory / "release.json").read_text())
+        health = directory / "health.json"
+        release["health"] = json.loads(health.read_text()) if health.is_file() else None
+        return release
+
+    def switch(self, release_id: str | None) -> None:
+        """Point `current` at a release (None removes it) with one atomic rename."""
+        if release_id is None:
+            self.current_link.unlink(missing_ok=True)
+            return
+        temporary = self.path / f".current-{os.getpid()}"
+        temporary.unlink(missing_ok=True)
+        temporary.symlink_to(Path("releases") / release_id)
+        os.replace(temporary, self.current_link)
+
+    def previous_healthy(self, before: str | None) -> str | None:
+        """The newest release older than `before` whose last health check passed."""
+        for release_id in reversed(self.release_ids()):
+            if before is not None and release_id >= before:
+                continue
+            health = self.info(release_id)["health"]
+            if health and health.get("ok"):
+                return release_id
+        return None
+
+
+def install_venv(prefix: Prefix, package: Path, release: dict) -> Path:
+    """The venv for this wheelhouse, made offline from the package's wheels (pip runs from its
+    own wheel, so the device needs neither internet nor Debian's python3-venv/ensurepip)."""
+    venv = prefix.venvs / release["wheelhouse_sha256"][:16]
+    if (venv / ".complete").is_file():
+        say(f"venv: reusing {venv} (same wheels)")
+        return venv
+    shutil.rmtree(venv, ignore_errors=True)  # a half-made venv from an interrupted install
+    say(f"venv: creating {venv} with Python {sys.version.split()[0]}")
+    run([sys.executable, "-m", "venv", "--without-pip", venv])
+    wheels = package / "wheels"
+    pip = glob.glob(str(wheels / "pip-*.whl"))
+    if not pip:
+        raise InstallError(f"no pip wheel in {wheels}")
+    python = venv / "bin" / "python"
+    say(f"venv: installing edge-ids {release['edge_ids_version']} and its dependencies "
+        f"from {len(list(wheels.glob('*.whl')))} wheels (offline)")
+    run([python, f"{pip[0]}/pip", "install", "--no-index", "--find-links", wheels,
+         "--no-cache-dir", "--disable-pip-version-check", "--quiet",
+         f"edge-ids=={release['edge_ids_version']}"], timeout=1800)
+    run([python, "-c", "import numpy, ai_edge_litert.interpreter, edge_ids.edge_runtime.daemon"])
+    (venv / ".complete").write_text(json.dumps(release["wheels"], indent=1))
+    say("venv: numpy, ai_edge_litert and edge_ids.edge_runtime import")
+    return venv
+
+
+def place_release(prefix: Prefix, package: Path, release: dict, venv: Path) -> Path:
+    directory = prefix.releases / release["id"]
+    if directory.exists():
+        shutil.rmtree(directory)
+    partial = prefix.releases / f".{release['id']}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    shutil.copytree(package / "bundle", partial / "bundle")
+    for name in ("release.json", UNIT_NAME, "probe.csv", "install.py"):
+        shutil.copy2(package / name, partial / name)
+    (partial / "venv").symlink_to(Path("..") / ".." / "venvs" / venv.name)
+    partial.rename(directory)
+    shutil.copy2(package / "install.py", prefix.path / "install.py")
+    say(f"release: {directory}")
+    return directory
+
+
+def probe(release_dir: Path, release: dict, timeout: float) -> None:
+    """Run the unit's own ExecStart on the probe records (metrics off, alerts to stdout) and
+    demand one classified line per record from this release's model."""
+    argv = with_options(exec_start((release_dir / UNIT_NAME).read_text()),
+                        {"--input": f"file:{release_dir / 'probe.csv'}", "--alerts": "-",
+                         "--emit": "all", "--log-rejects": "0"}, drop=("--metrics",))
+    try:
+        result = run(argv, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise InstallError(f"the daemon did not classify the probe records in {timeout:g} s")
+    if result.returncode != 0:
+        raise InstallError(f"the daemon cannot start (exit {result.returncode}): "
+                           f"{tail(result.stderr)}")
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    expected = sum(1 for line in (release_dir / "probe.csv").read_text().splitlines() if line)
+    hashes = {line.get("ml", {}).get("model_sha256") for line in lines}
+    if len(lines) != expected or hashes != {release["model_sha256"]}:
+        raise InstallError(f"the daemon classified {len(lines)} of {expected} probe records "
+                           f"with model {sorted(map(str, hashes))}, not {release['model_sha256']}")
+    say(f"health: the daemon classified {len(lines)} probe records with model "
+        f"{release['model_sha256'][:12]}")
+
+
+def metrics_text(release: dict, timeout: float = 3) -> str:
+    with urllib.request.urlopen(f"http://{release['metrics']}/metrics", timeout=timeout) as r:
+        return r.read().decode()
+
+
+def activate_unit(release_dir: Path, unit_dir: Path) -> None:
+    """Install the release's unit, reload systemd, enable and (re)start the service."""
+    unit = unit_dir / UNIT_NAME
+    temporary = unit_dir / f".{UNIT_NAME}.{os.getpid()}"
+    shutil.copy2(release_dir / UNIT_NAME, temporary)
+    os.replace(temporary, unit)
+    run(["systemctl", "daemon-reload"])
+    run(["systemctl", "enable", "--quiet", UNIT_NAME])
+    run(["systemctl", "restart", UNIT_NAME])
+    say(f"systemd: {unit} installed; daemon-reload, enable, restart")
+
+
+def service_check(release: dict, timeout: float) -> None:
+    """The service is active and its metrics page names this release's model."""
+    deadline, state, error = time.monotonic() + timeout, "unknown", "not asked yet"
+    while time.monotonic() < deadline:
+        state = run(["systemctl", "is-active", UNIT_NAME], check=False).stdout.strip()
+        if state == "active":
+            try:
+                if f'model_sha256="{release["model_sha256"]}"' in metrics_text(release):
+                    say(f"health: {UNIT_NAME} is active and serves model "
+                        f"{release['model_sha256'][:12]} on http://{release['metrics']}/metrics")
+                    return
+                error = "the metrics page names another model"
+            except OSError as e:
+                error = f"metrics page: {e}"
+        elif state == "failed":
+            break
+        time.sleep(0.5)
+    journal = run(["journalctl", "-u", UNIT_NAME, "-n", "8", "--no-pager", "-q"], check=False)
+    raise InstallError(f"{UNIT_NAME} is {state} after {timeout:g} s ({error}); journal: "
+                       f"{tail(journal.stdout)}")
+
+
+def check_health(prefix: Prefix, release_id: str, systemd: bool, unit_dir: Path,
+                 timeout: float) -> None:
+    """Probe the release, then (under systemd) restart the service on it and watch it come up.
+    The verdict is kept in the release's health.json."""
+    directory = prefix.releases / release_id
+    release = prefix.info(release_id)
+    verdict = {"ok": False, "checked_utc": datetime.now(timezone.utc).isoformat(),
+               "systemd": systemd}
+    try:
+        probe(directory, release, timeout)
+        if systemd:
+            activate_unit(directory, unit_dir)
+            service_check(release, timeout)
+        verdict["ok"] = True
+    except InstallError as e:
+        verdict["reason"] = str(e)
+        raise
+    finally:
+        (directory / "health.json").write_text(json.dumps(verdict, indent=1) + "\n")
+
+
+def roll_back(prefix: Prefix, failed: str | None, systemd: bool, unit_dir: Path,
+              timeout: float) -> str | None:
+    """Switch back to the newest healthy release before `failed`, and restart on it."""
+    previous = prefix.previous_healthy(failed)
+    prefix.switch(previous)
+    if previous is None:
+        say("rollback: no earlier healthy release; `current` removed")
+        if systemd:
+            run(["systemctl", "disable", "--now", "--quiet", UNIT_NAME], check=False)
+        return None
+    say(f"rollback: current -> {previous}")
+    if systemd:
+        check_health(prefix, previous, systemd, unit_dir, timeout)
+    return previous
+
+
+def prune(prefix: Prefix, keep: int) -> None:
+    """Keep the newest `keep` releases and the current one; drop venvs nobody links to."""
+    current, ids = prefix.current(), prefix.release_ids()
+    for release_id in ids[:-keep] if keep > 0 else []:
+        if release_id != current:
+            shutil.rmtree(prefix.releases / release_id)
+            say(f"prune: removed release {release_id}")
+    used = {os.readlink(prefix.releases / r / "venv").rsplit("/", 1)[-1]
+            for r in prefix.release_ids()}
+    for venv in prefix.venvs.iterdir() if prefix.venvs.is_dir() else []:
+        if venv.name not in used:
+            shutil.rmtree(venv)
+            say(f"prune: removed unused venv {venv.name}")
+
+
+def manual_command(prefix: Prefix) -> str:
+    return shlex.join(exec_start((prefix.current_link / UNIT_NAME).read_text()))
+
+
+def command_install(args) -> dict:
+    package = Path(args.package).resolve()
+    release = json.loads((package / "release.json").read_text())
+    prefix = Prefix(args.prefix)
+    prefix.path.mkdir(parents=True, exist_ok=True)
+    systemd = has_systemd() if args.systemd == "auto" else args.systemd == "yes"
+    before = prefix.current()
+    venv = install_venv(prefix, package, release)
+    place_release(prefix, package, release, venv)
+    prefix.switch(release["id"])
+    say(f"switch: current -> releases/{release['id']}" + (f" (was {before})" if before else ""))
+    result = {"release": release["id"], "previous": before, "systemd": systemd,
+              "memory_cgroup": memory_cgroup()}
+    try:
+        check_health(prefix, release["id"], systemd, Path(args.unit_dir), args.timeout)
+    except InstallError as e:
+        say(f"health: FAILED: {e}")
+        result |= {"ok": False, "reason": str(e),
+                   "rolled_back_to": roll_back(prefix, release["id"], systemd,
+                                               Path(args.unit_dir), args.timeout)}
+        return result
+    prune(prefix, args.keep)
+    if not systemd:
+        say("systemd: not running on this device; the unit is in "
+            f"{prefix.current_link / UNIT_NAME}. Start the daemon by hand with:")
+        say(f"  {manual_command(prefix)}")
+    elif not result["memory_cgroup"]:
+        say(f"note: {MEMORY_CGROUP_ADVICE}")
+    return result | {"ok": True, "command": manual_command(prefix)}
+
+
+def command_rollback(args) -> dict:
+    prefix = Prefix(args.prefix)
+    systemd = has_systemd() if args.systemd == "auto" else args.systemd == "yes"
+    current = prefix.current()
+    target = args.to or prefix.previous_healthy(current)
+    if target is None or target not in prefix.release_ids():
+        raise InstallError(f"no release {args.to!r} under {prefix.path}" if args.to else
+                           f"no healthy release before {current} under {prefix.path}")
+    prefix.switch(target)
+    say(f"rollback: current -> {target} (was {current})")
+    check_health(prefix, target, systemd, Path(args.unit_dir), args.timeout)
+    return {"ok": True, "release": target, "previous": current, "systemd": systemd}
+
+
+def command_status(args) -> dict:
+    prefix = Prefix(args.prefix)
+    ids = prefix.release_ids()
+    if not ids:
+        raise InstallError(f"no edge-ids release under {prefix.path}")
+    current = prefix.current()
+    status = {"prefix": str(prefix.path), "current": current,
+              "releases": [prefix.info(r) | {"current": r == current} for r in ids],
+              "systemd": has_systemd(), "memory_cgroup": memory_cgroup(),
+              "service": None, "metrics": None, "metrics_error": None}
+    if status["systemd"]:
+        status["service"] = run(["systemctl", "is-active", UNIT_NAME], check=False).stdout.strip()
+    if current:
+        try:
+            status["metrics"] = metrics_text(prefix.info(current))
+        except OSError as e:
+            status["metrics_error"] = str(e)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("install", "rollback", "status"):
+        sub = commands.add_parser(name)
+        sub.add_argument("--prefix", default=DEFAULT_PREFIX)
+        if name != "status":
+            sub.add_argument("--systemd", choices=("auto", "yes", "no"), default="auto")
+            sub.add_argument("--unit-dir", default=DEFAULT_UNIT_DIR)
+            sub.add_argument("--timeout", type=float, default=60)
+    commands.choices["install"].add_argument("--package", default=Path(__file__).parent)
+    commands.choices["install"].add_argument("--keep", type=int, default=3)
+    commands.choices["rollback"].add_argument("--to", default=None)
+    args = parser.parse_args(argv)
+    handler = {"install": command_install, "rollback": command_rollback,
+               "status": command_status}[args.command]
+    try:
+        result = handler(args)
+    except (InstallError, OSError, subprocess.SubprocessError, ValueError) as e:
+        say(f"error: {e}")
+        result = {"ok": False, "reason": str(e)}
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0 if result.get("ok", True) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

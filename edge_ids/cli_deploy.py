@@ -1,0 +1,165 @@
+"""`edge-ids deploy`, `status` and `rollback`: a bundle onto a device over the system's ssh."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+ssh_config_option = click.option(
+    "--ssh-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An ssh_config file for `ssh -F` (default: your ~/.ssh/config).")
+ssh_option_option = click.option(
+    "--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE",
+    help="Passed to ssh as -o KEY=VALUE (repeatable), e.g. Port=2222.")
+prefix_option = click.option("--prefix", default="/opt/edge-ids", show_default=True,
+                             help="Install prefix on the device.")
+
+
+def _fail(error: Exception):
+    raise click.ClickException(str(error)) from None
+
+
+@click.command()
+@click.option("--device", default="pi4", show_default=True,
+              help="Device profile (see `edge-ids devices`).")
+@click.option("--host", metavar="[USER@]ADDR",
+              help="The device, as you would give it to ssh (a Host alias works).")
+@click.option("--bundle", required=True, type=click.Path(exists=True, path_type=Path),
+              help="The model bundle (directory or .tar.gz) to deploy.")
+@prefix_option
+@click.option("--input", "input_", default="unix:/run/edge-ids/records.sock", show_default=True,
+              metavar="SRC", help="The daemon's --input on the device.")
+@click.option("--metrics", default="127.0.0.1:9108", show_default=True, metavar="HOST:PORT",
+              help="The daemon's --metrics on the device (the health check reads it).")
+@click.option("--alerts", default="/var/log/edge-ids/alerts.json", show_default=True,
+              metavar="FILE", help="The daemon's --alerts on the device.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE.tar.gz", help="Write the package for carrying by hand instead of "
+                                          "deploying (no --host needed).")
+@click.option("--python", metavar="X.Y",
+              help="The device's Python, for --output and --dry-run (default: the profile's "
+                   "first; a real deploy asks the device).")
+@click.option("--wheelhouse", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Use these wheels (edge-ids and its dependencies for the device) instead of "
+                   "building them; for a host without internet.")
+@ssh_config_option
+@ssh_option_option
+@click.option("--timeout", type=click.FloatRange(1), default=60, show_default=True,
+              help="Seconds the health check waits for the daemon.")
+@click.option("--keep", type=click.IntRange(1), default=3, show_default=True,
+              help="Releases kept on the device (older ones are removed).")
+@click.option("--dry-run", is_flag=True, help="Print every step and the unit; do nothing.")
+def deploy(device, host, bundle, prefix, input_, metrics, alerts, output, python, wheelhouse,
+           ssh_config, ssh_options, timeout, keep, dry_run):
+    """Install a bundle on a device as a systemd daemon, over SSH.
+
+    \b
+    Uses your ssh (keys, agent, ~/.ssh/config, known_hosts); host-key checking stays on.
+    Steps: check the bundle; ask the device for its architecture and Python and check them
+    against the profile; build a wheelhouse for it here (the device needs no internet); copy;
+    on the device: a venv under PREFIX, the bundle in PREFIX/releases/ID, PREFIX/current
+    switched atomically, the unit installed, daemon-reload, enable, restart. Health check:
+    probe records are classified by the unit's own ExecStart and, under systemd, the metrics
+    page names the new model within --timeout; otherwise the previous release comes back.
+    Without systemd on the device, it prints the command that starts the daemon by hand.
+    \b
+    Example:
+      edge-ids deploy --device pi4 --host pi@sensor-1 --bundle out/nsl-kdd/bundle
+      edge-ids deploy --device pi4 --bundle out/nsl-kdd/bundle --output pi4-release.tar.gz
+    """
+    from .devices.deploy import DeployError, DeployOptions, PackageError, SSHError
+    from .devices.deploy import deploy as run_deploy
+    from .devices.profiles import ProfileError
+    from .edge_runtime.bundle import BundleError
+
+    if not host and not output and not dry_run:
+        raise click.UsageError("give --host to deploy, or --output FILE.tar.gz to write the "
+                               "package")
+    if host and output:
+        raise click.UsageError("--host and --output exclude each other")
+    options = DeployOptions(device=device, bundle=bundle, host=host, output=output,
+                            prefix=prefix, input=input_, metrics=metrics, alerts=alerts,
+                            python=python, wheelhouse=wheelhouse, ssh_config=ssh_config,
+                            ssh_options=ssh_options, timeout=timeout, keep=keep,
+                            dry_run=dry_run)
+    try:
+        run_deploy(options, click.echo)
+    except (DeployError, PackageError, SSHError, ProfileError, BundleError, ValueError) as e:
+        _fail(e)
+
+
+@click.command()
+@click.option("--host", required=True, metavar="[USER@]ADDR", help="The device.")
+@prefix_option
+@ssh_config_option
+@ssh_option_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(host, prefix, ssh_config, ssh_options, as_json):
+    """Show a device's release, model, daemon state and counters."""
+    from .devices.deploy import DeployError, SSHError
+    from .devices.deploy import status as remote_status
+    from .devices.ssh import Remote
+
+    try:
+        remote = Remote(host, ssh_config, ssh_options)
+        try:
+            result = remote_status(remote, prefix, click.echo)
+        finally:
+            remote.close()
+    except (DeployError, SSHError) as e:
+        _fail(e)
+    click.echo(json.dumps(result, indent=1) if as_json else format_status(host, result))
+
+
+def format_status(host: str, status: dict) -> str:
+    lines = [f"{host}: {status['prefix']}"]
+    service = (f"systemd service {status['service']}" if status["systemd"]
+               else "no running systemd (daemon started by hand, if at all)")
+    lines.append(f"  daemon:   {service}")
+    if status["metrics"] is None:
+        lines.append(f"  counters: metrics page not reachable ({status['metrics_error']})")
+    else:
+        c = status["counters"]
+        rejected = {k: v for k, v in c.get("records_rejected", {}).items() if v}
+        alerts = {k: v for k, v in c.get("alerts", {}).items() if v}
+        lines.append(f"  counters: {c.get('records', 0):,} records, "
+                     f"{sum(rejected.values()):,} rejected {rejected or ''}, "
+                     f"{sum(alerts.values()):,} alerts {alerts or ''}".replace("  ", " "))
+    if status["systemd"] and not status["memory_cgroup"]:
+        lines.append("  note:     the memory cgroup is off, so MemoryMax= is ignored")
+    lines.append("  releases:")
+    for release in reversed(status["releases"]):
+        health = release["health"]
+        verdict = ("healthy" if health and health["ok"] else
+                   f"FAILED: {health['reason'][:100]}" if health else "not checked")
+        lines.append(f"  {'*' if release['current'] else ' '} {release['id']}  "
+                     f"{release['dataset']}  model {release['model_sha256'][:12]}  "
+                     f"edge-ids {release['edge_ids_version']}  {verdict}")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--host", required=True, metavar="[USER@]ADDR", help="The device.")
+@prefix_option
+@click.option("--to", "to", metavar="RELEASE", help="Release id (default: the newest healthy "
+                                                    "one before the current).")
+@click.option("--timeout", type=click.FloatRange(1), default=60, show_default=True,
+              help="Seconds the health check waits for the daemon.")
+@ssh_config_option
+@ssh_option_option
+def rollback(host, prefix, to, timeout, ssh_config, ssh_options):
+    """Switch a device back to an earlier release and restart it."""
+    from .devices.deploy import DeployError, SSHError
+    from .devices.deploy import rollback as remote_rollback
+    from .devices.ssh import Remote
+
+    try:
+        remote = Remote(host, ssh_config, ssh_options)
+        try:
+            result = remote_rollback(remote, prefix, to, timeout, lambda s: click.echo(f"  {s}"))
+        finally:
+            remote.close()
+    except (DeployError, SSHError) as e:
+        _fail(e)
+    click.echo(f"{host}: current -> releases/{result['release']} (was {result['previous']})")

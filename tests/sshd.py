@@ -1,0 +1,90 @@
+"""A real OpenSSH server on 127.0.0.1 for the deploy tests: Debian's sshd with its own host key,
+a temporary client key, and an ssh_config + known_hosts that a client uses with `ssh -F`."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+SSHD = "/usr/sbin/sshd"
+HOST_ALIAS = "edge-test"
+
+
+def available() -> bool:
+    return Path(SSHD).is_file() and shutil.which("ssh") and shutil.which("ssh-keygen")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def keygen(path: Path) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
+    return path.with_suffix(".pub").read_text().strip()
+
+
+class SSHServer:
+    def __init__(self, directory: Path):
+        self.dir = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.host_key = directory / "host_key"
+        host_public = keygen(self.host_key)
+        client_public = keygen(directory / "client_key")
+        (directory / "authorized_keys").write_text(client_public + "\n")
+        self.known_hosts = directory / "known_hosts"
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_public}\n")
+        (directory / "sshd_config").write_text(f"""\
+Port {self.port}
+ListenAddress 127.0.0.1
+HostKey {self.host_key}
+AuthorizedKeysFile {directory}/authorized_keys
+PidFile {directory}/sshd.pid
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+""")
+        self.config = directory / "ssh_config"
+        self.config.write_text(f"""\
+Host {HOST_ALIAS}
+    HostName 127.0.0.1
+    Port {self.port}
+    User {os.environ.get('USER') or subprocess.run(['id', '-un'], capture_output=True, text=True).stdout.strip()}
+    IdentityFile {directory}/client_key
+    IdentitiesOnly yes
+    UserKnownHostsFile {self.known_hosts}
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes
+    BatchMode yes
+    LogLevel ERROR
+""")
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+        self.log = directory / "sshd.log"
+        self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", directory / "sshd_config"],
+                                        stderr=open(self.log, "wb"))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.1)
+        raise RuntimeError(f"sshd did not start: {self.log.read_text()}")
+
+    def ssh_args(self) -> list[str]:
+        """CLI options that point edge-ids at this server."""
+        return ["--ssh-config", str(self.config), "--host", HOST_ALIAS]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)

@@ -1,0 +1,233 @@
+"""`edge-ids deploy`, `status` and `rollback` against a real sshd on 127.0.0.1 (tests/sshd.py),
+into a temporary prefix. The machine has no running systemd, so deploy takes its no-systemd
+path: the health check is the unit's own ExecStart classifying probe records."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edge_ids.cli import main
+from edge_ids.devices.install import exec_start
+from edge_ids.edge_runtime import load_bundle
+
+import sshd
+from daemon_process import read_alerts, send
+from test_daemon import expected_classes
+
+pytestmark = pytest.mark.skipif(not sshd.available(), reason="needs openssh-server and client")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """A running sshd, and where the daemon's files go on the 'device'."""
+    root = tmp_path_factory.mktemp("device")
+    server = sshd.SSHServer(root / "ssh")
+    yield server, root
+    server.stop()
+
+
+def cli(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def device_args(site) -> list[str]:
+    server, root = site
+    return [*server.ssh_args(), "--device", "x86_64", "--prefix", str(root / "opt"),
+            "--input", f"unix:{root / 'records.sock'}", "--alerts", str(root / "alerts.json"),
+            "--metrics", f"127.0.0.1:{sshd.free_port()}", "--timeout", "60"]
+
+
+def current(site) -> str:
+    return os.readlink(site[1] / "opt" / "current").split("/")[-1]
+
+
+@pytest.fixture(scope="module")
+def first(site, small_pipeline):
+    """The first deploy: wheels built here for the target, installed offline over ssh."""
+    bundle = small_pipeline[0] / "bundle"
+    result = cli("deploy", *device_args(site), "--bundle", str(bundle))
+    assert result.exit_code == 0, result.output
+    return current(site), result.output, bundle
+
+
+def test_deploy_puts_everything_in_place_and_the_venv_imports(site, first):
+    release_id, output, bundle = first
+    opt = site[1] / "opt"
+    for step in ("[1/6] check the bundle", "[2/6] ask edge-test", "[3/6] build the package",
+                 "[4/6] copy it", "[5/6] install under", "[6/6] report"):
+        assert step in output
+    assert "x86_64, Python 3." in output and "no running systemd" in output
+    release = opt / "releases" / release_id
+    for name in ("model.tflite", "features.json", "manifest.json"):
+        assert (release / "bundle" / name).read_bytes() == (bundle / name).read_bytes()
+    info = json.loads((release / "release.json").read_text())
+    assert info["model_sha256"] == load_bundle(bundle).model_sha256
+    assert json.loads((release / "health.json").read_text())["ok"] is True
+    python = opt / "current" / "venv" / "bin" / "python"
+    imported = subprocess.run([python, "-c", "import edge_ids, numpy, ai_edge_litert; "
+                               "print(edge_ids.__file__)"], capture_output=True, text=True,
+                              cwd=site[1])  # not this checkout's folder
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.startswith(str(opt))  # the device's venv, not this checkout
+    assert "/site-packages/edge_ids/" in imported.stdout
+    assert not list(Path("/tmp").glob("edge-ids-deploy.*/" + release_id))  # package removed
+
+
+def test_the_installed_unit_passes_systemd_analyze_verify(site, first):
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze not installed")
+    unit = site[1] / "opt" / "current" / "edge-ids.service"
+    text = unit.read_text()
+    assert f"ExecStart={site[1] / 'opt'}/current/venv/bin/edge-ids run" in text
+    copy = site[1] / "edge-ids.service"  # verify wants the unit name as the file name
+    copy.write_text(text)
+    result = subprocess.run(["systemd-analyze", "verify", copy], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_units_execstart_classifies_records_and_status_counts_them(
+        site, first, kdd_test_lines):
+    server, root = site
+    argv = exec_start((root / "opt" / "current" / "edge-ids.service").read_text())
+    assert f"{root / 'opt'}/current" in argv[0]
+    sock, alerts = root / "records.sock", root / "alerts.json"
+    alerts.unlink(missing_ok=True)
+    lines = kdd_test_lines[:1000]
+    daemon = subprocess.Popen(argv, stderr=subprocess.PIPE, cwd=root)
+    try:
+        deadline = time.monotonic() + 60
+        while not sock.exists() and time.monotonic() < deadline and daemon.poll() is None:
+            time.sleep(0.1)
+        send(sock, b"".join(lines))
+        status = {}
+        while time.monotonic() < deadline:
+            result = cli("status", *server.ssh_args(), "--prefix", str(root / "opt"), "--json")
+            assert result.exit_code == 0, result.output
+            status = json.loads(result.output)
+            if status["counters"] and status["counters"]["records"] == len(lines):
+                break
+            time.sleep(0.5)
+        assert status["counters"]["records"] == len(lines), status
+        assert status["current"] == first[0] and status["releases"][-1]["current"]
+        expected = [c for c in expected_classes(first[2], lines) if c != "Normal"]
+        got = read_alerts(alerts)
+        assert [a["ml"]["class"] for a in got] == expected and len(expected) > 100
+        assert sum(status["counters"]["alerts"].values()) == len(expected)
+        text = cli("status", *server.ssh_args(), "--prefix", str(root / "opt")).output
+        assert f"{len(lines):,} records" in text and "healthy" in text
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0, daemon.stderr.read().decode()
+
+
+def broken_copy(bundle: Path, dest: Path) -> Path:
+    """A bundle that loads (its manifest hashes match) but whose model no interpreter runs."""
+    shutil.copytree(bundle, dest)
+    model = b"this is not a TFLite flatbuffer " * 64
+    (dest / "model.tflite").write_bytes(model)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest["files"]["model.tflite"] = {"sha256": hashlib.sha256(model).hexdigest(),
+                                         "bytes": len(model)}
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    load_bundle(dest)
+    return dest
+
+
+def test_a_failed_health_check_restores_the_previous_release(site, first, tmp_path):
+    assert current(site) == first[0]
+    result = cli("deploy", *device_args(site), "--bundle", str(broken_copy(first[2], tmp_path / "b")))
+    assert result.exit_code == 1
+    assert "failed its health check and was rolled back to " + first[0] in result.output
+    assert "the daemon cannot start" in result.output
+    assert current(site) == first[0]
+    failed = [r for r in (site[1] / "opt" / "releases").iterdir() if r.name != first[0]]
+    assert len(failed) == 1
+    assert json.loads((failed[0] / "health.json").read_text())["ok"] is False
+    assert "venv: reusing" in result.output  # same wheels: the venv was not rebuilt
+
+
+def test_rollback_switches_back_to_the_previous_healthy_release(site, first, other_bundle):
+    assert current(site) == first[0]
+    result = cli("deploy", *device_args(site), "--bundle", str(other_bundle))
+    assert result.exit_code == 0, result.output
+    second = current(site)
+    assert second != first[0]
+    result = cli("rollback", *site[0].ssh_args(), "--prefix", str(site[1] / "opt"))
+    assert result.exit_code == 0, result.output
+    assert current(site) == first[0]
+    assert f"current -> releases/{first[0]} (was {second})" in result.output
+    status = json.loads(cli("status", *site[0].ssh_args(), "--prefix", str(site[1] / "opt"),
+                            "--json").output)
+    assert [r["id"] for r in status["releases"] if r["current"]] == [first[0]]
+
+
+def test_a_changed_host_key_stops_the_deploy_before_anything_happens(site, first, tmp_path):
+    server, root = site
+    other_key = tmp_path / "other"
+    public = sshd.keygen(other_key)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{server.port} {public}\n")
+    config = tmp_path / "ssh_config"
+    config.write_text(server.config.read_text().replace(str(server.known_hosts),
+                                                        str(known_hosts)))
+    before = sorted(p.name for p in (root / "opt" / "releases").iterdir())
+    args = device_args(site)
+    args[args.index("--ssh-config") + 1] = str(config)
+    result = cli("deploy", *args, "--bundle", str(first[2]))
+    assert result.exit_code == 1
+    assert "does not match your known_hosts" in result.output
+    assert "never turns host-key checking off" in result.output
+    assert sorted(p.name for p in (root / "opt" / "releases").iterdir()) == before
+
+    known_hosts.write_text("")  # an unknown host, and no terminal to ask on
+    result = cli("deploy", *args, "--bundle", str(first[2]))
+    assert result.exit_code == 1 and "not in your known_hosts" in result.output
+
+
+def test_dry_run_prints_the_steps_and_touches_nothing(small_pipeline, tmp_path):
+    prefix = tmp_path / "opt"
+    result = cli("deploy", "--device", "pi4", "--host", "pi@sensor-1", "--bundle",
+                 str(small_pipeline[0] / "bundle"), "--prefix", str(prefix), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "[1/6] would check the bundle" in result.output
+    assert "ssh pi@sensor-1 'python3 -'" in result.output
+    assert "manylinux_2_36_aarch64" in result.output
+    assert f"ExecStart={prefix}/current/venv/bin/edge-ids run" in result.output
+    assert not prefix.exists()
+
+
+def test_output_writes_a_package_to_carry_by_hand(small_pipeline, tmp_path):
+    out = tmp_path / "pi4.tar.gz"
+    result = cli("deploy", "--device", "pi4", "--bundle", str(small_pipeline[0] / "bundle"),
+                 "--output", str(out))
+    assert result.exit_code == 0, result.output
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+    top = names[0].split("/")[0]
+    for name in ("install.py", "release.json", "edge-ids.service", "probe.csv",
+                 "bundle/model.tflite"):
+        assert f"{top}/{name}" in names
+    wheels = [n.split("/")[-1] for n in names if n.endswith(".whl")]
+    assert any(w.startswith("ai_edge_litert-") and "aarch64" in w for w in wheels)
+    assert any(w.startswith("numpy-") and "cp311" in w and "aarch64" in w for w in wheels)
+    assert any(w.startswith("edge_ids-") for w in wheels) and any(w.startswith("pip-")
+                                                                  for w in wheels)
+    assert f"sudo python3 {top}/install.py install" in result.output
+
+
+def test_bad_device_and_missing_target_are_clear_errors(small_pipeline):
+    bundle = str(small_pipeline[0] / "bundle")
+    result = cli("deploy", "--device", "pi9", "--host", "x", "--bundle", bundle, "--dry-run")
+    assert result.exit_code == 1 and "known devices: generic-aarch64" in result.output
+    result = cli("deploy", "--bundle", bundle)
+    assert result.exit_code == 2 and "give --host" in result.output
