@@ -155,7 +155,11 @@ def install_remote(options, profile, target, facts, remote: Remote, steps: Steps
                          f"{_size(package) / 1e6:.1f} MB")
         with steps(f"copy it to {options.host}"):
             remote_tmp = remote.run("mktemp -d /tmp/edge-ids-deploy.XXXXXX").stdout.strip()
-            remote.upload(package, remote_tmp)
+            try:
+                remote.upload(package, remote_tmp)
+            except SSHError:
+                remote.run(f"rm -rf {remote_tmp}", check=False)
+                raise
     sudo = "" if facts["uid"] == 0 else "sudo -n "
     command = (f"{sudo}python3 {remote_tmp}/{release['id']}/install.py install "
                f"--prefix {shlex.quote(options.prefix)} --timeout {options.timeout:g} "
