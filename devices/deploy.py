@@ -20,7 +20,7 @@ from .package import GLIBC_FOR_PYTHON, PackageError, Target, build_package, writ
 from .package import pinned_requirements
 from .profiles import DeviceProfile, load_profile
 from .ssh import Remote, SSHError, ssh_command
-from .unit import DEFAULT_ALERTS, DEFAULT_INPUT, DEFAULT_METRICS, DEFAULT_PREFIX
+from .unit import DEFAULT_ALERTS, DEFAULT_INPUT, DEFAULT_METRICS, DEFAULT_PREFIX, render_unit
 
 Log = Callable[[str], None]
 
@@ -32,11 +32,11 @@ try:
     cgroup = "memory" in open("/sys/fs/cgroup/cgroup.controllers").read().split()
 except OSError:
     cgroup = False
+sudo = uid == 0 or (shutil.which("sudo") is not None and
+                    subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0)
 print(json.dumps({"architecture": platform.machine(), "python": "%d.%d" % sys.version_info[:2],
-    "python_full": platform.python_version(), "libc": platform.libc_ver(),
-    "uid": uid, "sudo": uid == 0 or subprocess.run(["sudo", "-n", "true"],
-        capture_output=True).returncode == 0 if shutil.which("sudo") else uid == 0,
-    "systemd": os.path.isdir("/run/systemd/system"), "memory_cgroup": cgroup}))
+    "python_full": platform.python_version(), "libc": platform.libc_ver(), "uid": uid,
+    "sudo": sudo, "systemd": os.path.isdir("/run/systemd/system"), "memory_cgroup": cgroup}))
 """
 
 
@@ -122,7 +122,7 @@ def deploy(options: DeployOptions, log: Log = print) -> dict:
         steps.detail(f"{bundle.manifest.get('dataset')} model {bundle.model_sha256[:12]}, "
                      f"{len(bundle.model):,} bytes")
     if options.output:
-        return write_package(options, profile, steps_target(options, profile), steps, log)
+        return write_package(options, profile, assumed_target(options, profile), steps, log)
     remote = Remote(options.host, options.ssh_config, options.ssh_options)
     try:
         with steps(f"ask {options.host} what it is"):
@@ -132,27 +132,31 @@ def deploy(options: DeployOptions, log: Log = print) -> dict:
                          f"{facts['libc'][1]}, "
                          f"{'systemd running' if facts['systemd'] else 'no running systemd'}, "
                          f"uid {facts['uid']}")
-        return install_remote(options, profile, target, facts, remote, steps, log)
+        return install_remote(options, profile, target, facts, remote, steps)
     finally:
         remote.close()
 
 
-def steps_target(options: DeployOptions, profile: DeviceProfile) -> Target:
+def assumed_target(options: DeployOptions, profile: DeviceProfile) -> Target:
+    """The target when it is not asked (--output, --dry-run): --python or the profile's first."""
     python = options.python or profile.python[0]
     if python not in GLIBC_FOR_PYTHON:
         raise DeployError(f"--python {python}: choose one of {', '.join(GLIBC_FOR_PYTHON)}")
     return Target(profile.architecture, python, GLIBC_FOR_PYTHON[python])
 
 
-def install_remote(options, profile, target, facts, remote: Remote, steps: Steps, log) -> dict:
+def package_step(options, profile, target: Target, steps: Steps, tmp: str) -> tuple[dict, Path]:
+    with steps(f"build the package for {target.architecture} CPython {target.python}"):
+        release, package = build_package(Path(tmp), profile, options.bundle, target,
+                                         options.unit_options, options.wheelhouse, steps.detail)
+        steps.detail(f"release {release['id']}: {len(release['wheels'])} wheels, "
+                     f"{_size(package) / 1e6:.1f} MB")
+    return release, package
+
+
+def install_remote(options, profile, target, facts, remote: Remote, steps: Steps) -> dict:
     with tempfile.TemporaryDirectory(prefix="edge-ids-package-") as tmp:
-        with steps(f"build the package for {target.architecture} CPython {target.python}"):
-            release = build_package(Path(tmp) / "package", profile, options.bundle, target,
-                                    options.unit_options, options.wheelhouse, steps.detail)
-            package = Path(tmp) / release["id"]
-            (Path(tmp) / "package").rename(package)
-            steps.detail(f"release {release['id']}: {len(release['wheels'])} wheels, "
-                         f"{_size(package) / 1e6:.1f} MB")
+        release, package = package_step(options, profile, target, steps, tmp)
         with steps(f"copy it to {options.host}"):
             remote_tmp = remote.run("mktemp -d /tmp/edge-ids-deploy.XXXXXX").stdout.strip()
             try:
@@ -209,11 +213,7 @@ def run_install_script(remote: Remote, command: str, detail: Log) -> dict:
 
 def write_package(options, profile, target: Target, steps: Steps, log: Log) -> dict:
     with tempfile.TemporaryDirectory(prefix="edge-ids-package-") as tmp:
-        with steps(f"build the package for {target.architecture} CPython {target.python}"):
-            release = build_package(Path(tmp) / "package", profile, options.bundle, target,
-                                    options.unit_options, options.wheelhouse, steps.detail)
-            package = Path(tmp) / release["id"]
-            (Path(tmp) / "package").rename(package)
+        release, package = package_step(options, profile, target, steps, tmp)
         with steps(f"write {options.output}"):
             write_archive(package, options.output)
             steps.detail(f"{options.output.stat().st_size / 1e6:.1f} MB, release {release['id']}")
@@ -226,8 +226,7 @@ def write_package(options, profile, target: Target, steps: Steps, log: Log) -> d
 
 def dry_run(options: DeployOptions, profile: DeviceProfile, log: Log) -> dict:
     """Every step, with the commands it would run, and the unit it would install."""
-    from .unit import render_unit
-    target = steps_target(options, profile)
+    target = assumed_target(options, profile)
     typed = ssh_command(options.ssh_config, options.ssh_options) + [options.host or "DEVICE"]
 
     def ssh(command: str) -> str:

@@ -47,7 +47,8 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def run(argv: list, timeout: float | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run(argv: list, timeout: float | None = None, check: bool = True
+        ) -> subprocess.CompletedProcess:
     result = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
                             timeout=timeout)
     if check and result.returncode != 0:
@@ -172,7 +173,9 @@ def install_venv(prefix: Prefix, package: Path, release: dict) -> Path:
 def place_release(prefix: Prefix, package: Path, release: dict, venv: Path) -> Path:
     directory = prefix.releases / release["id"]
     if directory.exists():
-        shutil.rmtree(directory)
+        if prefix.current() == release["id"]:
+            raise InstallError(f"release {release['id']} is already current")
+        shutil.rmtree(directory)  # a failed attempt at this same release
     partial = prefix.releases / f".{release['id']}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)

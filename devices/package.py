@@ -125,13 +125,17 @@ def probe_records(spec: dict) -> list[str]:
     return lines
 
 
-def build_package(dest: Path, profile: DeviceProfile, bundle_path: Path, target: Target,
-                  unit_options: dict, wheelhouse: Path | None = None, log=print) -> dict:
-    """Write the package into `dest` (a new directory); returns its release.json."""
+def build_package(parent: Path, profile: DeviceProfile, bundle_path: Path, target: Target,
+                  unit_options: dict, wheelhouse: Path | None = None, log=print
+                  ) -> tuple[dict, Path]:
+    """Write the package into parent/<release id>; returns its release.json and its path."""
     bundle = load_bundle(bundle_path)
     if target.architecture != profile.architecture:
         raise PackageError(f"profile {profile.name} is {profile.architecture}, the target "
                            f"is {target.architecture}")
+    created = datetime.now(timezone.utc)
+    release_id = f"{created:%Y%m%dT%H%M%SZ}-{bundle.model_sha256[:8]}"
+    dest = parent / release_id
     dest.mkdir(parents=True)
     (dest / "bundle").mkdir()
     for name, data in bundle_files(bundle_path).items():
@@ -148,9 +152,8 @@ def build_package(dest: Path, profile: DeviceProfile, bundle_path: Path, target:
     (dest / "edge-ids.service").write_text(render_unit(profile, **unit_options))
     (dest / "probe.csv").write_text("\n".join(probe_records(bundle.spec)) + "\n")
     shutil.copy2(INSTALL_SCRIPT, dest / "install.py")
-    created = datetime.now(timezone.utc)
     release = {
-        "id": f"{created:%Y%m%dT%H%M%SZ}-{bundle.model_sha256[:8]}",
+        "id": release_id,
         "created_utc": created.isoformat(timespec="seconds"),
         "device": profile.name, "architecture": target.architecture, "python": target.python,
         "edge_ids_version": __version__, "dataset": bundle.manifest.get("dataset"),
@@ -158,7 +161,7 @@ def build_package(dest: Path, profile: DeviceProfile, bundle_path: Path, target:
         "metrics": unit_options.get("metrics"),
         "wheels": [w.name for w in wheels], "wheelhouse_sha256": wheelhouse_sha256(wheels)}
     (dest / "release.json").write_text(json.dumps(release, indent=1) + "\n")
-    return release
+    return release, dest
 
 
 def write_archive(package: Path, output: Path) -> None:

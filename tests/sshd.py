@@ -2,6 +2,7 @@
 a temporary client key, and an ssh_config + known_hosts that a client uses with `ssh -F`."""
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import socket
@@ -56,7 +57,7 @@ PermitRootLogin prohibit-password
 Host {HOST_ALIAS}
     HostName 127.0.0.1
     Port {self.port}
-    User {os.environ.get('USER') or subprocess.run(['id', '-un'], capture_output=True, text=True).stdout.strip()}
+    User {getpass.getuser()}
     IdentityFile {directory}/client_key
     IdentitiesOnly yes
     UserKnownHostsFile {self.known_hosts}

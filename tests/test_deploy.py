@@ -145,7 +145,8 @@ def broken_copy(bundle: Path, dest: Path) -> Path:
 
 def test_a_failed_health_check_restores_the_previous_release(site, first, tmp_path):
     assert current(site) == first[0]
-    result = cli("deploy", *device_args(site), "--bundle", str(broken_copy(first[2], tmp_path / "b")))
+    broken = broken_copy(first[2], tmp_path / "b")
+    result = cli("deploy", *device_args(site), "--bundle", str(broken))
     assert result.exit_code == 1
     assert "failed its health check and was rolled back to " + first[0] in result.output
     assert "the daemon cannot start" in result.output
