@@ -16,29 +16,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ..edge_runtime.bundle import load_bundle
 from .install import UNIT_NAME
-from .package import GLIBC_FOR_PYTHON, PackageError, Target, build_package, write_archive
-from .package import pinned_requirements
+from .package import GLIBC_FOR_PYTHON, INSTALL_SCRIPT, PackageError, Target, build_package
+from .package import pinned_requirements, write_archive
 from .profiles import DeviceProfile, load_profile
 from .ssh import Remote, SSHError, ssh_command
 from .unit import DEFAULT_ALERTS, DEFAULT_INPUT, DEFAULT_METRICS, DEFAULT_PREFIX, render_unit
 
 Log = Callable[[str], None]
-
-# Run on the target by its python3: what deploy needs to know before it builds anything.
-PROBE = r"""
-import json, os, platform, shutil, subprocess, sys
-uid = os.getuid()
-try:
-    cgroup = "memory" in open("/sys/fs/cgroup/cgroup.controllers").read().split()
-except OSError:
-    cgroup = False
-sudo = uid == 0 or (shutil.which("sudo") is not None and
-                    subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0)
-print(json.dumps({"architecture": platform.machine(), "python": "%d.%d" % sys.version_info[:2],
-    "python_full": platform.python_version(), "libc": platform.libc_ver(), "uid": uid,
-    "sudo": sudo, "systemd": os.path.isdir("/run/systemd/system"), "memory_cgroup": cgroup}))
-"""
-
 
 class DeployError(Exception):
     """The deploy stopped; the message says at which step and why."""
@@ -189,12 +173,15 @@ def install_remote(options, profile, target, facts, remote: Remote, steps: Steps
 
 
 def probe_target(remote: Remote) -> dict:
-    result = remote.run("python3 -", input=PROBE, check=False)
+    """install.py's `probe`, sent on stdin: the device-side facts come from one place."""
+    result = remote.run("python3 - probe", input=INSTALL_SCRIPT.read_text(), check=False)
     if result.returncode == 127:
         raise DeployError(f"{remote.host} has no python3 (Raspberry Pi OS ships it)")
-    if result.returncode != 0:
-        raise DeployError(f"probing {remote.host} failed: {result.stderr.strip()[-500:]}")
-    return json.loads(result.stdout)
+    last = (result.stdout.strip().splitlines() or [""])[-1]
+    if result.returncode != 0 or not last.startswith("RESULT "):
+        raise DeployError(f"probing {remote.host} failed: "
+                          f"{(result.stderr or result.stdout).strip()[-500:]}")
+    return json.loads(last.removeprefix("RESULT "))
 
 
 def run_install_script(remote: Remote, command: str, detail: Log) -> dict:
@@ -234,7 +221,7 @@ def dry_run(options: DeployOptions, profile: DeviceProfile, log: Log) -> dict:
     tmp = "/tmp/edge-ids-deploy.XXXXXX"
     planned = [
         f"check the bundle {options.bundle} (hashes, schema)",
-        f"ask the target what it is: {ssh('python3 -')} (architecture, Python, glibc, "
+        f"ask the target what it is: {ssh('python3 - probe')} < install.py (architecture, Python, glibc, "
         f"systemd, sudo) and check it against profile {profile.name}",
         f"build the wheelhouse for {target.architecture} CPython {target.python} (glibc "
         f"2.{target.glibc} assumed until the target says): the edge-ids wheel and "

@@ -2,17 +2,12 @@
 
 This one file travels inside every release package and runs with the device's own python3
 (standard library only: it must work before any venv exists, and when a venv is broken).
-`edge-ids deploy` runs it over SSH; a package carried by hand runs it the same way:
+`edge-ids deploy` runs it over SSH (`probe` first, sent on stdin); a package carried by hand
+runs it the same way: `sudo python3 install.py install --prefix /opt/edge-ids`.
 
-    sudo python3 install.py install --prefix /opt/edge-ids
-
-Layout under the prefix (the `current` link is switched atomically, by rename):
-
-    venvs/<wheelhouse hash>/    one venv per set of wheels (a model-only release reuses it)
-    releases/<id>/              bundle/, edge-ids.service, release.json, probe.csv, health.json,
-                                venv -> ../../venvs/<hash>
-    current -> releases/<id>
-    install.py                  this script, for `status` and `rollback`
+Under the prefix: venvs/<wheelhouse hash>/ (one per set of wheels), releases/<id>/ (bundle,
+unit, release.json, probe.csv, health.json, venv link), current -> releases/<id> (switched by
+one rename), and this script (for `status` and `rollback`). docs/deploy.md has the details.
 """
 from __future__ import annotations
 
@@ -20,6 +15,7 @@ import argparse
 import glob
 import json
 import os
+import platform
 import re
 import shlex
 import shutil
@@ -308,7 +304,7 @@ def manual_command(prefix: Prefix) -> str:
 
 
 def command_install(args) -> dict:
-    package = Path(args.package).resolve()
+    package = Path(args.package or Path(__file__).parent).resolve()
     release = json.loads((package / "release.json").read_text())
     prefix = Prefix(args.prefix)
     prefix.path.mkdir(parents=True, exist_ok=True)
@@ -372,22 +368,33 @@ def command_status(args) -> dict:
     return status
 
 
+def command_probe(args) -> dict:
+    """What deploy checks against the device profile before it builds anything."""
+    root = os.getuid() == 0
+    return {"architecture": platform.machine(), "python": "%d.%d" % sys.version_info[:2],
+            "python_full": platform.python_version(), "libc": platform.libc_ver(),
+            "uid": os.getuid(), "systemd": has_systemd(), "memory_cgroup": memory_cgroup(),
+            "sudo": root or (shutil.which("sudo") is not None
+                             and run(["sudo", "-n", "true"], check=False).returncode == 0)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("install", "rollback", "status"):
+    for name in ("install", "rollback", "status"):  # each with --prefix
         sub = commands.add_parser(name)
         sub.add_argument("--prefix", default=DEFAULT_PREFIX)
         if name != "status":
             sub.add_argument("--systemd", choices=("auto", "yes", "no"), default="auto")
             sub.add_argument("--unit-dir", default=DEFAULT_UNIT_DIR)
             sub.add_argument("--timeout", type=float, default=60)
-    commands.choices["install"].add_argument("--package", default=Path(__file__).parent)
+    commands.add_parser("probe")  # deploy sends this file on stdin (`python3 - probe`) first
+    commands.choices["install"].add_argument("--package", default=None)
     commands.choices["install"].add_argument("--keep", type=int, default=3)
     commands.choices["rollback"].add_argument("--to", default=None)
     args = parser.parse_args(argv)
     handler = {"install": command_install, "rollback": command_rollback,
-               "status": command_status}[args.command]
+               "status": command_status, "probe": command_probe}[args.command]
     try:
         result = handler(args)
     except (InstallError, OSError, subprocess.SubprocessError, ValueError) as e:

@@ -201,7 +201,7 @@ def test_dry_run_prints_the_steps_and_touches_nothing(small_pipeline, tmp_path):
                  str(small_pipeline[0] / "bundle"), "--prefix", str(prefix), "--dry-run")
     assert result.exit_code == 0, result.output
     assert "[1/6] would check the bundle" in result.output
-    assert "ssh pi@sensor-1 'python3 -'" in result.output
+    assert "ssh pi@sensor-1 'python3 - probe' < install.py" in result.output
     assert "manylinux_2_36_aarch64" in result.output
     assert f"ExecStart={prefix}/current/venv/bin/edge-ids run" in result.output
     assert not prefix.exists()
