@@ -27,6 +27,10 @@ def main():
       edge-ids reproduce khanam2022|dina2023       a paper's result table over 3 seeds
       edge-ids compress --model OUT --sparsity 0.5 --max-f1-drop 1 --out B
                                                    prune + int8, gated on the macro-F1 loss
+      edge-ids deploy --device pi4 --host pi@sensor-1 --bundle B
+                                                   install it on the device as a daemon, over ssh
+      edge-ids bench --bundle B [--host pi@sensor-1]
+                                                   latency, memory, size and accuracy loss
     On the device (pip install edge-ids):
       edge-ids classify --bundle OUT/bundle FILE   one JSON line per raw record
       edge-ids run --bundle B --input SRC --alerts DEST [--metrics 127.0.0.1:9108]
@@ -187,3 +191,7 @@ from .cli_deploy import deploy, rollback, status  # noqa: E402
 main.add_command(deploy)
 main.add_command(status)
 main.add_command(rollback)
+
+from .cli_bench import bench  # noqa: E402
+
+main.add_command(bench)

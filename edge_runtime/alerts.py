@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from datetime import datetime, timezone
 
@@ -119,7 +120,9 @@ class AlertWriter:
 
     Nothing is buffered in Python, so there is nothing to lose at exit. If a write fails part
     way (disk full), the file is cut back to where that write began, so the file still ends
-    with a whole line; the error is raised for the caller to count."""
+    with a whole line; the error is raised for the caller to count. A SIGKILL can still cut a
+    large write(2) between pages (Linux checks for fatal signals per page), so opening a file
+    that ends in a torn line cuts it back to its last whole line first."""
 
     def __init__(self, dest: str):
         self.dest = dest
@@ -130,8 +133,9 @@ class AlertWriter:
         if self.dest == "-":
             self._fd = 1
         else:
-            self._fd = os.open(self.dest, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+            self._fd = os.open(self.dest, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                                0o640)
+            _cut_torn_last_line(self._fd)
 
     def reopen(self) -> None:
         """After logrotate moved the file away: start a new one under the same name."""
@@ -155,3 +159,22 @@ class AlertWriter:
         if self._fd is not None and self._fd != 1:
             os.close(self._fd)
         self._fd = None
+
+
+def _cut_torn_last_line(fd: int) -> None:
+    """Truncate a regular file that does not end in a newline back to its last one."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        return
+    end = os.lseek(fd, 0, os.SEEK_END)
+    position = end
+    while position > 0:
+        start = max(0, position - 65536)
+        block = os.pread(fd, position - start, start)
+        if position == end and block.endswith(b"\n"):
+            return
+        newline = block.rfind(b"\n")
+        if newline >= 0:
+            os.ftruncate(fd, start + newline + 1)
+            return
+        position = start
+    os.ftruncate(fd, 0)

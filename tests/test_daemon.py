@@ -16,6 +16,7 @@ import pytest
 
 from daemon_process import DaemonProcess, read_alerts, send
 from edge_ids.edge_runtime import Classifier, load_bundle
+from edge_ids.edge_runtime.alerts import AlertWriter
 from edge_ids.edge_runtime.records import parse_lines
 from edge_ids.edge_runtime.systemd import Notifier
 
@@ -245,8 +246,25 @@ def test_sigkill_never_leaves_half_a_line(bundle, kdd_test_lines, tmp_path):
     daemon.signal(signal.SIGKILL)
     daemon.process.wait(30)
     daemon.close()
+    AlertWriter(str(alerts)).close()  # what the next start does first: a kill can tear a write
     events = read_alerts(alerts)  # every line whole JSON, the file ends with a newline
     assert events and [e["flow_id"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_opening_an_alert_file_cuts_a_torn_last_line_back(tmp_path):
+    alerts = tmp_path / "alerts.json"
+    whole = b"".join(b'{"flow_id":%d}\n' % i for i in range(1, 5001))
+    alerts.write_bytes(whole + b'{"flow_id":50')
+    AlertWriter(str(alerts)).close()
+    assert alerts.read_bytes() == whole  # 5,000 whole lines kept, more than one read block
+    alerts.write_bytes(b'{"flow_id":1')
+    AlertWriter(str(alerts)).close()
+    assert alerts.read_bytes() == b""
+    alerts.write_bytes(whole)
+    writer = AlertWriter(str(alerts))
+    writer.write('{"flow_id":5001}\n')
+    writer.close()
+    assert alerts.read_bytes() == whole + b'{"flow_id":5001}\n'  # a whole file is left alone
 
 
 def test_a_broken_bundle_stops_the_start_with_a_clear_message(bundle, tmp_path):

@@ -232,3 +232,48 @@ def test_bad_device_and_missing_target_are_clear_errors(small_pipeline):
     assert result.exit_code == 1 and "known devices: generic-aarch64" in result.output
     result = cli("deploy", "--bundle", bundle)
     assert result.exit_code == 2 and "give --host" in result.output
+
+
+def test_bench_over_ssh_measures_on_the_device_with_its_installed_runtime(
+        site, first, small_pipeline, data_dir, tmp_path):
+    """The same report, measured by the device's own venv (no TensorFlow there), brought back."""
+    server, root = site
+    out = tmp_path / "bench"
+    result = cli("bench", *server.ssh_args(), "--prefix", str(root / "opt"),
+                 "--bundle", str(small_pipeline[0] / "bundle"), "--out", str(out),
+                 "--data-dir", str(data_dir), "--records", "3000", "--latency-records", "100",
+                 "--batches", "1,64", "--seconds", "0.05", "--device", "pi4")
+    assert result.exit_code == 0, result.output
+    assert "[2/3] measure on edge-test" in result.output and "copying" in result.output
+    report = json.loads((out / "bench.json").read_text())
+    assert report["where"] == "edge-test" and report["device_profile"] == "pi4"
+    assert report["profile_mismatch"] == "profile pi4 is aarch64, but this ran on x86_64"
+    assert "**warning: profile pi4 is aarch64" in (out / "report.md").read_text()
+    cores = report["machine"]["cores"]  # pi4 has 4: 1, 2, 4 asked, capped at the cores here
+    assert report["plan"]["threads"] == [t for t in (1, 2, 4) if t <= cores]
+    assert "tensorflow-cpu" not in report["machine"]["versions"]  # the device's venv ran it
+    runtimes = report["runtimes"]
+    assert not runtimes["keras"]["available"]
+    assert "keras is not installed here" in runtimes["keras"]["reason"]
+    for name in ("litert-float", "litert-int8"):
+        r = runtimes[name]
+        assert r["available"] and r["latency_us"]["raw"]["n"] == 100
+        assert r["startup_seconds"] > 0 and r["ready_rss_bytes"] > 0
+    assert report["accuracy_loss"]["float"] == "litert-float"
+    assert report["daemon"]["records"] == 3000 and report["daemon"]["records_per_second"] > 0
+    for name in ("report.md", "latency.png", "accuracy_size.png", "latency_us.json"):
+        assert (out / name).is_file()
+    assert "Not measured here: Keras" in (out / "report.md").read_text()
+    remote_dir = result.output.split(f"to {sshd.HOST_ALIAS}:")[1].split()[0]
+    assert remote_dir.startswith("/tmp/edge-ids-bench.") and not Path(remote_dir).exists()
+
+
+def test_bench_over_ssh_without_a_runtime_says_deploy_first(site, small_pipeline, data_dir,
+                                                             tmp_path):
+    result = CliRunner().invoke(main, ["bench", *site[0].ssh_args(), "--prefix",
+                                       str(site[1] / "nothing"), "--bundle",
+                                       str(small_pipeline[0] / "bundle"), "--out",
+                                       str(tmp_path / "out"), "--data-dir", str(data_dir)])
+    assert result.exit_code == 1
+    assert "has no edge-ids runtime" in result.output and "edge-ids deploy" in result.output
+    assert not (tmp_path / "out").exists()
