@@ -63,6 +63,17 @@ def keras_path(opts: BenchOptions) -> Path:
     return path
 
 
+def thread_counts(opts: BenchOptions) -> list[int]:
+    """--threads, or powers of two up to the device profile's cores (1, 2, 4 without one); the
+    device drops those above the cores it has."""
+    if opts.threads:
+        return list(opts.threads)
+    from ..devices.profiles import load_profile
+
+    cores = load_profile(opts.device).cores if opts.device else 4
+    return [t for t in (1, 2, 4, 8) if t <= cores]
+
+
 def records_csv(records: Records, schema: RawSchema) -> bytes:
     """Records back to the raw CSV lines a device reads (float repr round-trips exactly;
     columns the model never reads are left empty)."""
@@ -124,7 +135,7 @@ def prepare(opts: BenchOptions, work: Path, log: Log) -> dict:
             (work / f"compare-{i}" / name).write_bytes(data_)
         compare.append(f"compare-{i}")
     plan = {"runtimes": list(RUNTIMES), "latency_records": opts.latency_records,
-            "batches": list(opts.batches), "threads": list(opts.threads),
+            "batches": list(opts.batches), "threads": thread_counts(opts),
             "seconds": opts.seconds, "compare": compare}
     (work / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
     return {"y": test.y[:n], "classes": list(data.classes), "normal": data.normal,
@@ -213,11 +224,6 @@ def run_bench(opts: BenchOptions, log: Log = print, command: str = "") -> dict:
     """Prepare, measure, score, write OUT/bench.json, OUT/report.md and the plots."""
     from .report import assemble, write_report
 
-    if opts.threads is None:
-        from ..devices.profiles import load_profile
-
-        cores = load_profile(opts.device).cores if opts.device else 4
-        opts.threads = tuple(t for t in (1, 2, 4, 8) if t <= cores)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="edge-ids-bench-") as tmp:
         work = Path(tmp) / "work"
