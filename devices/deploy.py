@@ -14,7 +14,9 @@ from typing import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..edge_runtime.argus import CaptureError, ra_fields
 from ..edge_runtime.bundle import load_bundle
+from ..edge_runtime.records import RawSchema
 from .install import UNIT_NAME
 from .package import GLIBC_FOR_PYTHON, INSTALL_SCRIPT, PackageError, Target, build_package
 from .package import pinned_requirements, write_archive
@@ -38,6 +40,7 @@ class DeployOptions:
     input: str = DEFAULT_INPUT
     metrics: str = DEFAULT_METRICS
     alerts: str = DEFAULT_ALERTS
+    capture: str | None = None  # an interface: the capture unit instead of --input
     python: str | None = None  # for --output/--dry-run; otherwise the target says
     wheelhouse: Path | None = None
     ssh_config: Path | None = None
@@ -49,7 +52,8 @@ class DeployOptions:
 
     def __post_init__(self):
         self.unit_options = {"prefix": self.prefix, "input_": self.input,
-                             "metrics": self.metrics, "alerts": self.alerts}
+                             "metrics": self.metrics, "alerts": self.alerts,
+                             "capture": self.capture}
 
 
 class Steps:
@@ -103,6 +107,11 @@ def deploy(options: DeployOptions, log: Log = print) -> dict:
     steps = Steps(log, 3 if options.output else 6)
     with steps(f"check the bundle {options.bundle}"):
         bundle = load_bundle(options.bundle)
+        if options.capture:  # a model of columns Argus cannot measure would never see a record
+            try:
+                ra_fields(RawSchema.from_spec(bundle.spec["raw"]))
+            except CaptureError as e:
+                raise DeployError(f"--capture: {e}") from None
         steps.detail(f"{bundle.manifest.get('dataset')} model {bundle.model_sha256[:12]}, "
                      f"{len(bundle.model):,} bytes")
     if options.output:

@@ -188,9 +188,12 @@ def place_release(prefix: Prefix, package: Path, release: dict, venv: Path) -> P
 def probe(release_dir: Path, release: dict, timeout: float) -> None:
     """Run the unit's own ExecStart on the probe records (metrics off, alerts to stdout) and
     demand one classified line per record from this release's model."""
-    argv = with_options(exec_start((release_dir / UNIT_NAME).read_text()),
-                        {"--input": f"file:{release_dir / 'probe.csv'}", "--alerts": "-",
-                         "--emit": "all", "--log-rejects": "0"}, drop=("--metrics",))
+    argv, drop = exec_start((release_dir / UNIT_NAME).read_text()), ("--metrics",)
+    if argv[1:2] == ["capture"]:  # probe records are rows, not packets: the same model via `run`
+        require_argus()
+        argv, drop = [argv[0], "run", *argv[2:]], drop + ("--interface", "--flow-report")
+    argv = with_options(argv, {"--input": f"file:{release_dir / 'probe.csv'}", "--alerts": "-",
+                               "--emit": "all", "--log-rejects": "0"}, drop=drop)
     try:
         result = run(argv, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -206,6 +209,15 @@ def probe(release_dir: Path, release: dict, timeout: float) -> None:
                            f"with model {sorted(map(str, hashes))}, not {release['model_sha256']}")
     say(f"health: the daemon classified {len(lines)} probe records with model "
         f"{release['model_sha256'][:12]}")
+
+
+def require_argus() -> None:
+    """The capture unit runs argus and ra: they must be on the device."""
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    missing = [tool for tool in ("argus", "ra") if not shutil.which(tool, path=path)]
+    if missing:
+        raise InstallError(f"{' and '.join(missing)} not found on the device, and the capture "
+                           f"unit runs them: apt-get install argus-server argus-client")
 
 
 def metrics_text(release: dict, timeout: float = 3) -> str:

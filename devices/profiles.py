@@ -1,6 +1,7 @@
 """Device profiles: one small TOML file per kind of device, in profiles/. They hold what deploy
 and the unit need to know: architecture, CPU (also the qemu model for emulation), cores,
-memory, Python versions, interpreter package, daemon batching, and systemd limits."""
+memory, Python versions, interpreter package, daemon batching, systemd limits, and
+the settings of the capture variant."""
 from __future__ import annotations
 
 import tomllib
@@ -30,6 +31,8 @@ class DeviceProfile:
     memory_max: str  # systemd MemoryMax=
     cpu_quota: str  # systemd CPUQuota=
     watchdog_sec: int  # systemd WatchdogSec=
+    flow_report_seconds: int  # capture: argus reports a long flow this often
+    capture_memory_max: str  # capture: MemoryMax= with argus and ra in the unit
 
 
 def profile_names() -> list[str]:
@@ -45,13 +48,15 @@ def load_profile(name: str) -> DeviceProfile:
                            f"{', '.join(profile_names())}")
     raw = tomllib.loads(path.read_text())
     try:
-        runtime, systemd = raw["runtime"], raw["systemd"]
+        runtime, systemd, capture = raw["runtime"], raw["systemd"], raw["capture"]
         return DeviceProfile(
             name=name, description=raw["description"], architecture=raw["architecture"],
             cpu=raw["cpu"], cores=int(raw["cores"]), memory_mb=int(raw["memory_mb"]),
             python=tuple(raw["python"]), interpreter_package=raw["interpreter_package"],
             threads=int(runtime["threads"]), max_batch=int(runtime["max_batch"]),
             max_delay=float(runtime["max_delay"]), memory_max=str(systemd["memory_max"]),
-            cpu_quota=str(systemd["cpu_quota"]), watchdog_sec=int(systemd["watchdog_sec"]))
+            cpu_quota=str(systemd["cpu_quota"]), watchdog_sec=int(systemd["watchdog_sec"]),
+            flow_report_seconds=int(capture["flow_report_seconds"]),
+            capture_memory_max=str(capture["memory_max"]))
     except KeyError as e:
         raise ProfileError(f"device profile {path.name} lacks {e}") from None

@@ -16,21 +16,34 @@ DEFAULT_ALERTS = "/var/log/edge-ids/alerts.json"
 # Where the unit may write without ReadWritePaths= (its Logs/Runtime/StateDirectory).
 OWN_DIRECTORIES = ("/var/log/edge-ids", "/run/edge-ids", "/var/lib/edge-ids")
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+# The daemon holds no capability and opens only local and IP sockets.
+NO_CAPABILITIES = ("CapabilityBoundingSet=\nAmbientCapabilities=\n"
+                   "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n")
+# The capture variant: argus, its child, opens a packet socket on the interface. Ambient
+# capabilities pass to it across exec (NoNewPrivileges allows that); a private user namespace
+# would make them worthless outside it, so PrivateUsers is off. AF_NETLINK: libpcap asks the
+# kernel about the interface.
+CAPTURE_CAPABILITIES = ("CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN\n"
+                        "AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN\n"
+                        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_PACKET AF_NETLINK\n")
 
 
 def render_unit(profile: DeviceProfile, prefix: str = DEFAULT_PREFIX,
                 input_: str = DEFAULT_INPUT, metrics: str = DEFAULT_METRICS,
-                alerts: str = DEFAULT_ALERTS) -> str:
+                alerts: str = DEFAULT_ALERTS, capture: str | None = None) -> str:
     """The unit text. With metrics on loopback the service may talk to localhost only
     (IPAddressDeny=any); another metrics address lifts that. Alerts or an input socket outside
-    the unit's own directories get a ReadWritePaths= line (ProtectSystem=strict)."""
+    the unit's own directories get a ReadWritePaths= line (ProtectSystem=strict). With
+    `capture` (an interface) it runs `edge-ids capture` on it instead of reading `input_`,
+    with the capabilities and memory that needs."""
     if not prefix.startswith("/") or not alerts.startswith("/"):
         raise ValueError(f"the prefix and the alerts file must be absolute paths, got "
                          f"{prefix!r} and {alerts!r}")
-    if any(c.isspace() for c in prefix + input_ + metrics + alerts):
-        raise ValueError("prefix, input, metrics address and alerts may not contain spaces")
+    if any(c.isspace() for c in prefix + input_ + metrics + alerts + (capture or "")):
+        raise ValueError("prefix, input, capture interface, metrics address and alerts may not "
+                         "contain spaces")
     writable = {str(PurePosixPath(alerts).parent)}
-    if input_.startswith("unix:"):
+    if input_.startswith("unix:") and not capture:
         writable.add(str(PurePosixPath(input_[5:]).parent))
     writable -= set(OWN_DIRECTORIES)
     rw_paths = "".join(f"ReadWritePaths={d}\n" for d in sorted(writable))
@@ -38,7 +51,12 @@ def render_unit(profile: DeviceProfile, prefix: str = DEFAULT_PREFIX,
     ip_policy = ("IPAddressDeny=any\nIPAddressAllow=localhost\n" if host in LOOPBACK else "")
     return Template(TEMPLATE.read_text()).substitute(
         description=profile.description, device=profile.name, prefix=prefix.rstrip("/"),
-        input=input_, metrics=metrics, alerts=alerts, rw_paths=rw_paths,
+        source=(f"capture --interface {capture} --flow-report {profile.flow_report_seconds}"
+                if capture else f"run --input {input_}"),
+        metrics=metrics, alerts=alerts, rw_paths=rw_paths,
+        capabilities=CAPTURE_CAPABILITIES if capture else NO_CAPABILITIES,
+        private_users="no" if capture else "yes",
         max_batch=profile.max_batch, max_delay=profile.max_delay, threads=profile.threads,
-        watchdog_sec=profile.watchdog_sec, memory_max=profile.memory_max,
+        watchdog_sec=profile.watchdog_sec,
+        memory_max=profile.capture_memory_max if capture else profile.memory_max,
         cpu_quota=profile.cpu_quota, ip_policy=ip_policy)

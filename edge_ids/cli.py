@@ -35,6 +35,7 @@ def main():
       edge-ids classify --bundle OUT/bundle FILE   one JSON line per raw record
       edge-ids run --bundle B --input SRC --alerts DEST [--metrics 127.0.0.1:9108]
                                                    the daemon: EVE alerts, metrics, systemd
+      edge-ids capture --interface eth0 --bundle B the daemon on live packets (Argus flows)
       edge-ids unit --device pi4                   its systemd unit, from a device profile
       edge-ids devices                             the device profiles
     """
@@ -180,9 +181,10 @@ main.add_command(train)
 main.add_command(reproduce)
 main.add_command(compress)
 
-from .cli_run import devices, run, unit  # noqa: E402
+from .cli_run import capture, devices, run, unit  # noqa: E402
 
 main.add_command(run)
+main.add_command(capture)
 main.add_command(unit)
 main.add_command(devices)
 

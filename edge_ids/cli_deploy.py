@@ -30,6 +30,9 @@ def _fail(error: Exception):
 @prefix_option
 @click.option("--input", "input_", default="unix:/run/edge-ids/records.sock", show_default=True,
               metavar="SRC", help="The daemon's --input on the device.")
+@click.option("--capture", metavar="IF", help="Install the capture unit instead: `edge-ids "
+              "capture` on this interface of the device (argus flows; needs argus-server and "
+              "argus-client there; the unit grants CAP_NET_RAW and CAP_NET_ADMIN).")
 @click.option("--metrics", default="127.0.0.1:9108", show_default=True, metavar="HOST:PORT",
               help="The daemon's --metrics on the device (the health check reads it).")
 @click.option("--alerts", default="/var/log/edge-ids/alerts.json", show_default=True,
@@ -50,8 +53,8 @@ def _fail(error: Exception):
 @click.option("--keep", type=click.IntRange(1), default=3, show_default=True,
               help="Releases kept on the device (older ones are removed).")
 @click.option("--dry-run", is_flag=True, help="Print every step and the unit; do nothing.")
-def deploy(device, host, bundle, prefix, input_, metrics, alerts, output, python, wheelhouse,
-           ssh_config, ssh_options, timeout, keep, dry_run):
+def deploy(device, host, bundle, prefix, input_, capture, metrics, alerts, output, python,
+           wheelhouse, ssh_config, ssh_options, timeout, keep, dry_run):
     """Install a bundle on a device as a systemd daemon, over SSH.
 
     \b
@@ -67,6 +70,7 @@ def deploy(device, host, bundle, prefix, input_, metrics, alerts, output, python
     Example:
       edge-ids deploy --device pi4 --host pi@sensor-1 --bundle out/nsl-kdd/bundle
       edge-ids deploy --device pi4 --bundle out/nsl-kdd/bundle --output pi4-release.tar.gz
+      edge-ids deploy --device pi4 --host pi@sensor-1 --bundle out/ehms-net/bundle --capture eth0
     """
     from .devices.deploy import DeployError, DeployOptions, PackageError, SSHError
     from .devices.deploy import deploy as run_deploy
@@ -79,7 +83,8 @@ def deploy(device, host, bundle, prefix, input_, metrics, alerts, output, python
     if host and output:
         raise click.UsageError("--host and --output exclude each other")
     options = DeployOptions(device=device, bundle=bundle, host=host, output=output,
-                            prefix=prefix, input=input_, metrics=metrics, alerts=alerts,
+                            prefix=prefix, input=input_, capture=capture, metrics=metrics,
+                            alerts=alerts,
                             python=python, wheelhouse=wheelhouse, ssh_config=ssh_config,
                             ssh_options=ssh_options, timeout=timeout, keep=keep,
                             dry_run=dry_run)

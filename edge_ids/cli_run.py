@@ -11,34 +11,67 @@ import click
 EXIT_CANNOT_START = 1
 
 
+def _output_options(command):
+    """What `run` and `capture` share: where alerts and metrics go, batching, logging."""
+    options = [
+        click.option("--alerts", default="-", show_default=True, metavar="DEST",
+                     help="EVE JSON lines go here: a file (appended; reopened on SIGHUP, for "
+                          "logrotate) or '-' for stdout."),
+        click.option("--metrics", default=None, metavar="[HOST:]PORT",
+                     help="Serve Prometheus metrics at http://HOST:PORT/metrics. A bare port "
+                          "listens on 127.0.0.1 only; name another address (0.0.0.0:9108) to "
+                          "expose them."),
+        click.option("--emit", type=click.Choice(["attacks", "all"]), default="attacks",
+                     show_default=True, help="Write a line for attacks only, or for every "
+                                             "record."),
+        click.option("--max-batch", type=click.IntRange(1, 65536), default=256,
+                     show_default=True, help="Most records classified together."),
+        click.option("--max-delay", type=click.FloatRange(0), default=0.005, show_default=True,
+                     help="Longest a record waits for its batch to fill, in seconds."),
+        click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
+                     help="Interpreter threads (one is fastest for these small models)."),
+        click.option("--log-rejects", type=click.IntRange(0), default=60, show_default=True,
+                     metavar="N", help="Log at most N rejected lines a minute (all are "
+                                       "counted)."),
+        click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _serve(bundle, input_, alerts, metrics, emit, max_batch, max_delay, threads, log_rejects,
+           verbose, from_start=False, flow_report=5, name="run"):
+    from .edge_runtime.bundle import BundleError
+    from .edge_runtime.daemon import Daemon, DaemonOptions
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="edge-ids: %(levelname)s %(message)s")
+    options = DaemonOptions(bundle=bundle, input=input_, alerts=alerts, metrics=metrics,
+                            emit_all=emit == "all", max_batch=max_batch, max_delay=max_delay,
+                            threads=threads, follow_from_start=from_start,
+                            rejects_logged_per_minute=log_rejects,
+                            flow_report_seconds=flow_report)
+    try:
+        code = Daemon(options).run()
+    except (BundleError, OSError, ValueError) as e:
+        click.echo(f"edge-ids {name}: cannot start: {e}", err=True)
+        sys.exit(EXIT_CANNOT_START)
+    sys.exit(code)
+
+
 @click.command()
 @click.option("--bundle", required=True, type=click.Path(path_type=Path),
               help="Bundle directory or .tar.gz. SIGHUP loads it again from the same path.")
 @click.option("--input", "input_", default="-", show_default=True, metavar="SRC",
               help="Where raw records come from: '-' (stdin), file:PATH (read once, plain or "
                    ".gz), follow:PATH (a growing, rotated file, like tail -F), unix:PATH (a "
-                   "stream socket that several writers may connect to).")
-@click.option("--alerts", default="-", show_default=True, metavar="DEST",
-              help="EVE JSON lines go here: a file (appended; reopened on SIGHUP, for "
-                   "logrotate) or '-' for stdout.")
-@click.option("--metrics", default=None, metavar="[HOST:]PORT",
-              help="Serve Prometheus metrics at http://HOST:PORT/metrics. A bare port listens "
-                   "on 127.0.0.1 only; name another address (0.0.0.0:9108) to expose them.")
-@click.option("--emit", type=click.Choice(["attacks", "all"]), default="attacks",
-              show_default=True, help="Write a line for attacks only, or for every record.")
-@click.option("--max-batch", type=click.IntRange(1, 65536), default=256, show_default=True,
-              help="Most records classified together.")
-@click.option("--max-delay", type=click.FloatRange(0), default=0.005, show_default=True,
-              help="Longest a record waits for its batch to fill, in seconds.")
-@click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
-              help="Interpreter threads (one is fastest for these small models).")
+                   "stream socket that several writers may connect to), argus:INTERFACE or "
+                   "pcap:FILE (flows from packets, as `edge-ids capture`).")
+@_output_options
 @click.option("--from-start", is_flag=True,
               help="With follow:PATH, read the file from its start instead of its end.")
-@click.option("--log-rejects", type=click.IntRange(0), default=60, show_default=True,
-              metavar="N", help="Log at most N rejected lines a minute (all are counted).")
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def run(bundle, input_, alerts, metrics, emit, max_batch, max_delay, threads, from_start,
-        log_rejects, verbose):
+def run(bundle, input_, from_start, **outputs):
     """Run the detector as a daemon: raw records in, EVE alerts and metrics out.
 
     \b
@@ -57,21 +90,54 @@ def run(bundle, input_, alerts, metrics, emit, max_batch, max_delay, threads, fr
       edge-ids run --bundle out/bundle --input follow:/var/log/flows.csv \\
           --alerts /var/log/edge-ids/alerts.json --metrics 127.0.0.1:9108
     """
-    from .edge_runtime.bundle import BundleError
-    from .edge_runtime.daemon import Daemon, DaemonOptions
+    _serve(bundle, input_, from_start=from_start, **outputs)
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="edge-ids: %(levelname)s %(message)s")
-    options = DaemonOptions(bundle=bundle, input=input_, alerts=alerts, metrics=metrics,
-                            emit_all=emit == "all", max_batch=max_batch, max_delay=max_delay,
-                            threads=threads, follow_from_start=from_start,
-                            rejects_logged_per_minute=log_rejects)
-    try:
-        code = Daemon(options).run()
-    except (BundleError, OSError, ValueError) as e:
-        click.echo(f"edge-ids run: cannot start: {e}", err=True)
-        sys.exit(EXIT_CANNOT_START)
-    sys.exit(code)
+
+@click.command()
+@click.option("--bundle", required=True, type=click.Path(path_type=Path),
+              help="A bundle of Argus flow columns (e.g. trained on wustl-ehms-net).")
+@click.option("--interface", metavar="IF", help="Capture live on this network interface.")
+@click.option("--pcap", type=click.Path(exists=True, dir_okay=False),
+              help="Read packets from this capture file instead (exits at its end).")
+@click.option("--flow-report", type=click.IntRange(1), default=5, show_default=True,
+              metavar="SECONDS", help="Argus reports a flow that lasts longer this often.")
+@click.option("--print-config", is_flag=True,
+              help="Print the argus.conf and the ra fields for this bundle, and exit.")
+@_output_options
+def capture(bundle, interface, pcap, flow_report, print_config, **outputs):
+    """Classify live traffic: packets -> Argus flows -> the detector -> EVE alerts.
+
+    \b
+    Starts `argus` with a configuration that generates every column the bundle reads
+    (jitter, inter-packet times, packet sizes, MACs, loss), pipes it through `ra` with the
+    bundle's columns, and serves them like `edge-ids run` (same alerts, metrics, signals).
+    A field Argus leaves empty for a flow is filled by the bundle's feature spec
+    (raw.missing), the way the training data has it.
+    \b
+    Needs Debian's argus-server and argus-client, and CAP_NET_RAW + CAP_NET_ADMIN for
+    --interface (root, or the capture unit: edge-ids deploy --capture IF).
+    \b
+    Example:
+      edge-ids capture --interface eth0 --bundle out/ehms-net/bundle \\
+          --alerts /var/log/edge-ids/alerts.json --metrics 127.0.0.1:9108
+    """
+    if print_config:
+        from .edge_runtime.argus import CaptureError, argus_config, ra_fields
+        from .edge_runtime.bundle import BundleError, load_bundle
+        from .edge_runtime.records import RawSchema
+
+        try:
+            schema = RawSchema.from_spec(load_bundle(bundle).spec["raw"])
+            fields = ra_fields(schema)[0]
+        except (BundleError, CaptureError) as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(argus_config(schema, flow_report) + "# ra -r - -c , -n -L -1 -s " + " ".join(fields)
+                   + " - not man")
+        return
+    if (interface is None) == (pcap is None):
+        raise click.UsageError("give --interface IF or --pcap FILE")
+    _serve(bundle, f"argus:{interface}" if interface else f"pcap:{pcap}", name="capture",
+           flow_report=flow_report, **outputs)
 
 
 @click.command()
@@ -87,9 +153,11 @@ def run(bundle, input_, alerts, metrics, emit, max_batch, max_delay, threads, fr
 @click.option("--alerts", default="/var/log/edge-ids/alerts.json", show_default=True,
               metavar="FILE", help="The daemon's --alerts (outside /var/log/edge-ids the unit "
                                    "gets ReadWritePaths= for its folder).")
+@click.option("--capture", metavar="IF", help="The capture variant: `edge-ids capture` on this "
+              "interface instead of --input, with CAP_NET_RAW/CAP_NET_ADMIN for argus.")
 @click.option("-o", "--output", type=click.File("w"), default="-",
               help="Write the unit here (default stdout).")
-def unit(device, prefix, input_, metrics, alerts, output):
+def unit(device, prefix, input_, metrics, alerts, capture, output):
     """Print the systemd unit for a device (Type=notify, watchdog, hardened).
 
     \b
@@ -103,7 +171,7 @@ def unit(device, prefix, input_, metrics, alerts, output):
     from .devices.unit import render_unit
 
     try:
-        output.write(render_unit(load_profile(device), prefix, input_, metrics, alerts))
+        output.write(render_unit(load_profile(device), prefix, input_, metrics, alerts, capture))
     except (ProfileError, ValueError) as e:
         raise click.ClickException(str(e)) from None
 

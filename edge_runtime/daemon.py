@@ -54,6 +54,7 @@ class DaemonOptions:
     threads: int = 1
     follow_from_start: bool = False
     rejects_logged_per_minute: int = 60
+    flow_report_seconds: int = 5  # argus:/pcap: inputs only
 
 
 class Model:
@@ -115,7 +116,8 @@ class Daemon:
         self.model = Model(self.options.bundle, self.options)
         self._set_model_metrics()
         writer = AlertWriter(self.options.alerts)
-        source = open_source(self.options.input, self.options.follow_from_start)
+        source = open_source(self.options.input, self.options.follow_from_start,
+                             self.model.classifier.schema, self.options.flow_report_seconds)
         intake = Intake(self.options.max_batch, self.options.max_delay)
         handlers = {}
         try:

@@ -43,23 +43,41 @@ class RawSchema:
     # but never read: counted in the field-count check, then skipped).
     types: tuple[str, ...]
     trailing: tuple[str, ...] = ()  # e.g. ("label", "difficulty"): accepted, kept as text
+    # Texts that mean "not measured" in a numeric field, and the number the dataset's own files
+    # have in their place (Argus leaves jitter empty for a one-packet flow, or prints -nan; the
+    # WUSTL CSVs have 0 there). Without them, such a field is rejected. Saved in the feature
+    # spec, so the rule travels with the model instead of living in a device's code.
+    missing: tuple[str, ...] = ()
+    missing_as: float = 0.0
 
     @classmethod
-    def of(cls, names: tuple[str, ...], categorical=(), ignored=(), trailing=()) -> "RawSchema":
+    def of(cls, names: tuple[str, ...], categorical=(), ignored=(), trailing=(), missing=(),
+           missing_as: float = 0.0) -> "RawSchema":
         """A schema from its column names: numeric unless named categorical or ignored."""
         types = tuple("ignored" if n in ignored else "categorical" if n in categorical
                       else "numeric" for n in names)
-        return cls(tuple(names), types, tuple(trailing))
+        return cls(tuple(names), types, tuple(trailing), tuple(missing), float(missing_as))
 
     @classmethod
     def from_spec(cls, raw: dict) -> "RawSchema":
         cols = raw["columns"]
+        missing = raw.get("missing") or {"values": (), "as": 0.0}
         return cls(tuple(c["name"] for c in cols), tuple(c["type"] for c in cols),
-                   tuple(raw.get("trailing", ())))
+                   tuple(raw.get("trailing", ())), tuple(missing["values"]),
+                   float(missing["as"]))
 
     def to_spec(self) -> dict:
-        return {"format": "csv", "trailing": list(self.trailing),
+        spec = {"format": "csv", "trailing": list(self.trailing),
                 "columns": [{"name": n, "type": t} for n, t in zip(self.names, self.types)]}
+        if self.missing:
+            spec["missing"] = {"values": list(self.missing), "as": self.missing_as}
+        return spec
+
+    def reading(self, ignored: tuple[str, ...]) -> "RawSchema":
+        """The same layout with more columns ignored (present in the record, never read)."""
+        return RawSchema(self.names, tuple("ignored" if n in ignored else t
+                                           for n, t in zip(self.names, self.types)),
+                         self.trailing, self.missing, self.missing_as)
 
     @property
     def numeric(self) -> list[str]:
@@ -193,6 +211,7 @@ class _Layout:
     num_names: tuple[str, ...]
     text: tuple[tuple[str, int], ...]  # (name, field index): categorical, kept, trailing
     pick_numbers: Callable[[list[str]], tuple[str, ...]]
+    floats: "_FloatMemo"  # text -> number, with the schema's missing values already in it
 
 
 @lru_cache(maxsize=16)
@@ -203,7 +222,9 @@ def _layout(schema: RawSchema, keep_text: tuple[str, ...]) -> _Layout:
     text += tuple((n, len(schema.names) + k) for k, n in enumerate(schema.trailing))
     pick = (itemgetter(*num_idx) if len(num_idx) > 1
             else (lambda row: (row[num_idx[0]],)) if num_idx else (lambda row: ()))
-    return _Layout(num_idx, tuple(schema.names[i] for i in num_idx), text, pick)
+    floats = _FloatMemo(dict.fromkeys(schema.missing, schema.missing_as)) if schema.missing \
+        else _FLOATS
+    return _Layout(num_idx, tuple(schema.names[i] for i in num_idx), text, pick, floats)
 
 
 def _to_columns(rows: list[list[str]], numbers: np.ndarray, schema: RawSchema,
@@ -215,7 +236,7 @@ def _to_columns(rows: list[list[str]], numbers: np.ndarray, schema: RawSchema,
     bad: dict[int, Rejected] = {}
     values = _fast_numbers(rows, layout)
     if values is None:
-        values = _parse_rows(rows, layout.num_idx, schema, numbers, bad)
+        values = _parse_rows(rows, layout, schema, numbers, bad)
     if not np.isfinite(values).all():
         for r in np.flatnonzero(~np.isfinite(values).all(axis=1)).tolist():
             if r not in bad:
@@ -256,21 +277,21 @@ def _fast_numbers(rows: list[list[str]], layout: _Layout) -> np.ndarray | None:
     if not rows or not n:
         return np.empty((len(rows), n))
     try:
-        values = list(map(_FLOATS.__getitem__,
+        values = list(map(layout.floats.__getitem__,
                           chain.from_iterable(map(layout.pick_numbers, rows))))
     except ValueError:
         return None
     return np.array(values, dtype=np.float64).reshape(len(rows), n)
 
 
-def _parse_rows(rows: list[list[str]], num_idx: tuple[int, ...], schema: RawSchema,
+def _parse_rows(rows: list[list[str]], layout: _Layout, schema: RawSchema,
                 numbers: np.ndarray, bad: dict[int, Rejected]) -> np.ndarray:
     """The slow path, for a batch that holds a bad value: find and reject each bad row."""
-    values = np.zeros((len(rows), len(num_idx)))
+    values = np.zeros((len(rows), len(layout.num_idx)))
     for r, row in enumerate(rows):
-        for j, i in enumerate(num_idx):
+        for j, i in enumerate(layout.num_idx):
             try:
-                values[r, j] = float(row[i])
+                values[r, j] = layout.floats[row[i]]
             except ValueError:
                 bad[r] = Rejected(int(numbers[r]), NON_NUMERIC,
                                   f"column {i + 1} ({schema.names[i]}): {row[i][:40]!r}")

@@ -26,6 +26,7 @@ def test_every_profile_loads():
         p = load_profile(name)
         assert p.architecture in ("aarch64", "x86_64") and p.cores >= 1 and p.memory_mb >= 256
         assert p.max_batch >= 1 and p.watchdog_sec > 0 and p.memory_max.endswith("M")
+        assert p.flow_report_seconds >= 1 and p.capture_memory_max.endswith("M")
     assert load_profile("pi4").cpu == "cortex-a72"
 
 
@@ -37,17 +38,30 @@ def test_an_unknown_device_names_the_valid_ones():
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+@pytest.mark.parametrize("capture", [None, "eth0"])
 @pytest.mark.parametrize("device", ["pi4", "pi-zero-2w", "x86_64"])
-def test_unit_passes_systemd_analyze_verify(device, tmp_path):
+def test_unit_passes_systemd_analyze_verify(device, capture, tmp_path):
     prefix = tmp_path / "opt"  # verify checks that ExecStart's program exists
     (prefix / "current/venv/bin").mkdir(parents=True)
     (prefix / "current/venv/bin/edge-ids").symlink_to(Path(sys.executable).with_name("edge-ids"))
     profile = load_profile(device)
-    text = render_unit(profile, str(prefix))
-    for line in REQUIRED + [f"WatchdogSec={profile.watchdog_sec}",
-                            f"MemoryMax={profile.memory_max}", f"CPUQuota={profile.cpu_quota}",
+    text = render_unit(profile, str(prefix), capture=capture)
+    for line in REQUIRED + [f"WatchdogSec={profile.watchdog_sec}", f"CPUQuota={profile.cpu_quota}",
                             f"--max-batch {profile.max_batch}", "IPAddressDeny=any"]:
         assert line in text, line
+    if capture:  # argus, a child, opens a packet socket: capabilities it inherits, AF_PACKET
+        for line in ["edge-ids capture --interface eth0 --flow-report "
+                     f"{profile.flow_report_seconds} --bundle", "PrivateUsers=no",
+                     "AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN\n",
+                     "CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN\n", " AF_PACKET",
+                     f"MemoryMax={profile.capture_memory_max}"]:
+            assert line in text, line
+        assert "--input" not in text
+    else:
+        for line in ["edge-ids run --input unix:", "PrivateUsers=yes", "AmbientCapabilities=\n",
+                     "CapabilityBoundingSet=\n", f"MemoryMax={profile.memory_max}"]:
+            assert line in text, line
+        assert "AF_PACKET" not in text
     unit = tmp_path / "edge-ids.service"
     unit.write_text(text)
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,

@@ -8,7 +8,7 @@ import keras
 
 # Dina et al.'s FNN depth per dataset (their reference code; the summary in ../shared/papers).
 FNN_HIDDEN = {"wustl-ehms": (50,), "wustl-iiot": (50, 30), "bot-iot": (50, 30, 20),
-              "nsl-kdd": (50, 30, 20)}
+              "nsl-kdd": (50, 30, 20), "wustl-ehms-net": (50,)}
 
 
 def build_fnn(n_inputs: int, n_classes: int, seed: int = 0,

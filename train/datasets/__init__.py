@@ -13,6 +13,7 @@ from .files import DATA_DIR_ENV, DataError, find_data_file
 DATASETS = {
     nsl_kdd.NAME: nsl_kdd.dataset,
     wustl_ehms.NAME: wustl_ehms.load,
+    wustl_ehms.NETWORK_NAME: wustl_ehms.load_network_only,
     bot_iot.NAME: bot_iot.load,
     wustl_iiot.NAME: wustl_iiot.load,
 }

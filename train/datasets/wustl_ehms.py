@@ -16,6 +16,7 @@ from .files import DataError, find_data_file
 from .tables import read_table
 
 NAME = "wustl-ehms"
+NETWORK_NAME = "wustl-ehms-net"  # Argus columns only (load_network_only)
 SUBDIR = "wustl-ehms-2020"
 # The circulated copy (with `Attack Category`) first, then the WUSTL original.
 FILES = ("wustl-ehms-2020_with_attacks_categories.csv", "wustl-ehms-2020.csv")
@@ -30,11 +31,17 @@ LEAKING = ("SrcAddr", "DstAddr", "Sport", "SrcMac", "DstMac", "Packet_num")
 CONSTANT = ("Dir", "Dport")
 IGNORED = LEAKING + CONSTANT
 CATEGORICAL = ("Flgs",)
+# The patient's sensors, not Argus: the network-only variant ignores them.
+BIOMETRIC = ("Temp", "SpO2", "Pulse_Rate", "SYS", "DIA", "Heart_rate", "Resp_Rate", "ST")
+# Argus leaves a field empty (or prints nan) when it has nothing to measure: jitter of a
+# one-packet flow, loss without retransmissions. The CSV has no empty field and 0 in every such
+# column (SrcGap, SIntPktAct, Loss, pLoss are 0 in all 16,318 rows), so 0 is what they mean.
+MISSING = ("", "nan", "-nan")
 # What the device reads: the original layout, 43 features then `Label`.
-SCHEMA = RawSchema.of(FEATURES, CATEGORICAL, IGNORED, trailing=("Label",))
+SCHEMA = RawSchema.of(FEATURES, CATEGORICAL, IGNORED, trailing=("Label",), missing=MISSING)
 # The circulated copy has `Attack Category` before `Label`.
 SCHEMA_WITH_CATEGORY = RawSchema.of(FEATURES, CATEGORICAL, IGNORED,
-                                    trailing=("Attack Category", "Label"))
+                                    trailing=("Attack Category", "Label"), missing=MISSING)
 
 CLASSES = ("Normal", "Attack")
 NORMAL = "Normal"
@@ -55,6 +62,18 @@ def load(data_dir=None) -> Dataset:
         except DataError:
             raise DataError(f"{e} (nor the original {FILES[1]})") from None
     return from_file(path)
+
+
+def load_network_only(data_dir=None) -> Dataset:
+    """The same records and split, with the biometric columns ignored: a model for a device that
+    sees only packets (Argus flows from `edge-ids capture`), with no medical sensors."""
+    full = load(data_dir)
+    full.name = NETWORK_NAME
+    full.schema = full.schema.reading(BIOMETRIC)
+    full.notes += (f" Network-only variant: the biometric columns ({', '.join(BIOMETRIC)}) are "
+                   f"ignored too, leaving the {len(FEATURES) - len(IGNORED) - len(BIOMETRIC)} "
+                   f"Argus flow columns.")
+    return full
 
 
 def from_file(path: str | Path) -> Dataset:

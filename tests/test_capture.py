@@ -1,0 +1,211 @@
+"""Live traffic: real argus and ra on the IoT-23 captures, into the real daemon; a replay on a
+veth pair into a network namespace this test creates; the clear errors. Needs Debian's
+argus-server, argus-client, tcpreplay and iproute2 (.ci/run installs them)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edge_ids.cli import main
+from edge_ids.edge_runtime import load_bundle
+from edge_ids.edge_runtime.argus import RA_FIELDS, CaptureError, argus_config, ra_fields
+from edge_ids.edge_runtime.records import NON_NUMERIC, RawSchema, parse_lines
+from edge_ids.train.datasets import wustl_ehms
+
+pytestmark = pytest.mark.skipif(not (shutil.which("argus", path="/usr/sbin:/usr/bin")
+                                     and shutil.which("ra")),
+                                 reason="apt-get install argus-server argus-client")
+EDGE_IDS = str(Path(sys.executable).with_name("edge-ids"))
+
+
+@pytest.fixture(scope="module")
+def captures(data_dir) -> dict[str, Path]:
+    root = data_dir / "iot-23-pcap"
+    return {"honeypot": next((root / "CTU-Honeypot-Capture-4-1").glob("*.pcap")),
+            "mirai-irc": next((root / "CTU-IoT-Malware-Capture-34-1/other-pcap").glob("*.pcap"))}
+
+
+@pytest.fixture(scope="module")
+def net_bundle(data_dir, tmp_path_factory) -> Path:
+    """A network-only WUSTL-EHMS model (a short training: the test is about the plumbing),
+    in a folder others may read (the permission test runs as nobody)."""
+    from edge_ids.training import run_training
+
+    out = Path(tempfile.mkdtemp(prefix="edge-ids-capture-"))
+    run_training("wustl-ehms-net", "fnn", "focal", "none", out, data_dir=data_dir,
+                 model_options={"hidden": (50,)}, training={"epochs": 3},
+                 echo=lambda _: None)
+    for path in [out, *out.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    yield out / "bundle"
+    shutil.rmtree(out)
+
+
+def argus_flows(pcap: Path, schema: RawSchema, *fields: str) -> list[list[str]]:
+    """What argus | ra make of a capture, asked directly (the reference for the daemon)."""
+    config = Path(tempfile.mkstemp(suffix=".conf")[1])
+    config.write_text(argus_config(schema))
+    try:
+        argus = subprocess.Popen(["argus", "-X", "-F", str(config), "-r", str(pcap), "-w", "-"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        out = subprocess.run(["ra", "-r", "-", "-c", ",", "-n", "-L", "-1", "-s", *fields, "-",
+                              "not man"], stdin=argus.stdout, capture_output=True, text=True,
+                             check=True).stdout
+        argus.wait()
+    finally:
+        config.unlink()
+    return [line.split(",") for line in out.splitlines()]
+
+
+def test_our_column_table_is_ras_own_header(captures, tmp_path):
+    records = tmp_path / "flows.argus"
+    subprocess.run(["argus", "-X", "-J", "-Z", "-m", "-r", str(captures["mirai-irc"]), "-w",
+                    str(records)], check=True, capture_output=True)
+    header = subprocess.run(["ra", "-r", str(records), "-c", ",", "-n", "-N", "1", "-s",
+                             *RA_FIELDS.values()], capture_output=True, text=True,
+                            check=True).stdout.splitlines()[0]
+    assert [h.strip() for h in header.split(",")] == list(RA_FIELDS)
+
+
+def test_the_dataset_column_names_are_argus_fields_but_the_sensors():
+    names = set(wustl_ehms.FEATURES) - set(RA_FIELDS)
+    assert names == set(wustl_ehms.BIOMETRIC) | {"Packet_num"}
+    with pytest.raises(CaptureError, match="Temp, SpO2.*wustl-ehms-net"):
+        ra_fields(wustl_ehms.SCHEMA)  # the full model reads the sensors: no capture for it
+    fields, order = ra_fields(wustl_ehms.SCHEMA.reading(wustl_ehms.BIOMETRIC))
+    assert len(fields) == 34 and order.count(-1) == 9  # 8 sensors + the record number
+    config = argus_config(wustl_ehms.SCHEMA)
+    assert "ARGUS_GENERATE_JITTER_DATA=yes" in config and "ARGUS_GENERATE_MAC_DATA=yes" in config
+    assert "ARGUS_GENERATE_APPBYTE_METRIC=no" in config  # no column of this dataset needs it
+
+
+def test_empty_fields_are_filled_by_the_rule_in_the_spec(net_bundle):
+    spec = load_bundle(net_bundle).spec
+    assert spec["raw"]["missing"] == {"values": ["", "nan", "-nan"], "as": 0.0}
+    schema = RawSchema.from_spec(spec["raw"])
+    row = dict.fromkeys(schema.names, "1")
+    row |= {"Flgs": " e ", "SrcJitter": "", "DstJitter": "-nan", "SrcAddr": "10.0.0.1"}
+    records, rejected = parse_lines([",".join(row.values()) + "\n"], schema)
+    assert not rejected and records.columns["SrcJitter"][0] == 0.0
+    assert records.columns["DstJitter"][0] == 0.0 and records.columns["SrcBytes"][0] == 1.0
+    strict = RawSchema(schema.names, schema.types, schema.trailing)  # no rule: rejected
+    _, rejected = parse_lines([",".join(row.values()) + "\n"], strict)
+    assert [r.reason for r in rejected] == [NON_NUMERIC]
+
+
+@pytest.mark.parametrize("name", ["honeypot", "mirai-irc"])
+def test_every_flow_of_a_real_capture_is_classified(name, captures, net_bundle, tmp_path):
+    alerts = tmp_path / "alerts.json"
+    done = subprocess.run([EDGE_IDS, "capture", "--pcap", str(captures[name]), "--bundle",
+                           str(net_bundle), "--alerts", str(alerts), "--emit", "all"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    schema = RawSchema.from_spec(load_bundle(net_bundle).spec["raw"])
+    reference = argus_flows(captures[name], schema, "saddr", "sport", "daddr", "dport", "sjit")
+    lines = [json.loads(line) for line in alerts.read_text().splitlines()]
+    assert len(reference) > 1000 and len(lines) == len(reference)
+    assert f"stopped: {len(reference):,} records" in done.stderr and " 0 rejected" in done.stderr
+    assert [line["flow_id"] for line in lines] == list(range(1, len(lines) + 1))
+    for line, (saddr, sport, daddr, dport, _) in zip(lines, reference):
+        assert (line["src_ip"], line["dest_ip"]) == (saddr, daddr)
+        assert str(line.get("src_port", "")) == sport and line["ml"]["class"] in ("Normal",
+                                                                                  "Attack")
+    assert sum(1 for r in reference if r[4] in ("", "-nan", "nan")) > 0  # the rule was needed
+
+
+def test_capture_errors_are_clear(net_bundle, data_dir, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["capture", "--bundle", str(net_bundle)])
+    assert result.exit_code == 2 and "--interface IF or --pcap FILE" in result.output
+    done = subprocess.run([EDGE_IDS, "capture", "--bundle", str(net_bundle), "--interface",
+                           "nonexistent0"], capture_output=True, text=True)
+    assert done.returncode == 1 and "no network interface 'nonexistent0' (here: " in done.stderr
+    assert "lo" in done.stderr
+    bin_only = {**os.environ, "PATH": str(Path(EDGE_IDS).parent)}  # neither argus nor ra
+    done = subprocess.run([EDGE_IDS, "capture", "--bundle", str(net_bundle), "--interface",
+                           "lo"], capture_output=True, text=True, env=bin_only)
+    assert done.returncode == 1
+    assert "not found: install Argus first (apt-get install argus-server argus-client)" in \
+        done.stderr
+    config = runner.invoke(main, ["capture", "--bundle", str(net_bundle), "--print-config"])
+    assert config.exit_code == 0 and "ARGUS_FLOW_STATUS_INTERVAL=5" in config.output
+    assert "-s dir flgs saddr" in config.output
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root to drop to nobody")
+def test_capture_without_permission_says_which_capabilities(net_bundle):
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           "--inh-caps=-all", "--bounding-set=-all", EDGE_IDS, "capture",
+                           "--bundle", str(net_bundle), "--interface", "lo"],
+                          capture_output=True, text=True, timeout=60, cwd="/")
+    assert done.returncode == 1, done.stderr
+    assert "argus could not capture on lo" in done.stderr
+    assert "CAP_NET_RAW and CAP_NET_ADMIN" in done.stderr and "deploy --capture" in done.stderr
+
+
+@pytest.fixture
+def veth_pair():
+    """Two ends of a veth pair: one here, one in a network namespace made for this test."""
+    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tcpreplay"):
+        pytest.skip("needs root, iproute2 and tcpreplay")
+    tag = f"eids{os.getpid() % 100000}"
+    here, there, namespace = f"{tag}a", f"{tag}b", f"{tag}ns"
+    commands = [["ip", "netns", "add", namespace],
+                ["ip", "link", "add", here, "type", "veth", "peer", "name", there],
+                ["ip", "link", "set", there, "netns", namespace],
+                ["ip", "link", "set", here, "up"],
+                ["ip", "netns", "exec", namespace, "ip", "link", "set", there, "up"]]
+    try:
+        for command in commands:
+            subprocess.run(command, check=True, capture_output=True)
+        yield here, there, namespace
+    finally:  # deleting the namespace deletes its end, and so the pair
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+        subprocess.run(["ip", "link", "del", here], capture_output=True)
+
+
+def test_replayed_traffic_on_an_interface_arrives_as_alerts(veth_pair, captures, net_bundle,
+                                                            tmp_path):
+    here, there, namespace = veth_pair
+    alerts = tmp_path / "alerts.json"
+    daemon = subprocess.Popen([EDGE_IDS, "capture", "--interface", here, "--bundle",
+                               str(net_bundle), "--alerts", str(alerts), "--emit", "all",
+                               "--flow-report", "1", "--metrics", "127.0.0.1:0"],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        for line in daemon.stderr:  # "serving ..." comes once argus has opened the interface
+            if "serving" in line:
+                break
+        replay = subprocess.run(["ip", "netns", "exec", namespace, "tcpreplay", "-i", there,
+                                 "--topspeed", str(captures["mirai-irc"])],
+                                capture_output=True, text=True, timeout=120)
+        assert replay.returncode == 0 and "Failed packets:            0" in replay.stdout
+        deadline, lines = time.monotonic() + 60, []
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            lines = alerts.read_text().splitlines() if alerts.exists() else []
+            if len(lines) >= 100 and time.monotonic() > deadline - 55:
+                break
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        rest = daemon.communicate(timeout=30)[1]
+    assert daemon.returncode == 0, rest
+    events = [json.loads(line) for line in alerts.read_text().splitlines()]
+    assert len(events) >= 100, f"{len(events)} flows arrived"
+    hosts = {(e["src_ip"], e["dest_ip"]) for e in events}
+    assert ("192.168.1.195", "185.244.25.235") in hosts  # the infected device and its C&C
+    ports = np.array([e.get("dest_port") for e in events if e["src_ip"] == "192.168.1.195"])
+    assert np.mean(ports == 6667) > 0.9
+    assert {e["event_type"] for e in events} <= {"alert", "ml"} and " 0 rejected" in rest
