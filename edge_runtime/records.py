@@ -112,6 +112,17 @@ class Records:
     def __len__(self) -> int:
         return len(self.numbers)
 
+    def without(self, names: tuple[str, ...]) -> "Records":
+        """The same records without these columns (for a schema that ignores them)."""
+        numeric = self.numeric
+        if numeric is not None:
+            keep = [i for i, n in enumerate(numeric[1]) if n not in names]
+            numeric = (numeric[0][:, keep], tuple(numeric[1][i] for i in keep))
+        columns = {k: v for k, v in self.columns.items() if k not in names}
+        if numeric is not None:  # views of the new matrix, as the parser makes them
+            columns |= dict(zip(numeric[1], numeric[0].T))
+        return Records(columns, self.numbers, self.trailing, numeric)
+
     def take(self, rows: np.ndarray) -> "Records":
         """The records at these positions, in this order."""
         return Records({k: v[rows] for k, v in self.columns.items()}, self.numbers[rows],

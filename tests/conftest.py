@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,26 @@ def other_bundle(data_dir, tmp_path_factory) -> Path:
                                  epochs=2, seed=1, mi_sample=3000, test_sets=("KDDTest-21",)),
                  echo=lambda _: None)
     return out / "bundle"
+
+
+@pytest.fixture(scope="session")
+def net_bundle(data_dir) -> Path:
+    """A network-only WUSTL-EHMS bundle (Argus flow columns; three epochs: the tests are about
+    the plumbing), in a folder others may read (a capture test runs as nobody)."""
+    from edge_ids.training import run_training
+
+    out = Path(tempfile.mkdtemp(prefix="edge-ids-net-"))
+    run_training("wustl-ehms-net", "fnn", "focal", "none", out, data_dir=data_dir,
+                 training={"epochs": 3}, echo=lambda _: None)
+    for path in [out, *out.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    yield out / "bundle"
+    shutil.rmtree(out)
+
+
+@pytest.fixture(scope="session")
+def captures(data_dir) -> dict[str, Path]:
+    """The two IoT-23 captures: benign Philips Hue traffic, and a Mirai bot's IRC C&C."""
+    root = data_dir / "iot-23-pcap"
+    return {"honeypot": next((root / "CTU-Honeypot-Capture-4-1").glob("*.pcap")),
+            "mirai-irc": next((root / "CTU-IoT-Malware-Capture-34-1/other-pcap").glob("*.pcap"))}

@@ -29,29 +29,6 @@ pytestmark = pytest.mark.skipif(not (shutil.which("argus", path="/usr/sbin:/usr/
 EDGE_IDS = str(Path(sys.executable).with_name("edge-ids"))
 
 
-@pytest.fixture(scope="module")
-def captures(data_dir) -> dict[str, Path]:
-    root = data_dir / "iot-23-pcap"
-    return {"honeypot": next((root / "CTU-Honeypot-Capture-4-1").glob("*.pcap")),
-            "mirai-irc": next((root / "CTU-IoT-Malware-Capture-34-1/other-pcap").glob("*.pcap"))}
-
-
-@pytest.fixture(scope="module")
-def net_bundle(data_dir, tmp_path_factory) -> Path:
-    """A network-only WUSTL-EHMS model (a short training: the test is about the plumbing),
-    in a folder others may read (the permission test runs as nobody)."""
-    from edge_ids.training import run_training
-
-    out = Path(tempfile.mkdtemp(prefix="edge-ids-capture-"))
-    run_training("wustl-ehms-net", "fnn", "focal", "none", out, data_dir=data_dir,
-                 model_options={"hidden": (50,)}, training={"epochs": 3},
-                 echo=lambda _: None)
-    for path in [out, *out.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    yield out / "bundle"
-    shutil.rmtree(out)
-
-
 def argus_flows(pcap: Path, schema: RawSchema, *fields: str) -> list[list[str]]:
     """What argus | ra make of a capture, asked directly (the reference for the daemon)."""
     config = Path(tempfile.mkstemp(suffix=".conf")[1])
@@ -209,3 +186,26 @@ def test_replayed_traffic_on_an_interface_arrives_as_alerts(veth_pair, captures,
     ports = np.array([e.get("dest_port") for e in events if e["src_ip"] == "192.168.1.195"])
     assert np.mean(ports == 6667) > 0.9
     assert {e["event_type"] for e in events} <= {"alert", "ml"} and " 0 rejected" in rest
+
+
+def test_the_capture_benchmark_measures_both_captures_and_matches_the_labels(
+        net_bundle, data_dir, tmp_path):
+    from edge_ids.benchmarks.capture import main as benchmark
+
+    benchmark(["--bundle", str(net_bundle), "--data-dir", str(data_dir), "--out",
+               str(tmp_path), "--repeats", "1"])
+    report = json.loads((tmp_path / "results.json").read_text())
+    schema = RawSchema.from_spec(load_bundle(net_bundle).spec["raw"])
+    for name, capture in report["captures"].items():
+        cost = capture["cost"]
+        pcap = next(p for p in data_dir.glob("iot-23-pcap/*/**/*.pcap")
+                    if p.stat().st_size == cost["packets_bytes"])
+        assert cost["flows"] == len(argus_flows(pcap, schema, "dur"))  # every flow, once
+        assert all(v > 0 for v in cost["cpu_seconds"].values()), cost
+        assert cost["flows_per_second"] > 0 and cost["wall_seconds"] > 0
+        assert sum(d["flows"] for d in capture["detection"].values()) == cost["flows"]
+    irc = report["captures"]["mirai-irc (Mirai C&C)"]["detection"]
+    assert set(irc) == {"Malicious C&C"}  # every flow of the IRC capture is in Zeek's log
+    honeypot = report["captures"]["honeypot (Philips Hue, benign)"]["detection"]
+    assert honeypot["Benign"]["flows"] > 1000 and not any("Malicious" in k for k in honeypot)
+    assert "| mirai-irc (Mirai C&C) | Malicious C&C |" in (tmp_path / "README.md").read_text()

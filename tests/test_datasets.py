@@ -39,6 +39,11 @@ def _ehms():
     return load_dataset("wustl-ehms", DATA_DIR)
 
 
+def _ehms_net():
+    _needs(EHMS_FILE)
+    return load_dataset("wustl-ehms-net", DATA_DIR)
+
+
 def _bot_iot_sample():
     _needs(BOT_IOT_SAMPLE)
     return bot_iot.from_files(BOT_IOT_SAMPLE, BOT_IOT_SAMPLE)  # smoke test: no official files
@@ -48,8 +53,8 @@ def _iiot_fixture():
     return wustl_iiot.from_file(IIOT_FIXTURE)
 
 
-LOADERS = {"nsl-kdd": _nsl_kdd, "wustl-ehms": _ehms, "bot-iot-sample": _bot_iot_sample,
-           "wustl-iiot-fixture": _iiot_fixture}
+LOADERS = {"nsl-kdd": _nsl_kdd, "wustl-ehms": _ehms, "wustl-ehms-net": _ehms_net,
+           "bot-iot-sample": _bot_iot_sample, "wustl-iiot-fixture": _iiot_fixture}
 
 
 @pytest.fixture(scope="module", params=list(LOADERS))
@@ -123,6 +128,22 @@ def test_ehms_dropped_columns_are_constant_or_identifiers(ehms):
     assert len(spec["selected"]) == len(spec["kept"]) == 34 + flags  # k=None keeps them all
 
 
+def test_the_network_only_variant_reads_the_argus_columns_of_the_same_records(ehms):
+    net = load_dataset("wustl-ehms-net", DATA_DIR)
+    assert net.name == "wustl-ehms-net" and net.schema.names == ehms.schema.names
+    assert set(net.schema.ignored) == set(wustl_ehms.IGNORED) | set(wustl_ehms.BIOMETRIC)
+    for name in ("train", "test"):
+        a, b = (ehms.train, net.train) if name == "train" else (ehms.tests["test"],
+                                                                net.tests["test"])
+        np.testing.assert_array_equal(a.records.numbers, b.records.numbers)  # the same split
+    spec = fit_feature_spec(net.train.records, net.train.y, net.schema, mi_sample=2000,
+                            **net.feature_defaults)
+    kept = {f["column"] for f in spec["kept"]}
+    assert not kept & set(wustl_ehms.BIOMETRIC) and {"SrcJitter", "Flgs", "Rate"} <= kept
+    assert spec["raw"]["missing"] == {"values": ["", "nan", "-nan"], "as": 0.0}
+    assert "biometric columns" in net.notes
+
+
 def test_ehms_host_parse_equals_device_parse(ehms):
     """The device reads the same file through records.parse_lines: identical columns."""
     with gzip.open(EHMS_FILE, "rb") as f:
@@ -175,9 +196,9 @@ def test_iiot_fixture_layout_and_split():
 # --- registry --------------------------------------------------------------------------------
 
 def test_registry():
-    assert list(DATASETS) == ["nsl-kdd", "wustl-ehms", "bot-iot", "wustl-iiot"]
+    assert list(DATASETS) == ["nsl-kdd", "wustl-ehms", "wustl-ehms-net", "bot-iot", "wustl-iiot"]
     with pytest.raises(ValueError, match="unknown dataset 'kdd'; choose from nsl-kdd, "
-                                         "wustl-ehms, bot-iot, wustl-iiot"):
+                                         "wustl-ehms, wustl-ehms-net, bot-iot, wustl-iiot"):
         load_dataset("kdd")
     with pytest.raises(ValueError, match="train_set applies to nsl-kdd only"):
         load_dataset("wustl-ehms", DATA_DIR, train_set="KDDTrain+")

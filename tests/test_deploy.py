@@ -277,3 +277,29 @@ def test_bench_over_ssh_without_a_runtime_says_deploy_first(site, small_pipeline
     assert result.exit_code == 1
     assert "has no edge-ids runtime" in result.output and "edge-ids deploy" in result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not shutil.which("argus", path="/usr/sbin:/usr/bin"),
+                    reason="apt-get install argus-server argus-client")
+def test_deploy_with_capture_installs_the_capture_unit_and_it_captures(site, net_bundle,
+                                                                       captures, small_pipeline):
+    server, root = site
+    refused = cli("deploy", *device_args(site), "--bundle", str(small_pipeline[0] / "bundle"),
+                  "--capture", "lo")
+    assert refused.exit_code == 1 and "--capture: the model reads duration" in refused.output
+    result = cli("deploy", *device_args(site), "--bundle", str(net_bundle), "--capture", "lo")
+    assert result.exit_code == 0, result.output
+    assert "health: the daemon classified 2 probe records" in result.output
+    text = (root / "opt" / "current" / "edge-ids.service").read_text()
+    assert "edge-ids capture --interface lo --flow-report 5 --bundle" in text
+    assert "AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN" in text
+    argv = exec_start(text)  # the unit's own command, on a capture file instead of lo
+    argv[argv.index("--interface"):argv.index("--interface") + 2] = ["--pcap",
+                                                                      str(captures["mirai-irc"])]
+    alerts = root / "capture-alerts.json"
+    argv[argv.index("--alerts") + 1] = str(alerts)
+    argv[argv.index("--metrics") + 1] = "127.0.0.1:0"
+    done = subprocess.run(argv + ["--emit", "all"], capture_output=True, text=True, timeout=300,
+                          cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert len(read_alerts(alerts)) > 1000 and " 0 rejected" in done.stderr

@@ -70,6 +70,8 @@ def load_network_only(data_dir=None) -> Dataset:
     full = load(data_dir)
     full.name = NETWORK_NAME
     full.schema = full.schema.reading(BIOMETRIC)
+    for labelled in (full.train, *full.tests.values()):
+        labelled.records = labelled.records.without(BIOMETRIC)
     full.notes += (f" Network-only variant: the biometric columns ({', '.join(BIOMETRIC)}) are "
                    f"ignored too, leaving the {len(FEATURES) - len(IGNORED) - len(BIOMETRIC)} "
                    f"Argus flow columns.")
