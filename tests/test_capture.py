@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from edge_ids.cli import main
+from edge_ids.devices.profiles import load_profile
+from edge_ids.devices.unit import render_unit
 from edge_ids.edge_runtime import load_bundle
 from edge_ids.edge_runtime.argus import RA_FIELDS, CaptureError, argus_config, ra_fields
 from edge_ids.edge_runtime.records import NON_NUMERIC, RawSchema, parse_lines
@@ -135,8 +138,8 @@ def test_capture_without_permission_says_which_capabilities(net_bundle):
 @pytest.fixture
 def veth_pair():
     """Two ends of a veth pair: one here, one in a network namespace made for this test."""
-    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tcpreplay"):
-        pytest.skip("needs root, iproute2 and tcpreplay")
+    if os.geteuid() != 0 or not all(map(shutil.which, ("ip", "tcpreplay", "setpriv"))):
+        pytest.skip("needs root, iproute2, tcpreplay and setpriv")
     tag = f"eids{os.getpid() % 100000}"
     here, there, namespace = f"{tag}a", f"{tag}b", f"{tag}ns"
     commands = [["ip", "netns", "add", namespace],
@@ -153,14 +156,26 @@ def veth_pair():
         subprocess.run(["ip", "link", "del", here], capture_output=True)
 
 
-def test_replayed_traffic_on_an_interface_arrives_as_alerts(veth_pair, captures, net_bundle,
-                                                            tmp_path):
+def as_the_capture_unit(argv: list[str]) -> list[str]:
+    """argv run as an unprivileged user holding only the capabilities the capture unit grants
+    (ambient, as systemd gives them), to show they are enough."""
+    caps = re.search(r"^AmbientCapabilities=(.+)$", render_unit(load_profile("pi4"),
+                                                                 capture="eth0"), re.M)
+    names = ",".join("+" + c.lower().removeprefix("cap_") for c in caps.group(1).split())
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+            f"--inh-caps=-all,{names}", f"--ambient-caps={names}",
+            f"--bounding-set=-all,{names}", *argv]
+
+
+def test_replayed_traffic_on_an_interface_arrives_as_alerts(veth_pair, captures, net_bundle):
     here, there, namespace = veth_pair
-    alerts = tmp_path / "alerts.json"
-    daemon = subprocess.Popen([EDGE_IDS, "capture", "--interface", here, "--bundle",
-                               str(net_bundle), "--alerts", str(alerts), "--emit", "all",
-                               "--flow-report", "1", "--metrics", "127.0.0.1:0"],
-                              stderr=subprocess.PIPE, text=True)
+    folder = Path(tempfile.mkdtemp())
+    folder.chmod(0o777)  # the daemon runs as nobody
+    alerts = folder / "alerts.json"
+    daemon = subprocess.Popen(as_the_capture_unit(
+        [EDGE_IDS, "capture", "--interface", here, "--bundle", str(net_bundle), "--alerts",
+         str(alerts), "--emit", "all", "--flow-report", "1", "--metrics", "127.0.0.1:0"]),
+        stderr=subprocess.PIPE, text=True, cwd="/")
     try:
         for line in daemon.stderr:  # "serving ..." comes once argus has opened the interface
             if "serving" in line:
@@ -178,8 +193,10 @@ def test_replayed_traffic_on_an_interface_arrives_as_alerts(veth_pair, captures,
     finally:
         daemon.send_signal(signal.SIGTERM)
         rest = daemon.communicate(timeout=30)[1]
+        events = [json.loads(line) for line in alerts.read_text().splitlines()] \
+            if alerts.exists() else []
+        shutil.rmtree(folder)
     assert daemon.returncode == 0, rest
-    events = [json.loads(line) for line in alerts.read_text().splitlines()]
     assert len(events) >= 100, f"{len(events)} flows arrived"
     hosts = {(e["src_ip"], e["dest_ip"]) for e in events}
     assert ("192.168.1.195", "185.244.25.235") in hosts  # the infected device and its C&C
