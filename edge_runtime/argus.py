@@ -180,9 +180,9 @@ class ArgusSource(LineSource):
             self._check_ended()
 
     def _reorder(self, line: bytes) -> bytes:
-        fields = line.rstrip(b"\r\n").split(b",")
+        fields = line.split(b",")
         fields.append(b"")  # what index -1 picks: a column Argus does not measure
-        return b",".join(self._pick(fields)) + b"\n"
+        return b",".join(self._pick(fields))
 
     def _check_ended(self) -> None:
         """The stream ended: fine if argus read its pcap to the end; an error otherwise."""

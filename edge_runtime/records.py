@@ -167,7 +167,8 @@ def _clean_rows(lines: list[bytes | str], schema: RawSchema) -> list[list[str]] 
     schema's fields (no quotes, no JSON, none too long or empty); None otherwise."""
     if not lines or not isinstance(lines[0], bytes) or max(map(len, lines)) > MAX_LINE_BYTES:
         return None
-    data = b"".join(lines)
+    # Lines from a file keep their newline; lines from the daemon's sources come without one.
+    data = b"".join(lines) if lines[0].endswith(b"\n") else b"\n".join(lines)
     if not data.isascii() or b'"' in data or b"{" in data:
         return None
     texts = data.decode("ascii").splitlines()

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from edge_ids.devices.unit import render_unit
 from edge_ids.edge_runtime import load_bundle
 from edge_ids.edge_runtime.argus import RA_FIELDS, CaptureError, argus_config, ra_fields
 from edge_ids.edge_runtime.records import NON_NUMERIC, RawSchema, parse_lines
+from edge_ids.edge_runtime.sources import open_source
 from edge_ids.train.datasets import wustl_ehms
 
 pytestmark = pytest.mark.skipif(not (shutil.which("argus", path="/usr/sbin:/usr/bin")
@@ -226,3 +228,42 @@ def test_the_capture_benchmark_measures_both_captures_and_matches_the_labels(
     honeypot = report["captures"]["honeypot (Philips Hue, benign)"]["detection"]
     assert honeypot["Benign"]["flows"] > 1000 and not any("Malicious" in k for k in honeypot)
     assert "| mirai-irc (Mirai C&C) | Malicious C&C |" in (tmp_path / "README.md").read_text()
+
+
+def test_the_argus_source_keeps_the_source_contract(net_bundle, captures):
+    """Whole lines in the schema's order, the end of a pcap ends it, `stop` ends a live one
+    and close() leaves no argus or ra behind."""
+    schema = RawSchema.from_spec(load_bundle(net_bundle).spec["raw"])
+    source = open_source(f"pcap:{captures['mirai-irc']}", schema=schema)
+    lines = list(source.lines(threading.Event()))
+    source.close()
+    reference = argus_flows(captures["mirai-irc"], schema, *ra_fields(schema)[0])
+    assert len(lines) == len(reference)
+    assert all(line.count(b",") == len(schema.names) - 1 for line in lines)
+    names = list(schema.names)
+    first = lines[0].decode().split(",")
+    assert first[names.index("SrcAddr")] == reference[0][2] == "192.168.1.195"
+    assert first[names.index("Temp")] == first[names.index("Packet_num")] == ""
+    if os.geteuid() != 0:
+        return
+    live = open_source("argus:lo", schema=schema)
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: list(live.lines(stop)), daemon=True)
+    thread.start()
+    time.sleep(0.5)
+    assert thread.is_alive()  # waiting for traffic
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    live.close()
+    assert live._argus.poll() is not None and live._ra.poll() is not None
+
+
+def test_the_device_refuses_the_capture_unit_without_argus(monkeypatch):
+    from edge_ids.devices.install import InstallError, require_argus
+
+    require_argus()  # installed here
+    monkeypatch.setenv("PATH", "/nonexistent")  # argus is in /usr/sbin (looked at), ra is not
+    with pytest.raises(InstallError, match="ra not found on the device.*apt-get install "
+                                           "argus-server argus-client"):
+        require_argus()
