@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import write_results
 from ..edge_runtime.argus import argus_config, find_tools, ra_fields
 from ..edge_runtime.bundle import load_bundle
 from ..edge_runtime.records import RawSchema
@@ -177,10 +178,7 @@ def main(argv=None) -> None:
             report["captures"][name] = {"cost": measured,
                                         "detection": detection(Path(tmp) / "alerts.json",
                                                                labels)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "README.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results(args.out, report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import write_results
+
 MODELS = {"dnn": {"loss": "ce"}, "fnn": {"loss": "focal"}}  # Khanam's DNN, Dina's FNN
 # (sparsity, quantization-aware fine-tuning): each is one `compress` run
 COMPRESSIONS = ((0.0, False), (0.5, False), (0.8, False), (0.0, True), (0.5, True))
@@ -177,12 +179,8 @@ def main(argv=None) -> None:
             runs.append(json.loads(cached.read_text()))
     table = summarise(runs)
     command = "python -m edge_ids.benchmarks.compression --data-dir ../shared/datasets"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"table": table, "runs": runs}, indent=1)
-                                           + "\n")
-    (args.out / "results.md").write_text(markdown(table, command))
+    write_results(args.out, {"table": table, "runs": runs}, markdown(table, command), "results.md")
     plot(table, args.out / "compression.png")
-    print(markdown(table, command))
 
 
 if __name__ == "__main__":

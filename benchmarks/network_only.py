@@ -7,12 +7,12 @@ full-feature one (flows + the patient's biometrics), same methods, same seeds, s
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-from ..train.experiment import Method, prepare, run_method
+from . import write_results
+from ..train.experiment import prepare, run_method
 from ..train.reproduce import DINA
 
 DATASETS = ("wustl-ehms", "wustl-ehms-net")
@@ -68,10 +68,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args(argv)
     results = run(args.data_dir, tuple(int(s) for s in args.seeds.split(",")))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    (args.out / "README.md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(args.out, results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ def markdown(report: dict) -> str:
              f"`{b['float_model']}`",
              f"- records: {b['records']:,} of {b['test_set']}; latency over "
              f"{report['plan']['latency_records']:,} calls at batch 1 after 50 warm-up calls",
-             f"- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+             "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
              f"- command: `{report['command']}`", "",
              "## Per-record latency at batch 1 (µs)", "",
              "Feature rows: the model call alone (for int8 LiteRT that includes quantizing the "
@@ -164,16 +164,13 @@ def markdown(report: dict) -> str:
               f"On {b['records']:,} records of {b['test_set']}.", "",
               "| model | file | bytes | gzip bytes | parameters | accuracy % | macro-F1 % |",
               "|---|---|---|---|---|---|---|"]
-    for r in ok.values():
+    rows = [(r["label"], r) for r in ok.values()]
+    rows += [(f"int8 `{path}`", c) for path, c in report["compare"].items()]
+    for label, r in rows:
         s = report["models"][r["model_file"]]
-        lines.append(f"| {r['label']} | {r['model_file']} | {s['bytes']:,} | "
-                     f"{s['gzip_bytes']:,} | {s['parameters']:,} | {100 * r['accuracy']:.2f} | "
+        lines.append(f"| {label} | {r['model_file']} | {s['bytes']:,} | {s['gzip_bytes']:,} | "
+                     f"{s['parameters'] or 0:,} | {100 * r['accuracy']:.2f} | "
                      f"{100 * r['macro_f1']:.2f} |")
-    for path, c in report["compare"].items():
-        s = report["models"][c["model_file"]]
-        lines.append(f"| int8 `{path}` | {c['model_file']} | {s['bytes']:,} | "
-                     f"{s['gzip_bytes']:,} | {s['parameters'] or 0:,} | "
-                     f"{100 * c['accuracy']:.2f} | {100 * c['macro_f1']:.2f} |")
     a = report["accuracy_loss"]
     lines += ["", f"int8 against float ({rt[a['float']]['label']}): accuracy "
               f"{-a['accuracy_drop_points']:+.2f} points, macro-F1 "
