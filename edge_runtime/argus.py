@@ -152,7 +152,7 @@ class ArgusSource(LineSource):
         if self._argus.poll() is not None or "ArgusOpenInterface" in said:
             self.close()
             hint = ""
-            if "ermission" in said or "not permitted" in said:
+            if "ArgusOpenInterface" in said and ("ermission" in said or "not permitted" in said):
                 hint = (" Capturing needs CAP_NET_RAW and CAP_NET_ADMIN: run as root, under the "
                         "capture unit (edge-ids deploy --capture IF), or grant them to argus "
                         "with: setcap cap_net_raw,cap_net_admin+eip " + self.command[0])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import unit_sandbox
 from click.testing import CliRunner
 
 from edge_ids.cli import main
@@ -144,6 +144,26 @@ def test_capture_without_permission_says_which_capabilities(net_bundle):
     assert "CAP_NET_RAW and CAP_NET_ADMIN" in done.stderr and "deploy --capture" in done.stderr
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv")
+                    or not unit_sandbox.available(), reason="needs root, setpriv, systemd-analyze")
+def test_argus_runs_under_the_capture_units_system_call_filter():
+    """argus drops to its own uid with setuid(2), which @privileged holds: the unit allows that
+    one call back. Without it, argus stops at once (the control)."""
+    unit = render_unit(load_profile("pi4"), capture="lo")
+    argus = shutil.which("argus", path="/usr/sbin:/usr/bin")
+
+    def run_argus(text: str) -> str:
+        command = unit_sandbox.sandboxed([argus, "-X", "-i", "lo", "-w", "/dev/null"], text)
+        return subprocess.run(["timeout", "3", *command], capture_output=True, text=True,
+                              cwd="/").stderr
+
+    assert "SystemCallFilter=setuid\n" in unit
+    said = run_argus(unit)
+    assert "interface lo is up" in said and "ArgusError" not in said, said
+    said = run_argus(unit.replace("SystemCallFilter=setuid\n", ""))
+    assert "setuid Operation not permitted" in said, said
+
+
 @pytest.fixture
 def veth_pair():
     """Two ends of a veth pair: one here, one in a network namespace made for this test."""
@@ -165,25 +185,17 @@ def veth_pair():
         subprocess.run(["ip", "link", "del", here], capture_output=True)
 
 
-def as_the_capture_unit(argv: list[str]) -> list[str]:
-    """argv run as an unprivileged user holding only the capabilities the capture unit grants
-    (ambient, as systemd gives them), to show they are enough."""
-    caps = re.search(r"^AmbientCapabilities=(.+)$", render_unit(load_profile("pi4"),
-                                                                 capture="eth0"), re.M)
-    names = ",".join("+" + c.lower().removeprefix("cap_") for c in caps.group(1).split())
-    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-            f"--inh-caps=-all,{names}", f"--ambient-caps={names}",
-            f"--bounding-set=-all,{names}", *argv]
-
-
 def test_replayed_traffic_on_an_interface_arrives_as_alerts(veth_pair, captures, net_bundle):
+    """The daemon runs as the capture unit would: as nobody, with only the unit's ambient
+    capabilities and under its system-call filter (tests/unit_sandbox.py)."""
     here, there, namespace = veth_pair
     folder = Path(tempfile.mkdtemp())
     folder.chmod(0o777)  # the daemon runs as nobody
     alerts = folder / "alerts.json"
-    daemon = subprocess.Popen(as_the_capture_unit(
+    unit = render_unit(load_profile("pi4"), capture=here)  # its user, capabilities, filter
+    daemon = subprocess.Popen(unit_sandbox.sandboxed(
         [EDGE_IDS, "capture", "--interface", here, "--bundle", str(net_bundle), "--alerts",
-         str(alerts), "--emit", "all", "--flow-report", "1", "--metrics", "127.0.0.1:0"]),
+         str(alerts), "--emit", "all", "--flow-report", "1", "--metrics", "127.0.0.1:0"], unit),
         stderr=subprocess.PIPE, text=True, cwd="/")
     try:
         for line in daemon.stderr:  # "serving ..." comes once argus has opened the interface

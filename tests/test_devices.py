@@ -54,6 +54,7 @@ def test_unit_passes_systemd_analyze_verify(device, capture, tmp_path):
                      f"{profile.flow_report_seconds} --bundle", "PrivateUsers=no",
                      "AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN\n",
                      "CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN\n", " AF_PACKET",
+                     "SystemCallFilter=~@privileged @resources\nSystemCallFilter=setuid\n",
                      f"MemoryMax={profile.capture_memory_max}"]:
             assert line in text, line
         assert "--input" not in text
@@ -61,7 +62,7 @@ def test_unit_passes_systemd_analyze_verify(device, capture, tmp_path):
         for line in ["edge-ids run --input unix:", "PrivateUsers=yes", "AmbientCapabilities=\n",
                      "CapabilityBoundingSet=\n", f"MemoryMax={profile.memory_max}"]:
             assert line in text, line
-        assert "AF_PACKET" not in text
+        assert "AF_PACKET" not in text and "SystemCallFilter=setuid" not in text
     unit = tmp_path / "edge-ids.service"
     unit.write_text(text)
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
