@@ -2,9 +2,11 @@
 with the hardening and limits the daemon is meant to run under."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,8 @@ from click.testing import CliRunner
 from edge_ids.cli import main
 from edge_ids.devices.profiles import ProfileError, load_profile, profile_names
 from edge_ids.devices.unit import render_unit
+
+import unit_sandbox
 
 REQUIRED = ["Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure",
             "DynamicUser=yes", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
@@ -89,3 +93,42 @@ def test_the_unit_command_prints_the_unit(tmp_path):
     assert "ExecStart=/opt/edge-ids/current/venv/bin/edge-ids run" in (tmp_path / "u").read_text()
     listing = CliRunner().invoke(main, ["devices"])
     assert listing.exit_code == 0 and "cortex-a72" in listing.output
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv")
+                    or not unit_sandbox.available(), reason="needs root, setpriv, systemd-analyze")
+def test_the_daemon_runs_under_the_units_user_capabilities_and_system_call_filter(
+        small_pipeline, kdd_test_lines):
+    """No running systemd here: tests/unit_sandbox.py rebuilds the unit's user, capabilities
+    (none) and seccomp filter from its text, and the daemon classifies inside them."""
+    unit = render_unit(load_profile("pi4"))
+    folder = Path(tempfile.mkdtemp())
+    try:
+        shutil.copytree(small_pipeline[0] / "bundle", folder / "bundle")
+        (folder / "records.csv").write_bytes(b"".join(kdd_test_lines[:1000]))
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        edge_ids = str(Path(sys.executable).with_name("edge-ids"))
+        done = subprocess.run(unit_sandbox.sandboxed(
+            [edge_ids, "run", "--bundle", str(folder / "bundle"), "--input",
+             f"file:{folder / 'records.csv'}", "--alerts", "-", "--emit", "all", "--metrics",
+             "127.0.0.1:0"], unit), capture_output=True, text=True, timeout=120, cwd="/")
+    finally:
+        shutil.rmtree(folder)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 1000 and "metrics on http://127.0.0.1:" in done.stderr
+    script = Path(tempfile.mkdtemp()) / "nice.py"  # the control: the filter is in force
+    script.write_text("#!/usr/bin/env python3\nimport os\nos.nice(1)\nprint('niced')\n")
+    script.chmod(0o755)
+    script.parent.chmod(0o755)
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    try:
+        free = subprocess.run([*nobody, sys.executable, str(script)], capture_output=True,
+                              text=True)
+        filtered = subprocess.run(unit_sandbox.sandboxed([str(script)], unit),
+                                  capture_output=True, text=True)
+    finally:
+        shutil.rmtree(script.parent)
+    assert free.stdout == "niced\n", free.stderr  # nobody may lower its own priority...
+    assert "os.nice(1)" in filtered.stderr and "PermissionError" in filtered.stderr
+    assert "niced" not in filtered.stdout  # ...but setpriority is in @resources, denied
