@@ -130,8 +130,9 @@ class ArgusSource(LineSource):
                                      "-", "not man"], stdin=self._argus.stdout,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._argus.stdout.close()  # ra holds it now: argus sees EPIPE if ra goes away
-        self._errors: list[bytes] = []
-        threading.Thread(target=self._drain, args=(self._argus.stderr,), daemon=True).start()
+        self._errors: list[bytes] = []  # the last lines either wrote to stderr
+        for stream in (self._argus.stderr, self._ra.stderr):
+            threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
         if interface is not None:
             self._check_started(interface)
 
@@ -188,7 +189,8 @@ class ArgusSource(LineSource):
         """The stream ended: fine if argus read its pcap to the end; an error otherwise."""
         argus_code, ra_code = self._argus.wait(), self._ra.wait()
         if argus_code or ra_code:
-            said = (b"".join(self._errors) + self._ra.stderr.read()).decode(errors="replace")
+            time.sleep(0.05)  # the rest of what they said
+            said = b"".join(self._errors).decode(errors="replace")
             raise CaptureError(f"argus exited {argus_code}, ra {ra_code}: {said.strip()[-400:]}")
 
     def close(self) -> None:
