@@ -77,9 +77,10 @@ def machine() -> dict:
 
 def run(work: Path) -> dict:
     plan = json.loads((work / "plan.json").read_text())
-    plan["threads"] = [t for t in plan["threads"] if t <= os.cpu_count()] or [1]
+    here = machine()  # thread counts above the cores this process may use are dropped
+    plan["threads"] = [t for t in plan["threads"] if t <= here["cores"]] or [1]
     steps = len(plan["runtimes"]) + len(plan["compare"]) + 1
-    out = {"machine": machine(), "plan": plan, "runtimes": {}, "compare": {}}
+    out = {"machine": here, "plan": plan, "runtimes": {}, "compare": {}}
     for i, name in enumerate(plan["runtimes"], 1):
         missing = RUNTIMES[name].missing(work)
         if missing:
