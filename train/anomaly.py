@@ -40,8 +40,10 @@ class Autoencoder:
         inputs = keras.Input((n_inputs,), name="features")
         x = inputs
         sizes = [*self.hidden, *reversed(self.hidden[:-1])]  # encoder, bottleneck, decoder
+        # Named layers: the .tflite holds the names, and Keras' automatic ones count the layers
+        # this process built before, so the same seed would give different bytes.
         for i, units in enumerate(sizes):
-            x = keras.layers.Dense(units, activation="relu",
+            x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}",
                                    kernel_initializer=keras.initializers.GlorotUniform(
                                        self.seed + i))(x)
         outputs = keras.layers.Dense(n_inputs, activation="sigmoid",
