@@ -97,6 +97,18 @@ def test_the_recording_rotates_keeps_its_bound_and_starts_every_file_with_the_he
 
 
 @needs_argus
+def test_a_capture_without_flows_says_so_and_writes_nothing(tmp_path):
+    empty = tmp_path / "empty.pcap"  # a valid pcap header (Ethernet), not one packet
+    empty.write_bytes(bytes.fromhex("d4c3b2a1020004000000000000000000ffff000001000000"))
+    result = run("--pcap", empty, "--out", tmp_path / "site")
+    assert result.exit_code == 1, result.output
+    assert "0 flows (argus | ra)" in result.output
+    assert "no benign flows were read from" in result.output and "Nothing was written" in \
+        result.output
+    assert not (tmp_path / "site").exists()
+
+
+@needs_argus
 def test_record_on_the_device_then_learn_on_the_host_then_capture(tmp_path, captures):
     """The workflow: capture --record (no bundle yet) -> learn --flows -> capture --bundle.
     The recorded flows are the ones learn --pcap reads from the same packets."""
