@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from ..edge_runtime.argus import CaptureError, ra_fields
 from ..edge_runtime.bundle import load_bundle
 from ..edge_runtime.records import RawSchema
-from .install import UNIT_NAME
+from ..edge_runtime.signature import TrustPolicy
+from .install import ALLOWED_SIGNERS_FILE, UNIT_NAME
 from .package import GLIBC_FOR_PYTHON, INSTALL_SCRIPT, PackageError, Target, build_package
 from .package import pinned_requirements, write_archive
 from .profiles import DeviceProfile, load_profile
@@ -41,6 +42,8 @@ class DeployOptions:
     metrics: str = DEFAULT_METRICS
     alerts: str = DEFAULT_ALERTS
     capture: str | None = None  # an interface: the capture unit instead of --input
+    allowed_signers: Path | None = None  # trusted keys, installed with the release
+    require_signature: bool | None = None  # None: as the device profile says
     python: str | None = None  # for --output/--dry-run; otherwise the target says
     wheelhouse: Path | None = None
     ssh_config: Path | None = None
@@ -53,7 +56,22 @@ class DeployOptions:
     def __post_init__(self):
         self.unit_options = {"prefix": self.prefix, "input_": self.input,
                              "metrics": self.metrics, "alerts": self.alerts,
-                             "capture": self.capture}
+                             "capture": self.capture, "allowed_signers": None,
+                             "require_signature": False}
+
+    def trust(self, profile: DeviceProfile) -> TrustPolicy:
+        """The signature policy the device will apply (also set in the unit's options)."""
+        required = profile.require_signature if self.require_signature is None \
+            else self.require_signature
+        if required and self.allowed_signers is None:
+            who = ("--require-signature" if self.require_signature
+                   else f"device profile {profile.name}")
+            raise DeployError(f"{who} requires signed bundles: give --allowed-signers FILE "
+                              f"(the keys the device trusts)")
+        self.unit_options |= {"require_signature": required, "allowed_signers": (
+            f"{self.prefix.rstrip('/')}/current/{ALLOWED_SIGNERS_FILE}"
+            if self.allowed_signers else None)}
+        return TrustPolicy(self.allowed_signers, required)
 
 
 class Steps:
@@ -102,11 +120,12 @@ def check_target(profile: DeviceProfile, facts: dict) -> Target:
 def deploy(options: DeployOptions, log: Log = print) -> dict:
     """Run the deploy (or, with --output, write the package); returns install.py's result."""
     profile = load_profile(options.device)
+    trust = options.trust(profile)
     if options.dry_run:
         return dry_run(options, profile, log)
     steps = Steps(log, 3 if options.output else 6)
     with steps(f"check the bundle {options.bundle}"):
-        bundle = load_bundle(options.bundle)
+        bundle = load_bundle(options.bundle, trust)  # refused here as the device would
         if options.capture:  # a model of columns Argus cannot measure would never see a record
             try:
                 ra_fields(RawSchema.from_spec(bundle.raw))
@@ -114,7 +133,8 @@ def deploy(options: DeployOptions, log: Log = print) -> dict:
                 raise DeployError(f"--capture: {e}") from None
         models = [m for m in (bundle.model, bundle.anomaly and bundle.anomaly.model) if m]
         steps.detail(f"{bundle.manifest.get('dataset')} {bundle.detector} model "
-                     f"{bundle.model_sha256[:12]}, {sum(map(len, models)):,} bytes")
+                     f"{bundle.model_sha256[:12]}, {sum(map(len, models)):,} bytes, "
+                     + (f"signed by {bundle.signer}" if bundle.signer else "not signed"))
     if options.output:
         return write_package(options, profile, assumed_target(options, profile), steps, log)
     remote = Remote(options.host, options.ssh_config, options.ssh_options)
@@ -142,7 +162,8 @@ def assumed_target(options: DeployOptions, profile: DeviceProfile) -> Target:
 def package_step(options, profile, target: Target, steps: Steps, tmp: str) -> tuple[dict, Path]:
     with steps(f"build the package for {target.architecture} CPython {target.python}"):
         release, package = build_package(Path(tmp), profile, options.bundle, target,
-                                         options.unit_options, options.wheelhouse, steps.detail)
+                                         options.unit_options, options.wheelhouse, steps.detail,
+                                         options.allowed_signers)
         steps.detail(f"release {release['id']}: {len(release['wheels'])} wheels, "
                      f"{_size(package) / 1e6:.1f} MB")
     return release, package

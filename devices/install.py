@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 UNIT_NAME = "edge-ids.service"
+ALLOWED_SIGNERS_FILE = "allowed_signers"  # optional: the keys the daemon trusts (its unit says)
 DEFAULT_PREFIX = "/opt/edge-ids"
 DEFAULT_UNIT_DIR = "/etc/systemd/system"
 MEMORY_CGROUP_ADVICE = (
@@ -178,6 +179,8 @@ def place_release(prefix: Prefix, package: Path, release: dict, venv: Path) -> P
     shutil.copytree(package / "bundle", partial / "bundle")
     for name in ("release.json", UNIT_NAME, "probe.csv", "install.py"):
         shutil.copy2(package / name, partial / name)
+    if (package / ALLOWED_SIGNERS_FILE).is_file():
+        shutil.copy2(package / ALLOWED_SIGNERS_FILE, partial / ALLOWED_SIGNERS_FILE)
     (partial / "venv").symlink_to(Path("..") / ".." / "venvs" / venv.name)
     partial.rename(directory)
     shutil.copy2(package / "install.py", prefix.path / "install.py")
@@ -315,6 +318,22 @@ def manual_command(prefix: Prefix) -> str:
     return shlex.join(exec_start((prefix.current_link / UNIT_NAME).read_text()))
 
 
+def same_as_current(prefix: Prefix, package: Path, release: dict) -> bool:
+    """The current release is healthy and has this package's model, wheels, unit and trusted
+    keys: installing it again would change nothing (for Ansible's "ok" instead of "changed")."""
+    current = prefix.current()
+    if current is None or current not in prefix.release_ids():
+        return False
+    info, directory = prefix.info(current), prefix.releases / current
+    if not (info["health"] or {}).get("ok"):
+        return False
+    keys = ("model_sha256", "wheelhouse_sha256", "metrics")
+    files = (UNIT_NAME, ALLOWED_SIGNERS_FILE)
+    read = (lambda path: path.read_bytes() if path.is_file() else None)
+    return all(info.get(k) == release.get(k) for k in keys) and \
+        all(read(directory / f) == read(package / f) for f in files)
+
+
 def command_install(args) -> dict:
     package = Path(args.package or Path(__file__).parent).resolve()
     release = json.loads((package / "release.json").read_text())
@@ -322,6 +341,10 @@ def command_install(args) -> dict:
     prefix.path.mkdir(parents=True, exist_ok=True)
     systemd = has_systemd() if args.systemd == "auto" else args.systemd == "yes"
     before = prefix.current()
+    if args.skip_unchanged and same_as_current(prefix, package, release):
+        say(f"unchanged: the current release {before} has this model, wheels, unit and keys")
+        return {"ok": True, "changed": False, "release": before, "previous": before,
+                "systemd": systemd, "memory_cgroup": memory_cgroup()}
     venv = install_venv(prefix, package, release)
     place_release(prefix, package, release, venv)
     prefix.switch(release["id"])
@@ -343,7 +366,7 @@ def command_install(args) -> dict:
         say(f"  {manual_command(prefix)}")
     elif not result["memory_cgroup"]:
         say(f"note: {MEMORY_CGROUP_ADVICE}")
-    return result | {"ok": True, "command": manual_command(prefix)}
+    return result | {"ok": True, "changed": True, "command": manual_command(prefix)}
 
 
 def command_rollback(args) -> dict:
@@ -403,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("probe")  # deploy sends this file on stdin (`python3 - probe`) first
     commands.choices["install"].add_argument("--package", default=None)
     commands.choices["install"].add_argument("--keep", type=int, default=3)
+    commands.choices["install"].add_argument(
+        "--skip-unchanged", action="store_true",
+        help="do nothing when the current release has the same model, wheels, unit and keys")
     commands.choices["rollback"].add_argument("--to", default=None)
     args = parser.parse_args(argv)
     handler = {"install": command_install, "rollback": command_rollback,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..edge_runtime.bundle import bundle_files, load_bundle
+from .install import ALLOWED_SIGNERS_FILE
 from .profiles import DeviceProfile
 from .unit import render_unit
 
@@ -126,9 +127,10 @@ def probe_records(spec: dict) -> list[str]:
 
 
 def build_package(parent: Path, profile: DeviceProfile, bundle_path: Path, target: Target,
-                  unit_options: dict, wheelhouse: Path | None = None, log=print
-                  ) -> tuple[dict, Path]:
-    """Write the package into parent/<release id>; returns its release.json and its path."""
+                  unit_options: dict, wheelhouse: Path | None = None, log=print,
+                  allowed_signers: Path | None = None) -> tuple[dict, Path]:
+    """Write the package into parent/<release id>; returns its release.json and its path.
+    `allowed_signers` (the keys the device trusts) goes into the release beside the unit."""
     bundle = load_bundle(bundle_path)
     if target.architecture != profile.architecture:
         raise PackageError(f"profile {profile.name} is {profile.architecture}, the target "
@@ -152,6 +154,8 @@ def build_package(parent: Path, profile: DeviceProfile, bundle_path: Path, targe
     (dest / "edge-ids.service").write_text(render_unit(profile, **unit_options))
     (dest / "probe.csv").write_text("\n".join(probe_records(bundle.spec or bundle.anomaly.spec)) + "\n")
     shutil.copy2(INSTALL_SCRIPT, dest / "install.py")
+    if allowed_signers is not None:
+        shutil.copyfile(allowed_signers, dest / ALLOWED_SIGNERS_FILE)
     release = {
         "id": release_id,
         "created_utc": created.isoformat(timespec="seconds"),

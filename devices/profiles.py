@@ -1,7 +1,7 @@
 """Device profiles: one small TOML file per kind of device, in profiles/. They hold what deploy
 and the unit need to know: architecture, CPU (also the qemu model for emulation), cores,
-memory, Python versions, interpreter package, daemon batching, systemd limits, and
-the settings of the capture variant."""
+memory, Python versions, interpreter package, daemon batching, systemd limits, the settings of
+the capture variant, and whether bundles must be signed."""
 from __future__ import annotations
 
 import tomllib
@@ -33,6 +33,7 @@ class DeviceProfile:
     watchdog_sec: int  # systemd WatchdogSec=
     flow_report_seconds: int  # capture: argus reports a long flow this often
     capture_memory_max: str  # capture: MemoryMax= with argus and ra in the unit
+    require_signature: bool = False  # [signatures] require: refuse unsigned bundles
 
 
 def profile_names() -> list[str]:
@@ -57,6 +58,7 @@ def load_profile(name: str) -> DeviceProfile:
             max_delay=float(runtime["max_delay"]), memory_max=str(systemd["memory_max"]),
             cpu_quota=str(systemd["cpu_quota"]), watchdog_sec=int(systemd["watchdog_sec"]),
             flow_report_seconds=int(capture["flow_report_seconds"]),
-            capture_memory_max=str(capture["memory_max"]))
+            capture_memory_max=str(capture["memory_max"]),
+            require_signature=bool(raw.get("signatures", {}).get("require", False)))
     except KeyError as e:
         raise ProfileError(f"device profile {path.name} lacks {e}") from None

@@ -34,16 +34,24 @@ CAPTURE_SYSCALLS = "SystemCallFilter=setuid\n"
 
 def render_unit(profile: DeviceProfile, prefix: str = DEFAULT_PREFIX,
                 input_: str = DEFAULT_INPUT, metrics: str = DEFAULT_METRICS,
-                alerts: str = DEFAULT_ALERTS, capture: str | None = None) -> str:
+                alerts: str = DEFAULT_ALERTS, capture: str | None = None,
+                allowed_signers: str | None = None, require_signature: bool = False) -> str:
     """The unit text. With metrics on loopback the service may talk to localhost only
     (IPAddressDeny=any); another metrics address lifts that. Alerts or an input socket outside
     the unit's own directories get a ReadWritePaths= line (ProtectSystem=strict). With
     `capture` (an interface) it runs `edge-ids capture` on it instead of reading `input_`,
-    with the capabilities and memory that needs."""
+    with the capabilities and memory that needs. `allowed_signers` (a path on the device) and
+    `require_signature` are the daemon's signature policy (edge_runtime/signature.py)."""
     if not prefix.startswith("/") or not alerts.startswith("/"):
         raise ValueError(f"the prefix and the alerts file must be absolute paths, got "
                          f"{prefix!r} and {alerts!r}")
-    if any(c.isspace() for c in prefix + input_ + metrics + alerts + (capture or "")):
+    if require_signature and not allowed_signers:
+        raise ValueError("requiring signatures needs an allowed-signers file")
+    if allowed_signers and not allowed_signers.startswith("/"):
+        raise ValueError(f"the allowed-signers file must be an absolute path on the device, "
+                         f"got {allowed_signers!r}")
+    if any(c.isspace() for c in prefix + input_ + metrics + alerts + (capture or "")
+           + (allowed_signers or "")):
         raise ValueError("prefix, input, capture interface, metrics address and alerts may not "
                          "contain spaces")
     writable = {str(PurePosixPath(alerts).parent)}
@@ -64,4 +72,6 @@ def render_unit(profile: DeviceProfile, prefix: str = DEFAULT_PREFIX,
         max_batch=profile.max_batch, max_delay=profile.max_delay, threads=profile.threads,
         watchdog_sec=profile.watchdog_sec,
         memory_max=profile.capture_memory_max if capture else profile.memory_max,
-        cpu_quota=profile.cpu_quota, ip_policy=ip_policy)
+        cpu_quota=profile.cpu_quota, ip_policy=ip_policy,
+        trust=(f" --allowed-signers {allowed_signers}" if allowed_signers else "")
+        + (" --require-signature" if require_signature else ""))

@@ -34,6 +34,9 @@ def main():
                                                    install it on the device as a daemon, over ssh
       edge-ids bench --bundle B [--host pi@sensor-1]
                                                    latency, memory, size and accuracy loss
+      edge-ids sign --key KEY B                    sign a bundle (devices trust your key)
+      edge-ids fleet deploy --inventory hosts.ini --bundle B
+                                                   many devices through Ansible, in batches
     On the device (pip install edge-ids):
       edge-ids classify --bundle OUT/bundle FILE   one JSON line per raw record
       edge-ids run --bundle B --input SRC --alerts DEST [--metrics 127.0.0.1:9108]
@@ -207,3 +210,8 @@ main.add_command(bench)
 from .cli_learn import learn  # noqa: E402
 
 main.add_command(learn)
+
+from .cli_sign import sign, verify  # noqa: E402
+
+main.add_command(sign)
+main.add_command(verify)

@@ -37,6 +37,13 @@ def _fail(error: Exception):
               help="The daemon's --metrics on the device (the health check reads it).")
 @click.option("--alerts", default="/var/log/edge-ids/alerts.json", show_default=True,
               metavar="FILE", help="The daemon's --alerts on the device.")
+@click.option("--allowed-signers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="FILE", help="Install these trusted keys with the release (ssh-keygen's "
+              "allowed-signers format; `edge-ids sign` prints the line for your key): the daemon "
+              "then refuses bundles signed by any other key, at start and on every reload.")
+@click.option("--require-signature/--no-require-signature", default=None,
+              help="Refuse unsigned bundles on the device (default: the device profile's "
+                   "[signatures] require). Needs --allowed-signers.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE.tar.gz", help="Write the package for carrying by hand instead of "
                                           "deploying (no --host needed).")
@@ -53,8 +60,9 @@ def _fail(error: Exception):
 @click.option("--keep", type=click.IntRange(1), default=3, show_default=True,
               help="Releases kept on the device (older ones are removed).")
 @click.option("--dry-run", is_flag=True, help="Print every step and the unit; do nothing.")
-def deploy(device, host, bundle, prefix, input_, capture, metrics, alerts, output, python,
-           wheelhouse, ssh_config, ssh_options, timeout, keep, dry_run):
+def deploy(device, host, bundle, prefix, input_, capture, metrics, alerts, allowed_signers,
+           require_signature, output, python, wheelhouse, ssh_config, ssh_options, timeout, keep,
+           dry_run):
     """Install a bundle on a device as a systemd daemon, over SSH.
 
     \b
@@ -84,8 +92,8 @@ def deploy(device, host, bundle, prefix, input_, capture, metrics, alerts, outpu
         raise click.UsageError("--host and --output exclude each other")
     options = DeployOptions(device=device, bundle=bundle, host=host, output=output,
                             prefix=prefix, input=input_, capture=capture, metrics=metrics,
-                            alerts=alerts,
-                            python=python, wheelhouse=wheelhouse, ssh_config=ssh_config,
+                            alerts=alerts, allowed_signers=allowed_signers,
+                            require_signature=require_signature, python=python, wheelhouse=wheelhouse, ssh_config=ssh_config,
                             ssh_options=ssh_options, timeout=timeout, keep=keep,
                             dry_run=dry_run)
     try:

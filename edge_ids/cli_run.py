@@ -33,6 +33,13 @@ def _output_options(command):
         click.option("--log-rejects", type=click.IntRange(0), default=60, show_default=True,
                      metavar="N", help="Log at most N rejected lines a minute (all are "
                                        "counted)."),
+        click.option("--allowed-signers", type=click.Path(dir_okay=False, path_type=Path),
+                     metavar="FILE", help="Trust bundles signed by these keys (ssh-keygen's "
+                     "allowed-signers format; `edge-ids sign`). Checked at start and on every "
+                     "reload; a bundle signed by another key is refused."),
+        click.option("--require-signature", is_flag=True,
+                     help="Refuse an unsigned bundle (needs --allowed-signers). Without it a "
+                          "signed bundle is still checked and a bad signature refused."),
         click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
     ]
     for option in reversed(options):
@@ -41,9 +48,11 @@ def _output_options(command):
 
 
 def _serve(bundle, input_, alerts, metrics, emit, max_batch, max_delay, threads, log_rejects,
-           verbose, from_start=False, flow_report=5, name="run", record=None):
+           allowed_signers, require_signature, verbose, from_start=False, flow_report=5,
+           name="run", record=None):
     from .edge_runtime.bundle import BundleError
     from .edge_runtime.daemon import Daemon, DaemonOptions
+    from .edge_runtime.signature import TrustPolicy
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="edge-ids: %(levelname)s %(message)s")
@@ -51,7 +60,9 @@ def _serve(bundle, input_, alerts, metrics, emit, max_batch, max_delay, threads,
                             emit_all=emit == "all", max_batch=max_batch, max_delay=max_delay,
                             threads=threads, follow_from_start=from_start,
                             rejects_logged_per_minute=log_rejects,
-                            flow_report_seconds=flow_report, **(record or {}))
+                            flow_report_seconds=flow_report,
+                            trust=TrustPolicy(allowed_signers, require_signature),
+                            **(record or {}))
     try:
         code = Daemon(options).run()
     except (BundleError, OSError, ValueError) as e:
@@ -194,9 +205,13 @@ def _record_only(source: str, recording: dict, flow_report: int, verbose: bool) 
                                    "gets ReadWritePaths= for its folder).")
 @click.option("--capture", metavar="IF", help="The capture variant: `edge-ids capture` on this "
               "interface instead of --input, with CAP_NET_RAW/CAP_NET_ADMIN for argus.")
+@click.option("--allowed-signers", metavar="PATH", help="The daemon's --allowed-signers: the "
+              "trusted keys' file, as a path on the device.")
+@click.option("--require-signature", is_flag=True, help="The daemon's --require-signature.")
 @click.option("-o", "--output", type=click.File("w"), default="-",
               help="Write the unit here (default stdout).")
-def unit(device, prefix, input_, metrics, alerts, capture, output):
+def unit(device, prefix, input_, metrics, alerts, capture, allowed_signers, require_signature,
+         output):
     """Print the systemd unit for a device (Type=notify, watchdog, hardened).
 
     \b
@@ -210,7 +225,8 @@ def unit(device, prefix, input_, metrics, alerts, capture, output):
     from .devices.unit import render_unit
 
     try:
-        output.write(render_unit(load_profile(device), prefix, input_, metrics, alerts, capture))
+        output.write(render_unit(load_profile(device), prefix, input_, metrics, alerts, capture,
+                                 allowed_signers, require_signature))
     except (ProfileError, ValueError) as e:
         raise click.ClickException(str(e)) from None
 

@@ -4,7 +4,9 @@ A bundle is a directory (or a .tar.gz of one); docs/bundle.md documents the sche
 classifier (model.tflite + features.json), an anomaly model (anomaly.tflite + anomaly.json, its
 own feature spec over the same raw records), or both (a hybrid), and manifest.json with the
 SHA-256 of every other file, a schema version and, with an anomaly model, its threshold.
-Anything missing, mismatched or inconsistent is a `BundleError`.
+It may carry manifest.json.sig, an OpenSSH signature over the manifest (signature.py), checked
+first against the device's trust policy. Anything missing, mismatched, untrusted or inconsistent
+is a `BundleError`.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .features import READABLE_SPEC_VERSIONS
+from .signature import SIGNATURE_FILE, SignatureError, Signer, TrustPolicy, check_signature
 
 BUNDLE_SCHEMA_VERSION = 2  # 2 added the anomaly model (hybrid and anomaly-only bundles)
 READABLE_SCHEMA_VERSIONS = (1, 2)
@@ -25,7 +28,8 @@ CLASSIFIER, HYBRID, ANOMALY = "classifier", "hybrid", "anomaly"  # manifest "det
 DETECTOR_FILES = {CLASSIFIER: (MODEL_FILE, FEATURES_FILE),
                   ANOMALY: (ANOMALY_MODEL_FILE, ANOMALY_FEATURES_FILE),
                   HYBRID: (MODEL_FILE, FEATURES_FILE, ANOMALY_MODEL_FILE, ANOMALY_FEATURES_FILE)}
-ALL_FILES = (MANIFEST_FILE, MODEL_FILE, FEATURES_FILE, ANOMALY_MODEL_FILE, ANOMALY_FEATURES_FILE)
+ALL_FILES = (MANIFEST_FILE, MODEL_FILE, FEATURES_FILE, ANOMALY_MODEL_FILE, ANOMALY_FEATURES_FILE,
+             SIGNATURE_FILE)
 SCORE_MSE = "mean_squared_error"  # the one anomaly score the runtime computes
 
 
@@ -50,6 +54,7 @@ class Bundle:
     spec: dict | None  # the classifier's feature spec (None in an anomaly-only bundle)
     model: bytes | None  # the classifier's .tflite flatbuffer
     anomaly: AnomalyPart | None = None
+    signer: Signer | None = None  # who signed the manifest (None: unsigned)
 
     @property
     def detector(self) -> str:
@@ -88,10 +93,15 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load_bundle(path: str | Path) -> Bundle:
-    """Read and verify a bundle directory or .tar.gz; raise BundleError saying what is wrong."""
+def load_bundle(path: str | Path, trust: TrustPolicy = TrustPolicy()) -> Bundle:
+    """Read and verify a bundle directory or .tar.gz (its signature first, under `trust`);
+    raise BundleError saying what is wrong."""
     path = Path(path)
     files = bundle_files(path)
+    try:
+        signer = check_signature(files[MANIFEST_FILE], files.get(SIGNATURE_FILE), trust)
+    except SignatureError as e:
+        raise BundleError(f"{path}: refused: {e}") from None
     try:
         manifest = json.loads(files[MANIFEST_FILE])
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -124,7 +134,7 @@ def load_bundle(path: str | Path) -> Bundle:
                               f"different raw record layouts; both models must read the same "
                               f"records")
     return Bundle(path, manifest, specs.get(FEATURES_FILE), files.get(MODEL_FILE)
-                  if FEATURES_FILE in specs else None, anomaly)
+                  if FEATURES_FILE in specs else None, anomaly, signer)
 
 
 def _check_hash(path: Path, name: str, data: bytes, manifest: dict) -> None:

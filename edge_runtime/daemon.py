@@ -5,7 +5,8 @@ takes micro-batches from it, parses, classifies, writes alerts and updates metri
 batches handles what signals asked for (signal handlers only set flags):
 
     SIGHUP           reopen the alert file (logrotate), then load the bundle again: verified
-                     first; if the new one is broken, the old model keeps serving
+                     first (hashes, and its signature under the trust policy); if the new
+                     one is broken or refused, the old model keeps serving
     SIGTERM, SIGINT  stop reading, classify every line already accepted, exit 0
 
 A bad line never stops it: it is rejected with a reason, counted, and logged at a bounded rate.
@@ -31,6 +32,7 @@ from .intake import Batch, Intake
 from .metrics import Metrics
 from .records import parse_lines
 from .recorder import FlowRecorder
+from .signature import TrustPolicy
 from .sources import LineSource, open_source
 from .systemd import Notifier
 
@@ -59,21 +61,24 @@ class DaemonOptions:
     record: str | None = None  # also write every input line here (a learning period)
     record_max_bytes: int = 64 * 2**20
     record_keep: int = 4
+    trust: TrustPolicy = TrustPolicy()  # signatures: allowed signers, required or not
 
 
 class Model:
     """What serves: a verified bundle, its detector and its EVE formatter, swapped as one."""
 
     def __init__(self, path: Path, options: DaemonOptions):
-        self.bundle = load_bundle(path)  # BundleError unless hashes and versions check out
+        # BundleError unless signature, hashes and versions check out
+        self.bundle = load_bundle(path, options.trust)
         self.detector = Detector(self.bundle, options.threads, options.max_batch)
         self.detector.warm_up()  # it runs
         self.formatter = EveFormatter(self.detector, options.emit_all)
 
     def describe(self) -> str:
         kind = "" if self.bundle.detector == "classifier" else f"{self.bundle.detector} "
+        signed = f", signed by {self.bundle.signer}" if self.bundle.signer else ""
         return (f"{self.bundle.manifest.get('dataset')} {kind}model "
-                f"{self.bundle.model_sha256[:12]}")
+                f"{self.bundle.model_sha256[:12]}{signed}")
 
 
 class RateLimitedLog:

@@ -1,0 +1,73 @@
+"""`edge-ids sign` and `edge-ids verify`: who made a bundle, with OpenSSH signatures."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+allowed_signers_option = click.option(
+    "--allowed-signers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="FILE", help="The keys to trust, one `PRINCIPAL namespaces=\"edge-ids-bundle\" KEY` "
+                         "line each (ssh-keygen(1), ALLOWED SIGNERS).")
+require_signature_option = click.option(
+    "--require-signature", is_flag=True,
+    help="Refuse an unsigned bundle (needs --allowed-signers).")
+
+
+@click.command()
+@click.option("--key", required=True, type=click.Path(exists=True, dir_okay=False,
+                                                      path_type=Path),
+              help="Your OpenSSH private key (or its .pub, with the private key in ssh-agent). "
+                   "ssh-keygen asks for its passphrase if it has one.")
+@click.option("--principal", default="release-signer", show_default=True,
+              help="The name printed in the allowed-signers line to give the devices.")
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+def sign(key, principal, bundle):
+    """Sign a bundle (directory or .tar.gz) with an OpenSSH key.
+
+    \b
+    The signature covers manifest.json, which holds the SHA-256 of every other file, so it
+    covers the whole bundle; it is stored in the bundle as manifest.json.sig (made by
+    `ssh-keygen -Y sign -n edge-ids-bundle`). A signature already there is replaced.
+    Devices check it before every load against their allowed-signers file.
+    \b
+    Example:
+      ssh-keygen -t ed25519 -f ~/.ssh/edge-ids-release -C "releases@example.org"
+      edge-ids sign --key ~/.ssh/edge-ids-release out/nsl-kdd/bundle
+    """
+    from .edge_runtime.bundle import BundleError
+    from .edge_runtime.signature import SignatureError
+    from .signing import allowed_signers_line, sign_bundle
+
+    try:
+        signer = sign_bundle(bundle, key)
+    except (BundleError, SignatureError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"signed {bundle} with {signer.key}")
+    line = allowed_signers_line(key, principal)
+    if line:
+        click.echo(f"Trust it on the devices with this line in their allowed-signers file "
+                   f"(edge-ids deploy --allowed-signers FILE):\n{line}")
+
+
+@click.command()
+@allowed_signers_option
+@require_signature_option
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+def verify(allowed_signers, require_signature, bundle):
+    """Check a bundle as a device with these settings would, before deploying it.
+
+    Exits 0 and says who signed it when the device would load it; otherwise 1 with the reason
+    (unsigned, a key not in the allowed-signers file, changed after signing, bad hashes).
+    """
+    from .edge_runtime.bundle import BundleError, load_bundle
+    from .edge_runtime.signature import TrustPolicy
+
+    if require_signature and allowed_signers is None:
+        raise click.UsageError("--require-signature needs --allowed-signers FILE")
+    try:
+        loaded = load_bundle(bundle, TrustPolicy(allowed_signers, require_signature))
+    except BundleError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{bundle}: {loaded.detector} model {loaded.model_sha256[:12]}, "
+               + (f"signed by {loaded.signer}" if loaded.signer else "not signed"))
