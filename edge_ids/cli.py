@@ -215,3 +215,7 @@ from .cli_sign import sign, verify  # noqa: E402
 
 main.add_command(sign)
 main.add_command(verify)
+
+from .cli_fleet import fleet  # noqa: E402
+
+main.add_command(fleet)

@@ -1,0 +1,271 @@
+"""`edge-ids fleet` through real ansible-playbook against three "devices": three sshd on
+127.0.0.1 (tests/sshd.py), each on its own port, with its own host key and install prefix. No
+systemd runs here, so each install takes deploy's no-systemd path (the health check is the
+unit's own ExecStart classifying probe records)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import sshd
+from daemon_process import send
+from edge_ids.cli import main
+from edge_ids.devices.fleet import ANSIBLE_DIR, ROLES_DIR
+from edge_ids.devices.install import exec_start
+from edge_ids.edge_runtime import load_bundle
+from edge_ids.edge_runtime.signature import NAMESPACE
+
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.skipif(not sshd.available() or not (BIN / "ansible-playbook").is_file(),
+                                reason="needs openssh-server and client, and ansible-core")
+HOSTS = ("dev1", "dev2", "dev3")
+
+
+def cli(*args) -> "click.testing.Result":
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def devices(tmp_path_factory):
+    """{host: (SSHServer, its folder)} and an inventory: dev1 alone in the canary group."""
+    root = tmp_path_factory.mktemp("fleet")
+    servers = {h: sshd.SSHServer(root / h / "ssh") for h in HOSTS}
+    yield root, {h: (s, root / h) for h, s in servers.items()}
+    for server in servers.values():
+        server.stop()
+
+
+def inventory(devices, path: Path, **per_host: dict) -> Path:
+    """An INI inventory of the three devices; `per_host` adds variables to one host."""
+    root, hosts = devices
+    known_hosts = root / "known_hosts"
+    known_hosts.write_text("".join(s.known_hosts.read_text() for s, _ in hosts.values()))
+    lines = []
+    for group, names in (("canary", HOSTS[:1]), ("sensors", HOSTS[1:])):
+        lines.append(f"[{group}]")
+        for host in names:
+            server, folder = hosts[host]
+            extra = " ".join(f"{k}={v}" for k, v in per_host.get(host, {}).items())
+            lines.append(f"{host} ansible_port={server.port} ansible_ssh_private_key_file="
+                         f"{server.dir}/client_key edge_ids_prefix={folder}/opt "
+                         f"edge_ids_alerts={folder}/alerts.json edge_ids_input=unix:{folder}/in.sock "
+                         f"edge_ids_metrics=127.0.0.1:{sshd.free_port()} {extra}")
+    lines += ["[all:vars]", "ansible_host=127.0.0.1", "ansible_user=root",
+              "ansible_python_interpreter=/usr/bin/python3", "edge_ids_device=x86_64",
+              f"ansible_ssh_common_args='-o UserKnownHostsFile={known_hosts} "
+              f"-o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes "
+              f"-o IdentitiesOnly=yes'"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def current(folder: Path) -> str | None:
+    try:
+        return os.readlink(folder / "opt" / "current").split("/")[-1]
+    except OSError:
+        return None
+
+
+def releases(folder: Path) -> list[str]:
+    directory = folder / "opt" / "releases"
+    return sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("keys")
+    sshd.keygen(folder / "release")
+    kind, blob = (folder / "release.pub").read_text().split()[:2]
+    (folder / "allowed_signers").write_text(f'ops namespaces="{NAMESPACE}" {kind} {blob}\n')
+    return {"key": folder / "release", "allowed": folder / "allowed_signers"}
+
+
+@pytest.fixture(scope="module")
+def signed_bundle(small_pipeline, keys, tmp_path_factory) -> Path:
+    bundle = Path(shutil.copytree(small_pipeline[0] / "bundle",
+                                  tmp_path_factory.mktemp("signed") / "bundle"))
+    assert cli("sign", "--key", keys["key"], bundle).exit_code == 0
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def rolled_out(devices, signed_bundle, keys, tmp_path_factory):
+    """The first rollout: a signed bundle to all three, signatures required on every host."""
+    hosts_ini = inventory(devices, tmp_path_factory.mktemp("inv") / "hosts.ini")
+    started = time.monotonic()
+    result = cli("fleet", "deploy", "-i", hosts_ini, "--bundle", signed_bundle, "--canary", 1,
+                 "--batch", 2, "--allowed-signers", keys["allowed"], "--require-signature")
+    print(result.output)
+    assert result.exit_code == 0, result.output
+    return hosts_ini, result.output, time.monotonic() - started
+
+
+def test_fleet_deploy_installs_on_three_devices_and_status_shows_them(
+        rolled_out, devices, signed_bundle, keys, kdd_test_lines):
+    hosts_ini, output, seconds = rolled_out
+    print(f"fleet deploy to 3 devices: {seconds:.0f} s")
+    hosts = devices[1]
+    ids = {h: current(folder) for h, (_, folder) in hosts.items()}
+    assert None not in ids.values() and len(set(ids.values())) == 1  # one package, one id
+    model = load_bundle(signed_bundle).model_sha256
+    assert "packages built: 1 (x86_64-py3.11-glibc2.36) for 3 hosts reached" in output
+    for host, (_, folder) in hosts.items():
+        assert f"{host:<4}  ok: installed, release {ids[host]}" in output
+        release = folder / "opt" / "releases" / ids[host]
+        assert json.loads((release / "health.json").read_text())["ok"] is True
+        info = json.loads((release / "release.json").read_text())
+        assert info["model_sha256"] == model and info["device"] == "x86_64"
+        unit = (release / "edge-ids.service").read_text()  # this host's own unit
+        assert f"--input unix:{folder}/in.sock --bundle {folder}/opt/current/bundle" in unit
+        assert f"--allowed-signers {folder}/opt/current/allowed_signers --require-signature" \
+               in unit
+        assert (release / "allowed_signers").read_bytes() == keys["allowed"].read_bytes()
+        assert (release / "bundle" / "manifest.json.sig").is_file()
+    # the canary batch came first, alone
+    assert output.index("PLAY [Roll out edge-ids]") < output.index("dev1") < output.index("dev2")
+
+    # one device runs its daemon (started by hand: no systemd here) and gets records
+    _, folder = hosts["dev2"]
+    argv = exec_start((folder / "opt" / "current" / "edge-ids.service").read_text())
+    daemon = subprocess.Popen(argv, stderr=subprocess.PIPE, cwd=folder)
+    lines = kdd_test_lines[:500]
+    try:
+        deadline = time.monotonic() + 60
+        while not (folder / "in.sock").exists() and time.monotonic() < deadline:
+            assert daemon.poll() is None, daemon.stderr.read().decode()
+            time.sleep(0.1)
+        send(folder / "in.sock", b"".join(lines))
+        rows = {}
+        while time.monotonic() < deadline:
+            result = cli("fleet", "status", "-i", hosts_ini, "--json")
+            assert result.exit_code == 0, result.output
+            rows = {r["host"]: r for r in json.loads(result.output)}
+            if rows["dev2"]["records"] == len(lines):
+                break
+            time.sleep(0.5)
+        table = cli("fleet", "status", "-i", hosts_ini, "--quiet").output
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0
+    assert set(rows) == set(HOSTS)
+    for host in HOSTS:
+        assert rows[host]["release"] == ids[host] and rows[host]["model"] == model
+        assert rows[host]["health"] == "healthy" and rows[host]["error"] is None
+    assert rows["dev2"]["records"] == 500 and rows["dev2"]["alerts"] > 50
+    assert rows["dev2"]["daemon"] == "running (no systemd)"
+    assert rows["dev1"]["daemon"] == "not running (no systemd)" and rows["dev1"]["records"] is None
+    header, *body = table.strip().splitlines()
+    assert header.split() == ["HOST", "RELEASE", "MODEL", "DAEMON", "RECORDS", "ALERTS", "HEALTH"]
+    assert len(body) == 3 and all(ids["dev1"] in line and model[:12] in line for line in body)
+    assert "500" in next(line for line in body if line.startswith("dev2"))
+
+
+def test_a_second_rollout_of_the_same_release_changes_nothing(rolled_out, devices, signed_bundle,
+                                                              keys):
+    hosts_ini = rolled_out[0]
+    before = {h: releases(folder) for h, (_, folder) in devices[1].items()}
+    result = cli("fleet", "deploy", "-i", hosts_ini, "--bundle", signed_bundle, "--batch", "100%",
+                 "--allowed-signers", keys["allowed"], "--require-signature")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("ok: unchanged, release") == 3
+    assert {h: releases(folder) for h, (_, folder) in devices[1].items()} == before
+
+
+def test_a_canary_that_fails_its_health_check_stops_the_rollout(
+        rolled_out, devices, other_bundle, tmp_path):
+    """dev1 (the canary) gets a health-check timeout no daemon can meet; the release fails
+    there, dev1 goes back to its release, and dev2 and dev3 are never touched."""
+    hosts = devices[1]
+    before = {h: (current(folder), releases(folder)) for h, (_, folder) in hosts.items()}
+    hosts_ini = inventory(devices, tmp_path / "hosts.ini", dev1={"edge_ids_timeout": 0.05})
+    result = cli("fleet", "deploy", "-i", hosts_ini, "--bundle", other_bundle, "--canary", 1,
+                 "--batch", 1)
+    print(result.output)  # what a failed rollout looks like (README)
+    assert result.exit_code == 1
+    first = before["dev1"][0]
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith("Error: the rollout stopped: dev1: release ")
+    assert f"failed its health check, back on {first}: the daemon did not classify the " \
+           f"probe records in 0.05 s" in message
+    assert message.endswith("2 host(s) not reached, left as they were")
+    assert "dev2  not reached (untouched)" in result.output.replace(": not", " not")
+    assert current(hosts["dev1"][1]) == first  # back on its previous release
+    failed = set(releases(hosts["dev1"][1])) - set(before["dev1"][1])
+    assert len(failed) == 1
+    health = json.loads((hosts["dev1"][1] / "opt" / "releases" / failed.pop()
+                         / "health.json").read_text())
+    assert health["ok"] is False and "0.05 s" in health["reason"]
+    for host in ("dev2", "dev3"):
+        assert (current(hosts[host][1]), releases(hosts[host][1])) == before[host]
+
+
+def test_status_says_which_hosts_it_cannot_read(devices, tmp_path):
+    root, hosts = devices
+    hosts_ini = inventory(devices, tmp_path / "hosts.ini")
+    text = hosts_ini.read_text().replace(f"edge_ids_prefix={hosts['dev3'][1]}/opt",
+                                         f"edge_ids_prefix={tmp_path}/nothing")
+    hosts_ini.write_text(text)
+    result = cli("fleet", "status", "-i", hosts_ini, "--limit", "dev3", "--quiet")
+    assert result.exit_code == 1
+    assert f"dev3  - (no edge-ids release under {tmp_path}/nothing" in result.output
+
+
+def test_targets_for_prometheus_come_from_the_inventory(tmp_path):
+    hosts_ini = tmp_path / "hosts.ini"
+    hosts_ini.write_text("[ward_a]\nsensor-1 ansible_host=10.1.0.11\nsensor-2 ansible_host="
+                         "10.1.0.12 edge_ids_metrics=10.1.0.12:9200\n"
+                         "[ward_b]\nsensor-3 ansible_host=fd00::3 edge_ids_device=pi5\n"
+                         "sensor-4 edge_ids_metrics=127.0.0.1:9108\n"
+                         "[wards:children]\nward_a\nward_b\n"
+                         "[wards:vars]\nedge_ids_metrics=0.0.0.0:9108\n")
+    out = tmp_path / "edge-ids.json"
+    result = CliRunner().invoke(main, ["fleet", "targets", "-i", str(hosts_ini),
+                                                       "-o", str(out)])
+    assert result.exit_code == 0, result.output + result.stderr
+    targets = {t["labels"]["edge_ids_host"]: t for t in json.loads(out.read_text())}
+    assert targets["sensor-1"]["targets"] == ["10.1.0.11:9108"]  # group var, ansible_host
+    assert targets["sensor-2"]["targets"] == ["10.1.0.12:9200"]  # its own address
+    assert targets["sensor-3"]["targets"] == ["[fd00::3]:9108"]
+    assert targets["sensor-3"]["labels"] == {"edge_ids_host": "sensor-3", "edge_ids_device": "pi5",
+                                             "edge_ids_groups": ",ward_b,wards,"}
+    assert "sensor-4" not in targets  # loopback: Prometheus cannot reach it
+    assert "sensor-4: metrics listen on 127.0.0.1:9108" in result.stderr
+    assert "3 targets written" in result.stderr
+
+
+def test_the_role_and_playbooks_pass_syntax_check_and_ansible_lint(tmp_path):
+    hosts_ini = tmp_path / "hosts.ini"
+    hosts_ini.write_text("sensor-1 ansible_host=192.0.2.1\n")
+    env = os.environ | {"ANSIBLE_ROLES_PATH": str(ROLES_DIR)}
+    for playbook in ("fleet.yml", "status.yml"):
+        done = subprocess.run([BIN / "ansible-playbook", "-i", hosts_ini, "--syntax-check",
+                               ANSIBLE_DIR / playbook], capture_output=True, text=True, env=env)
+        assert done.returncode == 0 and f"playbook: {ANSIBLE_DIR / playbook}" in done.stdout, \
+            done.stderr
+    if not (BIN / "ansible-lint").is_file():
+        pytest.skip("ansible-lint is not installed (the dev extra has it)")
+    done = subprocess.run([BIN / "ansible-lint", "--offline", "--profile", "production",
+                           "--nocolor", "."], capture_output=True, text=True, env=env,
+                          cwd=ANSIBLE_DIR)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Profile 'production' was required, and it passed" in done.stderr + done.stdout
+
+
+def test_fleet_deploy_without_hosts_or_with_a_bad_batch_is_a_clear_error(small_pipeline,
+                                                                          tmp_path):
+    hosts_ini = tmp_path / "hosts.ini"
+    hosts_ini.write_text("[sensors]\n")
+    bundle = small_pipeline[0] / "bundle"
+    result = cli("fleet", "deploy", "-i", hosts_ini, "--bundle", bundle)
+    assert result.exit_code == 1 and "no hosts in" in result.output
+    result = cli("fleet", "deploy", "-i", hosts_ini, "--bundle", bundle, "--batch", "0")
+    assert result.exit_code == 2 and "a number of hosts, or a percentage" in result.output
