@@ -130,10 +130,13 @@ def deploy_fleet(options: FleetOptions, log: Log) -> list[dict]:
         results = read_results(results_dir)
         built = sorted(p.name.removesuffix(".tar.gz")
                        for p in (Path(tmp) / "packages").glob("*.tar.gz"))
-    outcomes = [outcome(host, results.get(host)) for host in hosts]
+    # in the play's own order (the role notes it), which --list-hosts does not keep
+    order = next((r["play_hosts"] for r in results.values() if "play_hosts" in r), hosts)
+    outcomes = [outcome(host, results.get(host)) for host in order]
+    reached = sum(o["state"] != "not reached" for o in outcomes)
     log("")
-    log(f"packages built: {len(built)} ({', '.join(built) or 'none'}) for "
-        f"{sum(o['state'] != 'not reached' for o in outcomes)} hosts reached")
+    log(f"packages built: {len(built)} ({', '.join(built) or 'none'}) for {reached} "
+        f"host{'s' if reached != 1 else ''} reached")
     log(format_outcomes(outcomes))
     failed = [o for o in outcomes if o["state"] in ("failed", "started")]
     if code != 0 or failed:
@@ -148,7 +151,8 @@ def deploy_fleet(options: FleetOptions, log: Log) -> list[dict]:
 
 def outcome(host: str, result: dict | None) -> dict:
     if result is None:
-        return {"host": host, "state": "not reached", "summary": "not reached (untouched)"}
+        return {"host": host, "state": "not reached", "summary": "untouched: the rollout "
+                                                                 "stopped before its batch"}
     state = result.get("state")
     if state == "started":
         return result | {"summary": "stopped before a result: unreachable? (see Ansible's "
@@ -167,10 +171,10 @@ def outcome(host: str, result: dict | None) -> dict:
 
 
 def format_outcomes(outcomes: list[dict]) -> str:
-    width = max(len(o["host"]) for o in outcomes)
-    return "\n".join([f"{'HOST':<{width}}  OUTCOME"] + [
-        f"{o['host']:<{width}}  {o['state'].upper() if o['state'] == 'failed' else o['state']}: "
-        f"{o['summary']}" for o in outcomes])
+    width = max(len(o["host"]) for o in outcomes + [{"host": "HOST"}])
+    states = {"ok": "ok", "failed": "FAILED", "started": "FAILED", "not reached": "skipped"}
+    return "\n".join([f"{'HOST':<{width}}  {'OUTCOME':<7}  DETAIL"] + [
+        f"{o['host']:<{width}}  {states[o['state']]:<7}  {o['summary']}" for o in outcomes])
 
 
 def fleet_status(inventory: Path, limit: str | None, ansible_args: tuple[str, ...],

@@ -51,6 +51,7 @@ UsePAM no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
+Subsystem sftp internal-sftp
 """)
         self.config = directory / "ssh_config"
         self.config.write_text(f"""\

@@ -249,3 +249,29 @@ def test_ssh_keygen_checks_signatures_inside_the_units_sandbox(small_pipeline, k
     assert "signed by releases@example.org" in runs["trusted"].stderr
     assert runs["stranger"].returncode == 1
     assert "not in the allowed-signers file" in runs["stranger"].stderr
+
+
+def test_deploy_installs_the_trusted_keys_and_refuses_early_what_the_device_would_refuse(
+        trusted, bundle_copy, keys, tmp_path):
+    """deploy checks the bundle under the device's policy in its first step (nothing is built
+    or copied for a bundle the device would refuse), and the package carries the keys."""
+    base = ["deploy", "--device", "pi4", "--output", tmp_path / "pi4.tar.gz"]
+    result = cli(*base, "--bundle", trusted, "--require-signature")
+    assert result.exit_code == 1
+    assert "--require-signature requires signed bundles: give --allowed-signers FILE" in \
+        result.output
+    result = cli(*base, "--bundle", bundle_copy, "--allowed-signers", keys["allowed"],
+                 "--require-signature")
+    assert result.exit_code == 1 and "refused: the bundle is not signed" in result.output
+    assert "[2/3]" not in result.output and not (tmp_path / "pi4.tar.gz").exists()
+    result = cli(*base, "--bundle", trusted, "--allowed-signers", keys["allowed"],
+                 "--require-signature")
+    assert result.exit_code == 0, result.output
+    assert "signed by releases@example.org (ED25519 key SHA256:" in result.output
+    with tarfile.open(tmp_path / "pi4.tar.gz") as tar:
+        top = tar.getnames()[0].split("/")[0]
+        read = (lambda name: tar.extractfile(f"{top}/{name}").read())
+        assert read("allowed_signers") == keys["allowed"].read_bytes()
+        assert read("bundle/manifest.json.sig") == (trusted / SIGNATURE_FILE).read_bytes()
+        assert b" --allowed-signers /opt/edge-ids/current/allowed_signers --require-signature" \
+               b"\n" in read("edge-ids.service")
