@@ -130,6 +130,14 @@ def test_fleet_deploy_installs_on_three_devices_and_status_shows_them(
                in unit
         assert (release / "allowed_signers").read_bytes() == keys["allowed"].read_bytes()
         assert (release / "bundle" / "manifest.json.sig").is_file()
+    # the role and playbooks are package data of the edge-ids wheel (inert YAML, so they also
+    # reach the device inside it); ansible-core itself never goes there
+    site = list((hosts["dev1"][1] / "opt" / "venvs").glob("*/lib/python3*/site-packages"))
+    assert len(site) == 1 and not list(site[0].glob("ansible*"))
+    installed = [site[0] / "edge_ids" / "devices" / "ansible"]
+    shipped = sorted(str(p.relative_to(ANSIBLE_DIR)) for p in ANSIBLE_DIR.rglob("*.yml"))
+    assert sorted(str(p.relative_to(installed[0])) for p in installed[0].rglob("*.yml")) \
+        == shipped and "roles/edge_ids/tasks/main.yml" in shipped
     # the canary batch came first, alone
     assert output.index("PLAY [Roll out edge-ids]") < output.index("dev1") < output.index("dev2")
 
