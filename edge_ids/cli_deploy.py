@@ -93,7 +93,8 @@ def deploy(device, host, bundle, prefix, input_, capture, metrics, alerts, allow
     options = DeployOptions(device=device, bundle=bundle, host=host, output=output,
                             prefix=prefix, input=input_, capture=capture, metrics=metrics,
                             alerts=alerts, allowed_signers=allowed_signers,
-                            require_signature=require_signature, python=python, wheelhouse=wheelhouse, ssh_config=ssh_config,
+                            require_signature=require_signature, python=python,
+                            wheelhouse=wheelhouse, ssh_config=ssh_config,
                             ssh_options=ssh_options, timeout=timeout, keep=keep,
                             dry_run=dry_run)
     try:

@@ -25,7 +25,7 @@ def _fail(error: Exception):
 
 @click.group()
 def fleet():
-    """Many devices through Ansible: rolling deploys, one status table, Prometheus targets.
+    """Many devices through Ansible: rolling deploys, status, Prometheus targets.
 
     \b
     An inventory lists the devices (ansible_host, ansible_user, ansible_port, ...) and, per host

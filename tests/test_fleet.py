@@ -279,6 +279,11 @@ def test_fleet_deploy_without_hosts_or_with_a_bad_batch_is_a_clear_error(small_p
     assert result.exit_code == 1 and "no hosts in" in result.output
     result = cli("fleet", "deploy", "-i", hosts_ini, "--bundle", bundle, "--batch", "0")
     assert result.exit_code == 2 and "a number of hosts, or a percentage" in result.output
+    broken = Path(shutil.copytree(bundle, tmp_path / "broken"))
+    (broken / "features.json").write_text("{}")
+    result = cli("fleet", "deploy", "-i", hosts_ini, "--bundle", broken)
+    assert result.exit_code == 1 and "features.json has SHA-256" in result.output
+    assert "PLAY" not in result.output  # stopped before Ansible started
 
 
 def test_the_documented_vector_config_reads_the_daemons_alert_file():
