@@ -177,6 +177,7 @@ def test_fleet_deploy_installs_on_three_devices_and_status_shows_them(
     assert "500" in next(line for line in body if line.startswith("dev2"))
 
 
+@pytest.mark.slow  # a third rollout costs minutes; `pytest -m slow tests/test_fleet.py`
 def test_a_second_rollout_of_the_same_release_changes_nothing(rolled_out, devices, signed_bundle,
                                                               keys):
     hosts_ini = rolled_out[0]
