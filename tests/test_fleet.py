@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -178,14 +180,40 @@ def test_fleet_deploy_installs_on_three_devices_and_status_shows_them(
 
 
 @pytest.mark.slow  # a third rollout costs minutes; `pytest -m slow tests/test_fleet.py`
-def test_a_second_rollout_of_the_same_release_changes_nothing(rolled_out, devices, signed_bundle,
-                                                              keys):
-    hosts_ini = rolled_out[0]
+def test_your_own_playbook_with_the_role_changes_nothing_the_second_time(
+        rolled_out, devices, signed_bundle, keys, tmp_path):
+    """A user's playbook includes the shipped role (ANSIBLE_ROLES_PATH from `fleet path`), in
+    two batches and without a package folder of its own: the role makes one for the run (kept
+    across the batches), and a rollout of what is already installed changes nothing."""
     before = {h: releases(folder) for h, (_, folder) in devices[1].items()}
-    result = cli("fleet", "deploy", "-i", hosts_ini, "--bundle", signed_bundle, "--batch", "100%",
-                 "--allowed-signers", keys["allowed"], "--require-signature")
-    assert result.exit_code == 0, result.output
-    assert result.output.count("ok       unchanged, release") == 3
+    roles = cli("fleet", "path").output.splitlines()[0].removeprefix("roles: ")
+    playbook = tmp_path / "sensors.yml"
+    playbook.write_text(f"""\
+- name: My sensors
+  hosts: all
+  serial: [1, 2]
+  max_fail_percentage: 0
+  gather_facts: false
+  roles:
+    - role: edge_ids
+      edge_ids_bundle: {signed_bundle}
+      edge_ids_allowed_signers: {keys["allowed"]}
+      edge_ids_require_signature: true
+      edge_ids_command: [{sys.executable}, -m, edge_ids]
+""")
+    packages = set(Path(tempfile.gettempdir()).glob("edge-ids-packages.*"))
+    done = subprocess.run([BIN / "ansible-playbook", "-i", rolled_out[0], playbook],
+                          capture_output=True, text=True, env=os.environ | {
+                              "ANSIBLE_ROLES_PATH": roles, "ANSIBLE_NOCOLOR": "1"})
+    made = set(Path(tempfile.gettempdir()).glob("edge-ids-packages.*")) - packages
+    for folder in made:
+        shutil.rmtree(folder)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert len(made) == 1  # one package folder for both batches
+    for host in HOSTS:
+        assert re.search(rf"^{host}\s+: ok=\d+\s+changed=0\s+unreachable=0\s+failed=0",
+                         done.stdout, re.M), done.stdout[-2000:]
+    assert done.stdout.count("unchanged: the current release") == 3
     assert {h: releases(folder) for h, (_, folder) in devices[1].items()} == before
 
 
