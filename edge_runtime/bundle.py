@@ -59,14 +59,23 @@ def load_bundle(path: str | Path) -> Bundle:
         expected = manifest.get("files", {}).get(name, {}).get("sha256")
         actual = sha256_bytes(files[name])
         if expected != actual:
-            raise BundleError(f"{path}: {name} has SHA-256 {actual[:16]}…, the manifest says "
-                              f"{str(expected)[:16]}…: the bundle was modified or corrupted; "
-                              f"refusing to load it")
+            raise BundleError(f"{path}: {name} was modified or corrupted, refusing to load "
+                              f"it: its SHA-256 is {actual}, the manifest says {expected}"
+                              f"{_first_difference(actual, expected)}. Copy the bundle again "
+                              f"from where it was built, or rebuild it")
     spec = json.loads(files[FEATURES_FILE])
     if spec.get("spec_version") != FEATURE_SPEC_VERSION:
         raise BundleError(f"{path}: feature spec version {spec.get('spec_version')!r}, this "
                           f"edge-ids reads version {FEATURE_SPEC_VERSION}")
     return Bundle(path, manifest, spec, files[MODEL_FILE])
+
+
+def _first_difference(actual: str, expected) -> str:
+    """Where two hex digests part, so that a change in the last digit is not missed."""
+    if not isinstance(expected, str):
+        return ""
+    i = next((i for i, (a, b) in enumerate(zip(actual, expected)) if a != b), None)
+    return "" if i is None else f" (they differ from character {i + 1} on)"
 
 
 def bundle_files(path: str | Path) -> dict[str, bytes]:
@@ -100,5 +109,8 @@ def _read_tar(path: Path) -> dict[str, bytes]:
                     raise BundleError(f"{path}: {name} is missing from the archive")
                 files[name] = tar.extractfile(members[name]).read()
             return files
-    except tarfile.TarError as e:
-        raise BundleError(f"{path}: not a bundle directory or a readable .tar.gz ({e})") from None
+    except tarfile.TarError:
+        raise BundleError(f"{path}: not a bundle. A bundle is a folder (or a .tar.gz of one) "
+                          f"holding {MODEL_FILE}, {FEATURES_FILE} and {MANIFEST_FILE}"
+                          + (f"; give the folder {path.parent}" if path.name in
+                             (MODEL_FILE, FEATURES_FILE, MANIFEST_FILE) else "")) from None

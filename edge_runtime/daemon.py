@@ -150,6 +150,16 @@ class Daemon:
                 signal.SIGINT: lambda *_: self.stop()}
         return {signum: signal.signal(signum, handler) for signum, handler in ours.items()}
 
+    @property
+    def reader_error(self) -> BaseException | None:
+        """Why the input failed, if it did (the run then ended early)."""
+        return self._reader_error
+
+    @property
+    def stopped_by_signal(self) -> bool:
+        """Stopped by SIGTERM/SIGINT (or stop()), not by the end of its input."""
+        return self._stop.is_set()
+
     def stop(self) -> None:
         self._stop.set()
 

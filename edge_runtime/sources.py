@@ -108,8 +108,10 @@ class StreamSource(LineSource):
             while not stop.is_set():
                 if pollable and not selector.select(POLL_SECONDS):
                     continue
+                # read1, not read: a damaged .gz then hands over what it decompressed before
+                # the damage (read would drop the whole buffer it was filling)
                 data = (os.read(self._stream.fileno(), READ_BYTES) if pollable
-                        else self._stream.read(READ_BYTES))
+                        else self._stream.read1(READ_BYTES))
                 if not data:
                     return
                 yield data
