@@ -93,14 +93,19 @@ def run(work: Path) -> dict:
         progress(f"[{i}/{steps}] {name} done in {time.monotonic() - started:.1f} s")
     for j, folder in enumerate(plan["compare"], len(plan["runtimes"]) + 1):
         progress(f"[{j}/{steps}] litert-int8 on {folder} ...")
+        started = time.monotonic()
         out["compare"][folder] = run_worker(
             work, "litert-int8", plan | {"batches": [1, 256], "threads": [1]},
             ["--model", str(work / folder / "model.tflite"),
              "--spec", str(work / folder / "features.json")])
+        progress(f"[{j}/{steps}] litert-int8 on {folder} done in "
+                 f"{time.monotonic() - started:.1f} s")
     progress(f"[{steps}/{steps}] the daemon (edge-ids run) over the records ...")
+    started = time.monotonic()
     cpu = sorted(os.sched_getaffinity(0))[-1]
     n = sum(1 for _ in open(work / "records.csv", "rb"))
     out["daemon"] = daemon_throughput(work / "bundle", work / "records.csv", n, cpu, work)
+    progress(f"[{steps}/{steps}] the daemon done in {time.monotonic() - started:.1f} s")
     (work / "device.json").write_text(json.dumps(out) + "\n")
     progress("figures written")
     return out
