@@ -95,8 +95,7 @@ def test_the_unit_command_prints_the_unit(tmp_path):
     assert listing.exit_code == 0 and "cortex-a72" in listing.output
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv")
-                    or not unit_sandbox.available(), reason="needs root, setpriv, systemd-analyze")
+@pytest.mark.skipif(unit_sandbox.missing() is not None, reason=str(unit_sandbox.missing()))
 def test_the_daemon_runs_under_the_units_user_capabilities_and_system_call_filter(
         small_pipeline, kdd_test_lines):
     """No running systemd here: tests/unit_sandbox.py rebuilds the unit's user, capabilities
