@@ -54,7 +54,8 @@ def test_shared_options_are_one_definition():
         return next(p for p in main.commands[command].params if p.opts[-1] == name)
     for name in ("--val-fraction", "--alpha", "--seed", "--data-dir"):
         a, b = option("pipeline", name), option("train", name)
-        assert (a.default, a.help, a.type) == (b.default, b.help, b.type), name
+        assert (a.default, a.help, a.type.to_info_dict()) == (b.default, b.help,
+                                                              b.type.to_info_dict()), name
     assert option("compress", "--data-dir").help == option("bench", "--data-dir").help
     assert option("unit", "--device").help == option("deploy", "--device").help
 
