@@ -187,12 +187,19 @@ def install_remote(options, profile, target, facts, remote: Remote, steps: Steps
                           f"{result.get('reason')}")
     with steps("report"):
         steps.detail(f"{options.host}: {options.prefix}/current -> releases/{release['id']}")
-        if not result["systemd"]:
-            steps.detail("no running systemd there: start the daemon by hand (command above)")
-        elif not result["memory_cgroup"]:
-            steps.detail("MemoryMax= is ignored there: the memory cgroup is off; add "
-                         "cgroup_enable=memory to /boot/firmware/cmdline.txt and reboot")
+        for note in report_notes(result):
+            steps.detail(note)
     return result
+
+
+def report_notes(result: dict) -> list[str]:
+    """What the operator must know about the device install.py reported on."""
+    if not result["systemd"]:
+        return ["no running systemd there: start the daemon by hand (command above)"]
+    if not result["memory_cgroup"]:
+        return ["MemoryMax= is ignored there: the memory cgroup is off; add "
+                "cgroup_enable=memory to /boot/firmware/cmdline.txt and reboot"]
+    return []
 
 
 def probe_target(remote: Remote) -> dict:

@@ -163,6 +163,37 @@ def test_argus_runs_under_the_capture_units_system_call_filter():
     assert "setuid Operation not permitted" in said, said
 
 
+class StreamLines:
+    """Every line of a child's text stream, read by a thread, so that waiting for one has a
+    deadline: a daemon that hangs before it serves fails the test instead of hanging it."""
+
+    def __init__(self, stream):
+        self.lines: list[str] = []
+        self._new = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            with self._new:
+                self.lines.append(line)
+                self._new.notify_all()
+        with self._new:  # the end: a waiter stops waiting
+            self._new.notify_all()
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        with self._new:
+            found = self._new.wait_for(lambda: any(text in line for line in self.lines)
+                                       or not self._thread.is_alive(), timeout)
+        assert found and any(text in line for line in self.lines), \
+            f"no {text!r} within {timeout} s:\n{''.join(self.lines)}"
+
+    def text(self, timeout: float) -> str:
+        """All of it, once the stream has ended."""
+        self._thread.join(timeout)
+        return "".join(self.lines)
+
+
 @pytest.fixture
 def veth_pair():
     """Two ends of a veth pair: one here, one in a network namespace made for this test."""
@@ -198,10 +229,9 @@ def test_replayed_traffic_on_an_interface_arrives_as_alerts(veth_pair, captures,
         [EDGE_IDS, "capture", "--interface", here, "--bundle", str(net_bundle), "--alerts",
          str(alerts), "--emit", "all", "--flow-report", "1", "--metrics", "127.0.0.1:0"], unit),
         stderr=subprocess.PIPE, text=True, cwd="/")
+    said = StreamLines(daemon.stderr)
     try:
-        for line in daemon.stderr:  # "serving ..." comes once argus has opened the interface
-            if "serving" in line:
-                break
+        said.wait_for("serving", 60)  # once argus has opened the interface
         replay = subprocess.run(["ip", "netns", "exec", namespace, "tcpreplay", "-i", there,
                                  "--topspeed", str(captures["mirai-irc"])],
                                 capture_output=True, text=True, timeout=120)
@@ -214,7 +244,8 @@ def test_replayed_traffic_on_an_interface_arrives_as_alerts(veth_pair, captures,
                 break
     finally:
         daemon.send_signal(signal.SIGTERM)
-        rest = daemon.communicate(timeout=30)[1]
+        daemon.wait(timeout=30)
+        rest = said.text(timeout=10)
         events = [json.loads(line) for line in alerts.read_text().splitlines()] \
             if alerts.exists() else []
         shutil.rmtree(folder)

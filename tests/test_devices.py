@@ -2,7 +2,7 @@
 with the hardening and limits the daemon is meant to run under."""
 from __future__ import annotations
 
-import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +17,9 @@ from edge_ids.devices.profiles import ProfileError, load_profile, profile_names
 from edge_ids.devices.unit import render_unit
 
 import unit_sandbox
+from conftest import REPO
+
+README = (REPO / "README.md").read_text()
 
 REQUIRED = ["Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure",
             "DynamicUser=yes", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
@@ -39,6 +42,20 @@ def test_an_unknown_device_names_the_valid_ones():
         load_profile("pi9")
     result = CliRunner().invoke(main, ["unit", "--device", "pi9"])
     assert result.exit_code != 0 and "pi-zero-2w" in result.output
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+@pytest.mark.parametrize("capture, quoted", [(None, "0.9 SAFE"), ("eth0", "1.8 OK")])
+def test_systemd_analyze_security_rates_the_unit_as_the_readme_says(capture, quoted, tmp_path):
+    unit = tmp_path / "edge-ids.service"
+    unit.write_text(render_unit(load_profile("pi4"), capture=capture))
+    rated = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)],
+                           capture_output=True, text=True)
+    found = re.search(r"Overall exposure level for edge-ids.service: ([\d.]+ \w+)",
+                      rated.stdout)
+    assert found, rated.stdout + rated.stderr
+    assert found.group(1) == quoted
+    assert f"rates it **{quoted}**" in README or f"rates it {quoted}" in README
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
