@@ -353,7 +353,7 @@ def test_deploy_with_capture_installs_the_capture_unit_and_it_captures(site, net
     server, root = site
     refused = cli("deploy", *device_args(site), "--bundle", str(small_pipeline[0] / "bundle"),
                   "--capture", "lo")
-    assert refused.exit_code == 1 and "--capture: the model reads duration" in refused.output
+    assert refused.exit_code == 5 and "--capture: the model reads duration" in refused.output
     result = cli("deploy", *device_args(site), "--bundle", str(net_bundle), "--capture", "lo")
     assert result.exit_code == 0, result.output
     assert "health: the daemon classified 2 probe records" in result.output
