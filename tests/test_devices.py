@@ -67,6 +67,8 @@ def test_unit_passes_systemd_analyze_verify(device, capture, tmp_path):
     (prefix / "current/venv/bin/edge-ids").symlink_to(Path(sys.executable).with_name("edge-ids"))
     profile = load_profile(device)
     text = render_unit(profile, str(prefix), capture=capture)
+    assert "Documentation=man:systemd.exec(5)" in text  # manuals that exist, not a dead link
+    assert f"{prefix}/current/venv/bin/edge-ids run --help" in text
     for line in REQUIRED + [f"WatchdogSec={profile.watchdog_sec}", f"CPUQuota={profile.cpu_quota}",
                             f"--max-batch {profile.max_batch}", "IPAddressDeny=any"]:
         assert line in text, line

@@ -165,3 +165,25 @@ def test_a_wrong_data_folder_is_reported_before_tensorflow_loads(line, small_pip
     exit_code, heavy = json.loads(done.stdout.splitlines()[-1])
     assert exit_code == BAD_INPUT and "not found" in done.stderr, done.stderr
     assert heavy == []
+
+
+def test_the_output_is_ours_alone(small_pipeline, kdd_test_lines, data_dir, tmp_path):
+    """No LiteRT, TensorFlow or absl lines among ours: classify and run (the device side),
+    and train, which imports TensorFlow and converts to int8 (the host side)."""
+    bundle = str(small_pipeline[0] / "bundle")
+    records = tmp_path / "r.csv"
+    records.write_bytes(b"".join(kdd_test_lines[:200]))
+    classify = subprocess.run([EDGE_IDS, "classify", "--bundle", bundle, str(records)],
+                              capture_output=True, text=True, timeout=120)
+    assert classify.returncode == 0
+    assert re.fullmatch(r"classified 200 records \([^)]*\)\n", classify.stderr), classify.stderr
+    run_ = subprocess.run([EDGE_IDS, "run", "--bundle", bundle, "--input", f"file:{records}",
+                           "--alerts", "/dev/null"], capture_output=True, text=True, timeout=120)
+    assert run_.returncode == 0 and run_.stderr
+    assert all(line.startswith("edge-ids: ") for line in run_.stderr.splitlines()), run_.stderr
+    train = subprocess.run([EDGE_IDS, "train", "--dataset", "wustl-ehms", "--model", "fnn",
+                            "--epochs", "1", "--data-dir", str(data_dir), "--out",
+                            str(tmp_path / "t")], capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stderr
+    assert train.stderr == ""  # progress and results go to stdout, and nothing else is said
+    assert train.stdout.startswith("wustl-ehms: ") and "written: " in train.stdout
