@@ -105,15 +105,16 @@ def check_bundle(options: DeployOptions) -> Bundle:
     bundle = load_bundle(options.bundle)
     if options.capture:
         try:
-            ra_fields(RawSchema.from_spec(bundle.spec["raw"]))
+            ra_fields(RawSchema.from_spec(bundle.raw))
         except CaptureError as e:
             raise BundleError(f"{options.bundle}: --capture: {e}") from None
     return bundle
 
 
 def describe(bundle: Bundle) -> str:
-    return (f"{bundle.manifest.get('dataset')} model {bundle.model_sha256[:12]}, "
-            f"{len(bundle.model):,} bytes")
+    models = [m for m in (bundle.model, bundle.anomaly and bundle.anomaly.model) if m]
+    return (f"{bundle.manifest.get('dataset')} {bundle.detector} model "
+            f"{bundle.model_sha256[:12]}, {sum(map(len, models)):,} bytes")
 
 
 def deploy(options: DeployOptions, log: Log = print) -> dict:

@@ -31,6 +31,8 @@ On the host (pip install 'edge-ids[host]'):
       a paper's result table over 3 seeds
   edge-ids compress --model OUT --sparsity 0.5 --max-f1-drop 1 --out B
       prune + int8, gated on the macro-F1 loss
+  edge-ids learn --pcap benign.pcap [--classifier B] --out OUT
+      learn your network's normal: an anomaly model (a hybrid with B)
   edge-ids deploy --device pi4 --host pi@sensor-1 --bundle B
       install it on the device as a daemon, over ssh
   edge-ids bench --bundle B [--host pi@sensor-1]
@@ -154,21 +156,24 @@ def classify(bundle, records, output, threads, batch_size, log_rejects):
 
     FILE holds records in the dataset's own CSV layout (for NSL-KDD the 41 features, optionally
     followed by label and difficulty), plain or .gz; '-' or nothing reads stdin. Each output line
-    is {"record": line number, "class": name, "score": probability}. A bad record is named on
-    stderr and skipped (exit 3); every good record is still classified. A truncated or corrupt
-    .gz is classified up to the damage, then reported (exit 5).
+    is {"record": line number, "verdict": ..., "class": name, "score": probability} for a
+    classifier; a bundle with an anomaly model adds "anomaly_score", and its verdict is
+    "Unknown" when the classifier names no attack but the score is over the bundle's threshold.
+    A bad record is named on stderr and skipped (exit 3); every good record is still
+    classified. A truncated or corrupt .gz is classified up to the damage, then reported
+    (exit 5).
     """
-    from .edge_runtime.classifier import Classifier
     from .edge_runtime.classify import classify_stream
+    from .edge_runtime.detector import Detector
     from .edge_runtime.records import open_input
 
-    classifier = Classifier(require_bundle(bundle), num_threads=threads)
+    detector = Detector(require_bundle(bundle), num_threads=threads)
     try:
         stream = open_input(records)
     except OSError as e:
         raise BadInput(f"{records}: {e.strerror or e}") from None
     with stream:
-        summary = classify_stream(classifier, stream, output, sys.stderr, chunk_size=batch_size,
+        summary = classify_stream(detector, stream, output, sys.stderr, chunk_size=batch_size,
                                   name_rejects=log_rejects)
     output.flush()
     classes = ", ".join(f"{c} {n:,}" for c, n in sorted(summary.by_class.items()))
@@ -219,3 +224,7 @@ main.add_command(rollback)
 from .cli_bench import bench  # noqa: E402
 
 main.add_command(bench)
+
+from .cli_learn import learn  # noqa: E402
+
+main.add_command(learn)

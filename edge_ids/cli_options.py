@@ -12,8 +12,9 @@ from .exit_codes import BadInput
 from .train.datasets import DATA_DIR_ENV, DataError, class_names, data_files
 
 DEFAULT_VAL_FRACTION = 0.1
-BUNDLE_HELP = ("a bundle folder (or .tar.gz of one) holding model.tflite, features.json and "
-               "manifest.json")
+BUNDLE_HELP = ("a bundle folder (or .tar.gz of one): manifest.json with model.tflite + "
+               "features.json (a classifier) and/or anomaly.tflite + anomaly.json (an anomaly "
+               "model)")
 
 
 def data_dir_option(command):

@@ -7,7 +7,8 @@ Spec layout (all plain JSON; see docs/bundle.md):
     raw                  the raw columns and their types (records.RawSchema)
     one_hot              {column: [vocabulary]}; a value outside it gives all zeros and is counted
     zero_ratio_filter    what the zero-ratio filter dropped and why (informational here)
-    kept                 [{name, column, value?, min, max}] features after filtering, in order
+    kept                 [{name, column, value?, scale?, min, max}] features after filtering, in
+                         order; scale "log" (version 2) takes sign(x)·log(1 + |x|) before min-max
     selected             indices into `kept`, in model-input order (mutual-information rank)
     input_quantization   {scale, zero_point} of the int8 model input, or null for a float model
 """
@@ -15,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-FEATURE_SPEC_VERSION = 1
+FEATURE_SPEC_VERSION = 2  # 2 added per-feature log scaling (the anomaly models use it)
+READABLE_SPEC_VERSIONS = (1, 2)
 NOT_SELECTED, UNSEEN = -1, -2  # one-hot lookup results that set no input
 
 
@@ -31,6 +33,10 @@ class FeatureTransform:
         self._num_positions = np.array([p for p, _ in numeric], dtype=np.int64)
         self._num_columns = [f["column"] for _, f in numeric]
         self._num_min = np.array([f["min"] for _, f in numeric], dtype=np.float64)
+        # Flow volumes and rates span orders of magnitude: on a log scale an unusual value
+        # stays visible instead of being squashed to 0 next to the largest one seen.
+        log = np.array([f.get("scale") == "log" for _, f in numeric], dtype=bool)
+        self._num_log = None if not log.any() else slice(None) if log.all() else log
         span = np.array([f["max"] - f["min"] for _, f in numeric], dtype=np.float64)
         self._num_span = np.where(span > 0, span, 1.0)  # a constant column maps to 0
         # For each categorical column, every known value -> the model-input position of its
@@ -62,6 +68,8 @@ class FeatureTransform:
             else:
                 raw = np.stack([np.asarray(columns[c], dtype=np.float64)
                                 for c in self._num_columns], 1)
+            if self._num_log is not None:  # (raw is a new array either way: safe to change)
+                raw[:, self._num_log] = signed_log(raw[:, self._num_log])
             x[:, self._num_positions] = np.clip((raw - self._num_min) / self._num_span, 0.0, 1.0)
         if not self._one_hot_positions:
             return x, {}
@@ -86,6 +94,11 @@ class _Positions(dict):
 
     def __missing__(self, value):
         return UNSEEN
+
+
+def signed_log(x: np.ndarray) -> np.ndarray:
+    """sign(x)·log(1 + |x|): the "log" feature scale (defined for negative values too)."""
+    return np.copysign(np.log1p(np.abs(x)), x)
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:

@@ -45,7 +45,7 @@ def test_help_is_one_width_and_examples_do_not_run_into_their_text():
         assert not long, (name, long)
     lines = texts[""].splitlines()
     examples = [i for i, line in enumerate(lines) if line.startswith("    edge-ids ")]
-    assert len(examples) == 11  # each example on its own line, its text indented below it
+    assert len(examples) == 12  # each example on its own line, its text indented below it
     assert all(lines[i + 1].startswith("        ") and lines[i + 1].strip() for i in examples)
 
 
