@@ -198,8 +198,9 @@ def _read_tar(path: Path) -> dict[str, bytes]:
                      if name in members}
     except tarfile.TarError:
         raise BundleError(f"{path}: not a bundle. A bundle is a folder (or a .tar.gz of one) "
-                          f"holding {MANIFEST_FILE} and the model files it names: {MODEL_FILE} "
-                          f"and {FEATURES_FILE} for a classifier"
+                          f"holding {MANIFEST_FILE} with {MODEL_FILE} and {FEATURES_FILE} (a "
+                          f"classifier) and/or {ANOMALY_MODEL_FILE} and {ANOMALY_FEATURES_FILE} "
+                          f"(an anomaly model)"
                           + (f"; give the folder {path.parent}" if path.name in ALL_FILES
                              else "")) from None
     _require_manifest(path, files)

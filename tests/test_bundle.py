@@ -70,8 +70,8 @@ def test_a_hash_differing_in_its_last_digit_says_where(bundle_copy):
 
 def test_a_model_file_given_as_the_bundle_says_what_a_bundle_is(bundle_copy):
     with pytest.raises(BundleError, match=r"A bundle is a folder \(or a \.tar\.gz of one\) "
-                                          r"holding model\.tflite, features\.json and "
-                                          r"manifest\.json; give the folder"):
+                                          r"holding manifest\.json with model\.tflite and "
+                                          r"features\.json \(a classifier\) .*; give the folder"):
         load_bundle(bundle_copy / "model.tflite")
 
 
