@@ -34,7 +34,7 @@ def _check_input(ctx, param, spec):
     if spec != "-" and (not path or kind not in ("file", "follow", "unix", "argus", "pcap")):
         raise click.BadParameter(f"unknown input {spec!r}: use -, file:PATH, follow:PATH, "
                                  f"unix:PATH, argus:INTERFACE or pcap:FILE")
-    if kind in ("file", "pcap") and not Path(path).is_file():
+    if kind in ("file", "pcap") and (not Path(path).exists() or Path(path).is_dir()):
         raise click.BadParameter(f"{kind}:{path}: no such file")
     return spec
 

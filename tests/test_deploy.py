@@ -202,8 +202,8 @@ def test_dry_run_prints_the_steps_and_touches_nothing(small_pipeline, tmp_path):
     assert result.exit_code == 0, result.output
     manifest = load_bundle(small_pipeline[0] / "bundle").manifest
     assert "[1/6] check the bundle" in result.output
-    assert f"checked, nsl-kdd model {manifest['files']['model.tflite']['sha256'][:12]}" \
-        in result.output
+    sha = manifest["files"]["model.tflite"]["sha256"]
+    assert f"checked, nsl-kdd classifier model {sha[:12]}" in result.output
     assert "[2/6] would ask" in result.output
     assert "ssh pi@sensor-1 'python3 - probe' < install.py" in result.output
     assert "manylinux_2_36_aarch64" in result.output and "the edge-ids wheel built from" \
