@@ -65,4 +65,5 @@ def test_train_refuses_bad_combinations(tmp_path):
     assert result.exit_code == 2 and "only NSL-KDD" in result.output
     result = run("train", "--dataset", "bot-iot", "--model", "fnn", "--data-dir", tmp_path,
                  "--out", tmp_path / "o")
-    assert result.exit_code == 1 and "Error:" in result.output and "bot-iot" in result.output.lower()
+    assert result.exit_code == 5 and "Error:" in result.output and "bot-iot" in result.output.lower()
+    assert "UNSW_2018_IoT_Botnet_Final_10_best_Training.csv not found" in result.output
