@@ -113,9 +113,13 @@ def markdown(results: dict) -> str:
              "## NSL-KDD (train KDDTrain+, official test files)", ""]
     for test in ("KDDTest+", "KDDTest-21"):
         lines += [f"**{test}**", "", *_table(results, "nsl-kdd", test, kdd), ""]
+    first = (results["runs"].get("classifier") or [{}])[0]
+    categories = list(first.get("wustl-ehms", {}).get("test", {}).get("per_category_detection",
+                                                                      {}))
+    wustl = binary + [(f"DR {c}", ("per_category_detection", c)) for c in categories] + [
+        ("accuracy", ("accuracy",))]
     lines += ["## WUSTL-EHMS-2020 (fixed 80/20 split; every test attack type occurs in "
-              "training)", "", *_table(results, "wustl-ehms", "test", binary + [
-                  ("accuracy", ("accuracy",))]), "",
+              "training)", "", *_table(results, "wustl-ehms", "test", wustl), "",
               "## IoT-23: learning one device's normal", "",
               "Learned on the first 70 % (by flow start time) of the benign Philips Hue "
               "bridge's flows; false alarms on the remaining 30 %; detection on the Mirai "

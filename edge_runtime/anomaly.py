@@ -25,9 +25,10 @@ def reconstruction_error(x: np.ndarray, reconstruction: np.ndarray) -> np.ndarra
 class AnomalyScorer:
     """A bundle's anomaly model on raw records: scores, and whether each is over the threshold."""
 
-    def __init__(self, part: AnomalyPart, path, num_threads: int = 1, max_batch: int = 1024):
+    def __init__(self, part: AnomalyPart, path, num_threads: int = 1, max_batch: int = 1024,
+                 vocabulary: dict | None = None):
         self.threshold = part.threshold
-        self.transform = FeatureTransform(part.spec)
+        self.transform = FeatureTransform(part.spec, vocabulary)
         self.model = TFLiteModel(part.model, num_threads, max_batch)
         check_model_matches_spec(self.model, self.transform, part.spec, path,
                                  "the anomaly model")
@@ -39,9 +40,10 @@ class AnomalyScorer:
     def is_anomalous(self, scores: np.ndarray) -> np.ndarray:
         return scores > self.threshold
 
-    def score(self, records: Records) -> tuple[np.ndarray, dict[str, int]]:
+    def score(self, records: Records, codes: dict | None = None
+              ) -> tuple[np.ndarray, dict[str, int]]:
         """(score per record, unseen categories per column)."""
-        x, unknown = self.transform.transform(records.columns, records.numeric)
+        x, unknown = self.transform.transform(records.columns, records.numeric, codes)
         return self.score_features(x), unknown
 
     def score_features(self, x: np.ndarray) -> np.ndarray:

@@ -164,6 +164,7 @@ class ArgusSource(LineSource):
 
     def batches(self, stop: threading.Event) -> Iterator[list[bytes]]:
         splitter = LineSplitter()
+        self._flows = 0
         stream = self._ra.stdout
         with selectors.DefaultSelector() as selector:
             selector.register(stream, selectors.EVENT_READ)
@@ -175,6 +176,7 @@ class ArgusSource(LineSource):
                     break
                 lines = splitter.feed(data)
                 if lines:
+                    self._flows += len(lines)
                     yield [self._reorder(line) for line in lines]
         rest = splitter.flush()
         if rest is not None and not stop.is_set():
@@ -190,6 +192,8 @@ class ArgusSource(LineSource):
     def _check_ended(self) -> None:
         """The stream ended: fine if argus read its pcap to the end; an error otherwise."""
         argus_code, ra_code = self._argus.wait(), self._ra.wait()
+        if argus_code == 0 and ra_code and not self._flows and not self._errors:
+            return  # a capture without a single flow: argus writes nothing, and ra says so
         if argus_code or ra_code:
             time.sleep(0.05)  # the rest of what they said
             said = b"".join(self._errors).decode(errors="replace")

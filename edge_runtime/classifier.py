@@ -69,12 +69,13 @@ class Classifier:
     probability below the bundle's `normal_threshold` (1 = plain argmax; a hybrid's operating
     point may set it lower so that the classifier keeps to its share of the false alarms)."""
 
-    def __init__(self, bundle: Bundle, num_threads: int = 1, max_batch: int = 1024):
+    def __init__(self, bundle: Bundle, num_threads: int = 1, max_batch: int = 1024,
+                 vocabulary: dict | None = None):
         if bundle.spec is None:
             raise BundleError(f"{bundle.path}: an anomaly-only bundle has no classifier")
         self.bundle = bundle
         self.schema = RawSchema.from_spec(bundle.spec["raw"])
-        self.transform = FeatureTransform(bundle.spec)
+        self.transform = FeatureTransform(bundle.spec, vocabulary)
         self.model = TFLiteModel(bundle.model, num_threads, max_batch)
         check_model_matches_spec(self.model, self.transform, bundle.spec, bundle.path,
                                  "the model")
@@ -83,8 +84,8 @@ class Classifier:
             else None
         self.normal_threshold = bundle.normal_threshold
 
-    def classify(self, records: Records) -> Predictions:
-        x, unknown = self.transform.transform(records.columns, records.numeric)
+    def classify(self, records: Records, codes: dict | None = None) -> Predictions:
+        x, unknown = self.transform.transform(records.columns, records.numeric, codes)
         return self.decide(self.model.predict(x), unknown)
 
     def decide(self, probabilities: np.ndarray, unknown: dict | None = None) -> Predictions:

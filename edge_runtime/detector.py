@@ -18,6 +18,7 @@ import numpy as np
 from .anomaly import AnomalyScorer
 from .bundle import Bundle, BundleError
 from .classifier import Classifier
+from .features import shared_vocabulary
 from .records import RawSchema, Records
 
 UNKNOWN = "Unknown"
@@ -36,9 +37,13 @@ class Detector:
     def __init__(self, bundle: Bundle, num_threads: int = 1, max_batch: int = 1024):
         self.bundle = bundle
         self.schema = RawSchema.from_spec(bundle.raw)
-        self.classifier = Classifier(bundle, num_threads, max_batch) if bundle.spec else None
-        self.anomaly = (AnomalyScorer(bundle.anomaly, bundle.path, num_threads, max_batch)
-                        if bundle.anomaly else None)
+        # one vocabulary for both models: each categorical value is looked up once
+        vocabulary = shared_vocabulary([s for s in (bundle.spec, bundle.anomaly and
+                                                    bundle.anomaly.spec) if s])
+        self.classifier = (Classifier(bundle, num_threads, max_batch, vocabulary)
+                           if bundle.spec else None)
+        self.anomaly = (AnomalyScorer(bundle.anomaly, bundle.path, num_threads, max_batch,
+                                      vocabulary) if bundle.anomaly else None)
         self.class_names = bundle.class_names
         normal = bundle.manifest.get("normal_class")
         self.normal_index = self.class_names.index(normal) if normal in self.class_names \
@@ -59,13 +64,14 @@ class Detector:
             verdicts = np.where(self.anomaly.is_anomalous(scores), len(self.class_names),
                                 self.normal_index)
             return Verdicts(verdicts, unknown, anomaly_scores=scores)
-        predictions = self.classifier.classify(records)
+        codes = self.classifier.transform.codes(records.columns) if self.anomaly else None
+        predictions = self.classifier.classify(records, codes)
         verdicts = predictions.classes.copy()
         result = Verdicts(verdicts, predictions.unknown, predictions.classes, predictions.scores)
         if self.anomaly is not None:
             # Scored for every record (not only those the classifier calls normal): the score is
             # in every output line, and the metrics' histogram shows drift in all traffic.
-            result.anomaly_scores, _ = self.anomaly.score(records)
+            result.anomaly_scores, _ = self.anomaly.score(records, codes)
             unknown = (verdicts == self.normal_index) & \
                 self.anomaly.is_anomalous(result.anomaly_scores)
             verdicts[unknown] = len(self.class_names)

@@ -19,14 +19,18 @@ from ..edge_runtime.anomaly import reconstruction_error
 
 
 class Autoencoder:
-    """n-64-16-64-n, ReLU, sigmoid output (features are in [0, 1]), mean squared error; early
-    stopping on benign rows held out from the fit. The sizes are fixed a priori: with benign
-    rows only there is no validation signal that says a model is better at finding attacks,
-    and a larger one just reconstructs attacks better too."""
+    """n-32-8-32-n, ReLU, sigmoid output (features are in [0, 1]), mean squared error; early
+    stopping on benign rows held out from the fit.
+
+    The sizes are not tuned for detection: with benign rows only there is no validation signal
+    that says a model finds attacks better (a larger one just reconstructs attacks better too).
+    They were chosen for the device: on NSL-KDD's 77 inputs, 32-8 costs 0.28 µs a record in
+    LiteRT against 0.42 for 64-16, and its int8 verdicts agree with float as often on
+    validation rows (99.3-99.9 % at budgets 0.01-0.05; scratch study, seed 2)."""
 
     deployable = True
 
-    def __init__(self, seed: int = 0, hidden: tuple[int, ...] = (64, 16), epochs: int = 200,
+    def __init__(self, seed: int = 0, hidden: tuple[int, ...] = (32, 8), epochs: int = 200,
                  batch_size: int = 256, learning_rate: float = 1e-3, patience: int = 10,
                  steps_per_execution: int = 32):
         self.seed, self.hidden, self.epochs = seed, tuple(hidden), epochs
@@ -40,8 +44,10 @@ class Autoencoder:
         inputs = keras.Input((n_inputs,), name="features")
         x = inputs
         sizes = [*self.hidden, *reversed(self.hidden[:-1])]  # encoder, bottleneck, decoder
+        # Named layers: the .tflite holds the names, and Keras' automatic ones count the layers
+        # this process built before, so the same seed would give different bytes.
         for i, units in enumerate(sizes):
-            x = keras.layers.Dense(units, activation="relu",
+            x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}",
                                    kernel_initializer=keras.initializers.GlorotUniform(
                                        self.seed + i))(x)
         outputs = keras.layers.Dense(n_inputs, activation="sigmoid",
