@@ -71,7 +71,8 @@ def bench(bundle, host, device, out, keras, compare, data_dir, test_set, records
         threads=parse_ints(threads, "--threads") if threads else None, seconds=seconds,
         compare=tuple(compare), host=host, device=device, prefix=prefix,
         ssh_config=ssh_config, ssh_options=tuple(ssh_options))
-    dataset = require_bundle(bundle).manifest["dataset"]  # all checked before TensorFlow loads
+    manifest = require_bundle(bundle).manifest  # all checked before TensorFlow loads
+    dataset = manifest["dataset"]
     for other in compare:
         require_bundle(other)
     if test_set and test_set not in test_set_names(dataset):
@@ -79,7 +80,7 @@ def bench(bundle, host, device, out, keras, compare, data_dir, test_set, records
                                  f"{', '.join(test_set_names(dataset))}", param_hint="--test-set")
     require_data(dataset, data_dir, only_test=test_set or test_set_names(dataset)[0])
     try:
-        keras_path(options)
+        keras_path(options, manifest)
     except BenchInputError as e:
         raise BadInput(str(e)) from None
     command = shlex.join(["edge-ids", *sys.argv[1:]]) if sys.argv[0].endswith("edge-ids") \

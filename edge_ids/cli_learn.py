@@ -78,7 +78,8 @@ def learn(pcaps, flow_files, classifier, out, max_fpr, val_fraction, epochs, flo
                            epochs=epochs, flow_report_seconds=flow_report)
     try:
         run_learn(options, echo=click.echo)
-    except (LearnError, FlowError, BundleError) as e:
+    except (LearnError, FlowError, BundleError, ValueError) as e:
+        # the files given do not suffice: too few flows, a budget they cannot set, a layout
         raise BadInput(str(e)) from None
-    except (CaptureError, ValueError) as e:
+    except CaptureError as e:
         raise Failed(str(e)) from None
