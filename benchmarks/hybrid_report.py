@@ -178,10 +178,12 @@ def pictures_png(pictures: dict, results: dict, out: Path) -> None:
         y = p["y_attack"]
         tau = p["points"][f"hybrid@{b}"]["normal_threshold"]
         named = p["classifier_flags"] & (p["normal_probability"] < tau)
+        hybrid = roc_points(y, np.where(named, np.inf, p["scores"]["int8"]))
+        if named.any():  # it always flags what its classifier names: its curve starts there
+            hybrid = hybrid[0][1:], hybrid[1][1:]
         curves = {"classifier": roc_points(y, 1 - p["normal_probability"]),
                   "autoencoder": roc_points(y, p["scores"]["int8"]),
-                  "isolation_forest": roc_points(y, p["scores"]["forest"]),
-                  "hybrid": roc_points(y, np.where(named, np.inf, p["scores"]["int8"]))}
+                  "isolation_forest": roc_points(y, p["scores"]["forest"]), "hybrid": hybrid}
         points = {}
         for method, m in p["metrics"].items():
             kind, _, budget = method.partition("@")

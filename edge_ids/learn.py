@@ -141,7 +141,7 @@ def fit_anomaly_model(fit, schema, *, seed: int, epochs: int = 200, raw: dict | 
     echo(f"[3/5] Training the autoencoder on {int((~stop_rows).sum()):,} rows "
          f"({transform.n_inputs} inputs; early stopping on {int(stop_rows.sum()):,})")
     autoencoder = Autoencoder(seed=seed, epochs=epochs)
-    history = autoencoder.fit(x[~stop_rows], x[stop_rows])
+    history = autoencoder.fit(x[~stop_rows], x[stop_rows], echo=echo)
     echo(f"      best epoch {history['best_epoch']} of {history['epochs_run']}, "
          f"reconstruction loss {history['best_val_loss']:.3g}")
     echo(f"[4/5] Converting to full-integer int8 TFLite ({CALIBRATION_ROWS:,} calibration rows)")

@@ -394,6 +394,7 @@ def test_hybrid_and_anomaly_only_bundles_deploy_and_pass_the_health_check(
     assert json.loads((release / "release.json").read_text())["model_sha256"] == \
         bundle.model_sha256
     assert json.loads((release / "health.json").read_text())["ok"] is True
-    rolled = cli("rollback", *site[0].ssh_args(), "--prefix", str(site[1] / "opt"))
+    rolled = cli("rollback", *site[0].ssh_args(), "--prefix", str(site[1] / "opt"), "--to",
+                 before)
     assert rolled.exit_code == 0, rolled.output
     assert current(site) == before

@@ -55,7 +55,8 @@ class Autoencoder:
                                          self.seed + 99), name="reconstruction")(x)
         return keras.Model(inputs, outputs, name="autoencoder")
 
-    def fit(self, x: np.ndarray, x_early_stop: np.ndarray) -> dict:
+    def fit(self, x: np.ndarray, x_early_stop: np.ndarray, echo=None) -> dict:
+        """`echo`, if given, gets a progress line every tenth of the epochs."""
         import keras
 
         keras.utils.set_random_seed(self.seed)
@@ -63,11 +64,18 @@ class Autoencoder:
         # steps_per_execution: a small model's step is mostly per-step dispatch otherwise
         model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="mse",
                       steps_per_execution=self.steps_per_execution)
-        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience,
-                                             restore_best_weights=True)
+        callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience,
+                                                   restore_best_weights=True)]
+        if echo is not None:
+            every = max(1, self.epochs // 10)
+            callbacks.append(keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: echo(
+                    f"      epoch {epoch + 1}/{self.epochs}: reconstruction loss "
+                    f"{logs['loss']:.3g}, held out {logs['val_loss']:.3g}")
+                if (epoch + 1) % every == 0 else None))
         history = model.fit(x, x, validation_data=(x_early_stop, x_early_stop),
                             epochs=self.epochs, batch_size=self.batch_size, shuffle=True,
-                            verbose=0, callbacks=[stop])
+                            verbose=0, callbacks=callbacks)
         val_loss = history.history["val_loss"]
         best = int(np.argmin(val_loss))
         return {"epochs_run": len(val_loss), "best_epoch": best + 1,

@@ -81,13 +81,15 @@ def score_histogram(groups: dict[str, np.ndarray], threshold: float, title: str,
     positive = np.concatenate([g[g > 0] for g in groups.values() if len(g)] or [np.ones(1)])
     low, high = max(positive.min(), threshold / 1e3), max(positive.max(), threshold * 10)
     bins = np.geomspace(low, high, 60)
+    # each group's share of its own rows per bin, so that groups of any size compare
     for name, scores in groups.items():
         ax.hist(np.clip(scores, low, high), bins=bins, histtype="step", lw=1.3,
-                density=True, label=f"{name} ({len(scores):,})")
+                weights=np.full(len(scores), 1 / max(len(scores), 1)),
+                label=f"{name} ({len(scores):,})")
     ax.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.3g}")
     ax.set_xscale("log")
     ax.set_xlabel("anomaly score (reconstruction error)", fontsize=8)
-    ax.set_ylabel("density", fontsize=8)
+    ax.set_ylabel("share of the group's rows", fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     if own:
