@@ -63,6 +63,14 @@ def has_systemd() -> bool:
 
 
 def memory_cgroup() -> bool:
+    """Is the kernel's memory controller on (cgroup v2, or v1/hybrid as on older systems)?"""
+    try:
+        for line in Path("/proc/cgroups").read_text().splitlines():
+            fields = line.split()
+            if fields and fields[0] == "memory":
+                return fields[-1] == "1"
+    except OSError:
+        pass
     try:
         return "memory" in Path("/sys/fs/cgroup/cgroup.controllers").read_text().split()
     except OSError:
