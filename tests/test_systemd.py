@@ -35,6 +35,8 @@ def test_deploy_installs_enables_restarts_and_checks_the_service(system, site, f
     assert re.match(rf"[\d,]+ records, [\d,]+ alerts, [\d,]+ rejected; nsl-kdd model "
                     rf"{model[:12]}", shown["StatusText"]), shown
     assert site.serving() == model
+    journal = system.journal(UNIT)  # LiteRT saw the CPU (ProcSubset=pid hid /proc/cpuinfo)
+    assert "XNNPACK delegate for CPU" in journal and "Error in cpuinfo" not in journal
 
 
 def test_the_service_classifies_what_arrives_on_its_socket_and_status_counts_it(
