@@ -118,7 +118,8 @@ class Daemon:
         writer = AlertWriter(self.options.alerts)
         source = open_source(self.options.input, self.options.follow_from_start,
                              self.model.classifier.schema, self.options.flow_report_seconds)
-        intake = Intake(self.options.max_batch, self.options.max_delay)
+        intake = Intake(self.options.max_batch, self.options.max_delay,
+                        on_wait=self.metrics.input_blocked.inc)
         handlers = {}
         try:
             if self.options.metrics:
