@@ -59,10 +59,11 @@ def one_core_rate(bundle: Path, lines: list[bytes], cpu: int, records: int = 200
 
 
 class Writer:
-    """Offers `rate` records/s to the daemon's input with blocking writes, in chunks."""
+    """Offers `rate` records/s to the daemon's input with blocking writes, in chunks, until
+    stopped or `limit` records are written."""
 
-    def __init__(self, send, chunks: list[bytes], rate: float):
-        self.send, self.chunks, self.rate = send, chunks, rate
+    def __init__(self, send, chunks: list[bytes], rate: float, limit: int | None = None):
+        self.send, self.chunks, self.rate, self.limit = send, chunks, rate, limit
         self.written = 0
         self.stop = threading.Event()
         self.error: BaseException | None = None
@@ -71,7 +72,7 @@ class Writer:
     def _run(self) -> None:
         started, i = time.perf_counter(), 0
         try:
-            while not self.stop.is_set():
+            while not self.stop.is_set() and (self.limit is None or self.written < self.limit):
                 ahead = (self.written + CHUNK_LINES) / self.rate - (time.perf_counter() - started)
                 if ahead > 0:
                     time.sleep(min(ahead, 0.05))
@@ -104,45 +105,80 @@ def status_field(pid: int, field: str) -> int:
     return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE).group(1)) * 1024
 
 
-def flood(bundle: Path, lines: list[bytes], rate: float, seconds: float, input_kind: str,
-          cpu: int, work: Path, log=print) -> dict:
-    """One flood run; see the module's docstring for what is measured."""
-    port, alerts = free_port(), work / f"alerts-{input_kind}.json"
-    alerts.unlink(missing_ok=True)
-    sock = work / f"in-{input_kind}.sock"
-    spec = "-" if input_kind == "stdin" else f"unix:{sock}"
-    process = subprocess.Popen(
-        _edge_ids() + ["run", "--bundle", str(bundle), "--input", spec, "--alerts", str(alerts),
-                       "--metrics", f"127.0.0.1:{port}", "--log-rejects", "0"],
-        stdin=subprocess.PIPE if input_kind == "stdin" else subprocess.DEVNULL,
-        stderr=open(work / f"daemon-{input_kind}.log", "wb"), preexec_fn=_pinned(cpu))
-    url = f"http://127.0.0.1:{port}/metrics"
-    deadline = time.monotonic() + 60
-    while True:  # ready: the metrics page answers (and, for unix:, the socket exists)
-        try:
-            sample_metrics(url)
-            if input_kind == "stdin" or sock.exists():
-                break
-        except OSError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            raise RuntimeError(f"the daemon did not start: {_log_tail(work, input_kind)}")
-        time.sleep(0.1)
-    if input_kind == "stdin":
-        pipe = process.stdin.fileno()
-        connection = None
+class RunningDaemon:
+    """`edge-ids run` pinned to `cpu`, reading stdin or a unix: socket, alerts to a file in
+    `work`, metrics on a free port; `send(data)` writes to its input with blocking writes."""
 
-        def send(data: bytes) -> None:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(pipe, view):]
-    else:
-        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        connection.connect(str(sock))
-        send = connection.sendall
-    chunks = [b"".join(lines[(k * CHUNK_LINES + j) % len(lines)] for j in range(CHUNK_LINES))
-              for k in range(len(lines) // CHUNK_LINES + 1)]
-    writer = Writer(send, chunks, rate)
+    def __init__(self, bundle: Path, input_kind: str, cpu: int, work: Path):
+        port, self.alerts = free_port(), work / f"alerts-{input_kind}.json"
+        self.alerts.unlink(missing_ok=True)
+        sock = work / f"in-{input_kind}.sock"
+        spec = "-" if input_kind == "stdin" else f"unix:{sock}"
+        self.log = work / f"daemon-{input_kind}.log"
+        self.process = subprocess.Popen(
+            _edge_ids() + ["run", "--bundle", str(bundle), "--input", spec, "--alerts",
+                           str(self.alerts), "--metrics", f"127.0.0.1:{port}",
+                           "--log-rejects", "0"],
+            stdin=subprocess.PIPE if input_kind == "stdin" else subprocess.DEVNULL,
+            stderr=open(self.log, "wb"), preexec_fn=_pinned(cpu))
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + 60
+        while True:  # ready: the metrics page answers (and, for unix:, the socket exists)
+            try:
+                sample_metrics(self.url)
+                if input_kind == "stdin" or sock.exists():
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"the daemon did not start: {self.log_tail()}")
+            time.sleep(0.1)
+        self.connection = None
+        if input_kind == "stdin":
+            self.send = self._write_stdin
+        else:
+            self.connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.connection.connect(str(sock))
+            self.send = self.connection.sendall
+
+    def _write_stdin(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.process.stdin.fileno(), view):]
+
+    def finish(self, written: int) -> tuple[int, float, int | None]:
+        """End the input and let it drain: (exit code, seconds, records it says it classified)."""
+        started = time.monotonic()
+        if self.connection is not None:  # let it read what the socket holds, then stop it
+            self.connection.close()
+            while sample_metrics(self.url)[1]["edge_ids_records_total"] < written:
+                if time.monotonic() - started > 60:
+                    break
+                time.sleep(0.05)
+            self.process.terminate()
+        else:
+            self.process.stdin.close()  # the end of its input: it finishes by itself
+        code = self.process.wait(120)
+        final = re.findall(r"stopped: ([\d,]+) records", self.log_tail())
+        return code, time.monotonic() - started, (int(final[-1].replace(",", "")) if final
+                                                   else None)
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+def chunks_of(lines: list[bytes]) -> list[bytes]:
+    """Writes of CHUNK_LINES lines each, cycling through `lines`."""
+    return [b"".join(lines[(k * CHUNK_LINES + j) % len(lines)] for j in range(CHUNK_LINES))
+            for k in range(len(lines) // CHUNK_LINES + 1)]
+
+
+def flood(bundle: Path, lines: list[bytes], rate: float, seconds: float, input_kind: str,
+          cpu: int, work: Path) -> dict:
+    """One flood run; see the module's docstring for what is measured."""
+    daemon = RunningDaemon(bundle, input_kind, cpu, work)
+    process, alerts, url = daemon.process, daemon.alerts, daemon.url
+    writer = Writer(daemon.send, chunks_of(lines), rate)
     samples = []
     started = time.monotonic()
     writer.thread.start()
@@ -160,20 +196,7 @@ def flood(bundle: Path, lines: list[bytes], rate: float, seconds: float, input_k
     peak = status_field(process.pid, "VmHWM") if alive else None
     writer.stop.set()
     writer.thread.join(30)
-    drain_started = time.monotonic()
-    if connection is not None:  # let it read what the socket holds, then stop it
-        connection.close()
-        while sample_metrics(url)[1]["edge_ids_records_total"] < writer.written:
-            if time.monotonic() - drain_started > 60:
-                break
-            time.sleep(0.05)
-        process.terminate()
-    else:
-        process.stdin.close()  # the end of its input: it finishes by itself
-    code = process.wait(120)
-    drained = time.monotonic() - drain_started
-    final = re.findall(r"stopped: ([\d,]+) records", _log_tail(work, input_kind))
-    classified_total = int(final[-1].replace(",", "")) if final else None
+    code, drained, classified_total = daemon.finish(writer.written)
     return summarize(input_kind, rate, seconds, samples, writer, alive, code, peak,
                      classified_total, drained)
 
@@ -201,10 +224,6 @@ def summarize(input_kind, rate, seconds, samples, writer, alive, code, peak, cla
         "alerts_grew_every_second": all(grew), "alive_at_end": alive, "exit_code": code,
         "drain_seconds": drained, "writer_error": repr(writer.error) if writer.error else None,
         "samples": samples}
-
-
-def _log_tail(work: Path, input_kind: str) -> str:
-    return (work / f"daemon-{input_kind}.log").read_text(errors="replace")[-3000:]
 
 
 def row(r: dict, factor: float) -> str:
