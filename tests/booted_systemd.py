@@ -23,6 +23,7 @@ key and a client key made for the boot; `ssh -F BOOT/ssh/ssh_config edge-systemd
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
 import shutil
@@ -64,6 +65,7 @@ WantedBy=multi-user.target
 # set the clock, or poke at I/O ports and the kernel log of the machine it shares a kernel with.
 DROPPED_CAPABILITIES = "-sys_module,-sys_time,-sys_rawio,-syslog,-wake_alarm"
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+PR_SET_PDEATHSIG = 1
 
 
 def missing() -> str | None:
@@ -167,7 +169,8 @@ class BootedSystemd:
         self.console = work / "console.log"
         started = time.monotonic()
         self.process = subprocess.Popen(
-            ["unshare", "--pid", "--fork", "--mount", "--uts", "--ipc", "--cgroup",
+            ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--mount", "--uts", "--ipc",
+             "--cgroup",
              "setpriv", f"--bounding-set={DROPPED_CAPABILITIES}", "--inh-caps=-all",
              "sh", str(work / "boot.sh")],
             stdin=subprocess.DEVNULL, stdout=open(self.console, "wb"), stderr=subprocess.STDOUT,
@@ -290,8 +293,11 @@ exec env -i container=edge-ids-test PATH=/usr/sbin:/usr/bin:/sbin:/bin /lib/syst
                     (path / name).write_text((path.parent / name).read_text())
 
     def _enter_cgroups(self) -> None:
+        """(In the child, before unshare runs.) Into this boot's cgroups; and if the test
+        process dies, unshare gets SIGKILL, and with --kill-child so does the booted system."""
         for path in self.cgroups:
             (path / "cgroup.procs").write_text(str(os.getpid()))
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
     def _find_pid1(self, timeout: float = 30) -> int:
         """The host's pid of the namespace's PID 1 (unshare's only child), once it is systemd."""

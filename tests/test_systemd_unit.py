@@ -199,6 +199,10 @@ def test_reload_switches_to_a_new_bundle_and_keeps_the_old_on_a_corrupt_one(
 def test_a_small_memory_max_is_enforced(system, site, first):
     """20 MB is less than the daemon needs to load its model: the kernel kills it at start."""
     memory = system.path("/sys/fs/cgroup/memory/system.slice/edge-ids.service")
+    v2 = system.path("/sys/fs/cgroup/cgroup.controllers")
+    if not system.path("/sys/fs/cgroup/memory").is_dir() and not (
+            v2.exists() and "memory" in v2.read_text().split()):
+        pytest.skip("this machine gives the booted system no memory controller")
     with_drop_in(system, "MemoryMax=120M")
     try:
         assert serving(site)
