@@ -28,6 +28,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from pathlib import Path
 import sshd
 
 HOST_ALIAS = "edge-systemd"
+MIRROR_HOST = "deb.debian.org"
 PACKAGES = "systemd,systemd-sysv,dbus,python3,openssh-server,argus-server,argus-client"
 # Units that would reach outside the root (the host's consoles, kernel settings, modules,
 # clocks, kernel file systems) or only cost time; ssh.service would take the host's port 22.
@@ -84,6 +86,14 @@ def missing() -> str | None:
     return None
 
 
+def mirror_reachable(host: str = MIRROR_HOST) -> bool:
+    try:
+        socket.create_connection((host, 80), timeout=10).close()
+        return True
+    except OSError:
+        return False
+
+
 def build_root(dest: Path, suite: str = "bookworm", log=print) -> Path:
     """The cached root (about 3 minutes and 330 MB the first time; reused after)."""
     if (dest / ".edge-ids-complete").exists():
@@ -93,7 +103,7 @@ def build_root(dest: Path, suite: str = "bookworm", log=print) -> Path:
     partial.parent.mkdir(parents=True, exist_ok=True)
     log(f"debootstrap {suite} (minbase + {PACKAGES}) into {partial}")
     done = subprocess.run(["debootstrap", "--variant=minbase", f"--include={PACKAGES}", suite,
-                           partial, "http://deb.debian.org/debian"],
+                           partial, f"http://{MIRROR_HOST}/debian"],
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"debootstrap failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
@@ -168,13 +178,13 @@ class BootedSystemd:
         self._make_cgroups()
         self.console = work / "console.log"
         started = time.monotonic()
-        self.process = subprocess.Popen(
-            ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--mount", "--uts", "--ipc",
-             "--cgroup",
-             "setpriv", f"--bounding-set={DROPPED_CAPABILITIES}", "--inh-caps=-all",
-             "sh", str(work / "boot.sh")],
-            stdin=subprocess.DEVNULL, stdout=open(self.console, "wb"), stderr=subprocess.STDOUT,
-            preexec_fn=self._enter_cgroups, start_new_session=True)
+        with open(self.console, "wb") as console:
+            self.process = subprocess.Popen(
+                ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--mount", "--uts",
+                 "--ipc", "--cgroup", "setpriv", f"--bounding-set={DROPPED_CAPABILITIES}",
+                 "--inh-caps=-all", "sh", str(work / "boot.sh")],
+                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+                preexec_fn=self._enter_cgroups, start_new_session=True)
         try:
             self.pid = self._find_pid1()
             self._wait_for(lambda: self.path("/run/systemd/private").exists(), 60,
@@ -353,8 +363,6 @@ exec env -i container=edge-ids-test PATH=/usr/sbin:/usr/bin:/sbin:/bin /lib/syst
 
     @staticmethod
     def wait_port(port: int, timeout: float = 30) -> None:
-        import socket
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

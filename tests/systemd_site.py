@@ -33,6 +33,8 @@ def system(tmp_path_factory):
     why = booted_systemd.missing()
     if why:
         pytest.skip(why)
+    if not (CACHE / "bookworm").is_dir() and not booted_systemd.mirror_reachable():
+        pytest.skip(f"no cached root in {CACHE} and deb.debian.org is out of reach to build one")
     root = booted_systemd.build_root(CACHE / "bookworm")
     work = tmp_path_factory.mktemp("systemd")
     with booted_systemd.BootedSystemd(root, work) as booted:
