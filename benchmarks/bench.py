@@ -54,8 +54,13 @@ class BenchOptions:
     ssh_options: tuple[str, ...] = field(default_factory=tuple)
 
 
-def keras_path(opts: BenchOptions) -> Path:
+def keras_path(opts: BenchOptions, manifest: dict | None = None) -> Path:
+    """--keras, or model.keras beside the bundle, or (a hybrid from `edge-ids learn`) beside
+    the classifier bundle it was made with."""
     path = opts.keras or Path(opts.bundle).parent / "model.keras"
+    source = ((manifest or {}).get("classifier") or {}).get("source")
+    if not opts.keras and not path.is_file() and source:
+        path = Path(source).parent / "model.keras"
     if not path.is_file():
         raise BenchError(f"no float model: {path} does not exist. The side-by-side needs the "
                          f"Keras model the bundle was made from; pass --keras PATH (the "
@@ -97,12 +102,20 @@ def prepare(opts: BenchOptions, work: Path, log: Log) -> dict:
 
     bundle = load_bundle(opts.bundle)
     manifest = bundle.manifest
+    if bundle.spec is None:
+        raise BenchError(f"{opts.bundle} is an anomaly-only bundle: bench compares the runtimes "
+                         f"of a classifier. Measure a hybrid (edge-ids learn --classifier B) or "
+                         f"the daemon with it: python -m edge_ids.benchmarks.daemon --bundle B")
     (work / "bundle").mkdir()
     for name, data in bundle_files(opts.bundle).items():
         (work / "bundle" / name).write_bytes(data)
     shutil.copy(work / "bundle" / "model.tflite", work / "model.tflite")
     shutil.copy(work / "bundle" / "features.json", work / "features.json")
-    source = keras_path(opts)
+    detectors = {}
+    if bundle.anomaly is not None:  # the hybrid beside its classifier alone
+        classifier_only(bundle, work / "classifier-bundle")
+        detectors = {"classifier": "classifier-bundle", "hybrid": "bundle"}
+    source = keras_path(opts, manifest)
     shutil.copy(source, work / "model.keras")
     model = keras.saving.load_model(source, compile=False)
     if model.inputs[0].shape[1] != len(bundle.spec["selected"]):
@@ -136,13 +149,25 @@ def prepare(opts: BenchOptions, work: Path, log: Log) -> dict:
         compare.append(f"compare-{i}")
     plan = {"runtimes": list(RUNTIMES), "latency_records": opts.latency_records,
             "batches": list(opts.batches), "threads": thread_counts(opts),
-            "seconds": opts.seconds, "compare": compare}
+            "seconds": opts.seconds, "compare": compare, "detectors": detectors}
     (work / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
     return {"y": test.y[:n], "classes": list(data.classes), "normal": data.normal,
+            "model_sha256": bundle.model_sha256,
             "test_set": test_name, "parameters": int(model.count_params()),
             "keras_path": str(source), "manifest": manifest,
             "compare": {f"compare-{i}": {"path": str(p), "manifest": load_bundle(p).manifest}
                         for i, p in enumerate(opts.compare, 1)}}
+
+
+def classifier_only(bundle, dest: Path) -> None:
+    """The hybrid's classifier as a bundle of its own (same model, same spec, argmax)."""
+    from ..compress.bundle_writer import write_files
+    from ..edge_runtime.bundle import FEATURES_FILE, MODEL_FILE
+
+    files = bundle_files(bundle.path)
+    keep = ("dataset", "raw_schema", "class_names", "normal_class", "model", "training")
+    write_files(dest, {name: files[name] for name in (MODEL_FILE, FEATURES_FILE)},
+                {k: bundle.manifest[k] for k in keep if k in bundle.manifest})
 
 
 def onnx_model(model) -> bytes | None:

@@ -54,7 +54,7 @@ def timed(argv: list[str], **popen) -> tuple[float, float]:
 def cost(pcap: Path, bundle: Path, work: Path, repeats: int) -> dict:
     """The whole path, and argus and ra alone on the same capture."""
     argus, ra = find_tools()
-    schema = RawSchema.from_spec(load_bundle(bundle).spec["raw"])
+    schema = RawSchema.from_spec(load_bundle(bundle).raw)
     config = work / "argus.conf"
     config.write_text(argus_config(schema))
     fields = ra_fields(schema)[0]

@@ -79,8 +79,9 @@ def run(work: Path) -> dict:
     plan = json.loads((work / "plan.json").read_text())
     here = machine()  # thread counts above the cores this process may use are dropped
     plan["threads"] = [t for t in plan["threads"] if t <= here["cores"]] or [1]
-    steps = len(plan["runtimes"]) + len(plan["compare"]) + 1
-    out = {"machine": here, "plan": plan, "runtimes": {}, "compare": {}}
+    detectors = plan.get("detectors", {})  # a hybrid bundle: it and its classifier alone
+    steps = len(plan["runtimes"]) + len(plan["compare"]) + len(detectors) + 1
+    out = {"machine": here, "plan": plan, "runtimes": {}, "compare": {}, "detectors": {}}
     for i, name in enumerate(plan["runtimes"], 1):
         missing = RUNTIMES[name].missing(work)
         if missing:
@@ -97,10 +98,19 @@ def run(work: Path) -> dict:
             work, "litert-int8", plan | {"batches": [1, 256], "threads": [1]},
             ["--model", str(work / folder / "model.tflite"),
              "--spec", str(work / folder / "features.json")])
+    for k, (name, folder) in enumerate(detectors.items(), len(plan["runtimes"])
+                                       + len(plan["compare"]) + 1):
+        progress(f"[{k}/{steps}] the edge runtime with the {name} ({folder}) ...")
+        out["detectors"][name] = run_worker(work, "detector", plan | {"threads": [1]},
+                                            ["--model", str(work / folder)])
     progress(f"[{steps}/{steps}] the daemon (edge-ids run) over the records ...")
     cpu = sorted(os.sched_getaffinity(0))[-1]
     n = sum(1 for _ in open(work / "records.csv", "rb"))
     out["daemon"] = daemon_throughput(work / "bundle", work / "records.csv", n, cpu, work)
+    if "classifier" in detectors:  # the same daemon with the hybrid's classifier alone
+        out["daemon_classifier"] = daemon_throughput(work / detectors["classifier"],
+                                                     work / "records.csv", n, cpu, work)
+    progress(f"[{steps}/{steps}] done")
     (work / "device.json").write_text(json.dumps(out) + "\n")
     progress("figures written")
     return out

@@ -111,9 +111,49 @@ def measure(runtime_name: str, work: Path, model: Path, spec_path: Path, latency
     return result
 
 
+def measure_detector(bundle_dir: Path, work: Path, latency_records: int, batches: list[int],
+                     seconds: float) -> dict:
+    """A whole bundle through the edge runtime's Detector, as the daemon runs it: raw line in,
+    verdict out (for a hybrid: both models and the threshold). The predictions are verdict
+    indices (a hybrid's Unknown is one past the classes)."""
+    from ..edge_runtime.bundle import load_bundle
+    from ..edge_runtime.detector import Detector
+
+    started = time.perf_counter()
+    detector = Detector(load_bundle(bundle_dir), max_batch=max(batches + [PREDICT_BATCH]))
+    detector.warm_up()
+    loaded = time.perf_counter()
+    ready_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print("ready", flush=True)
+    lines = (work / "records.csv").read_bytes().splitlines(keepends=True)
+    records, rejected = parse_lines(lines, detector.schema)
+    if rejected:
+        raise SystemExit(f"{len(rejected)} benchmark records rejected, e.g. {rejected[0]}")
+    samples, clock = [], time.perf_counter_ns
+    for i in range(latency_records + WARMUP_CALLS):
+        start = clock()
+        detector.detect(parse_lines([lines[i % len(lines)]], detector.schema)[0])
+        if i >= WARMUP_CALLS:
+            samples.append((clock() - start) / 1e3)
+    result = {"runtime": "detector", "import_seconds": 0.0, "load_seconds": loaded - started,
+              "ready_rss_bytes": ready_rss, "latency_us": {"raw": samples},
+              "predictions": np.concatenate([
+                  detector.detect(records.take(np.arange(i, min(i + PREDICT_BATCH,
+                                                                len(records))))).verdicts
+                  for i in range(0, len(records), PREDICT_BATCH)]).tolist(),
+              "throughput": []}
+    for batch in batches:
+        part = records.take(np.resize(np.arange(len(records)), batch))
+        rate = throughput(lambda _: detector.detect(part), np.zeros((batch, 1)), batch, seconds)
+        result["throughput"].append({"threads": 1} | rate)
+    return result
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runtime", choices=sorted(RUNTIMES))
+    parser.add_argument("runtime", choices=sorted(RUNTIMES) + ["detector"],
+                        help="a runtime of benchmarks/runtimes.py, or `detector`: a whole "
+                             "bundle (--model DIR) through the edge runtime, raw lines in")
     parser.add_argument("work", type=Path)
     parser.add_argument("--model", type=Path, help="default: WORK/<the runtime's model file>")
     parser.add_argument("--spec", type=Path, help="default: WORK/features.json")
@@ -123,6 +163,11 @@ def main(argv=None) -> None:
     parser.add_argument("--seconds", type=float, default=0.3,
                         help="time spent on each throughput point")
     args = parser.parse_args(argv)
+    if args.runtime == "detector":
+        result = measure_detector(args.model, args.work, args.latency_records,
+                                  [int(b) for b in args.batches.split(",")], args.seconds)
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
     model = args.model or args.work / RUNTIMES[args.runtime].model_file
     result = measure(args.runtime, args.work, model, args.spec or args.work / "features.json",
                      args.latency_records, [int(b) for b in args.batches.split(",")],

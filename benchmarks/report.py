@@ -31,6 +31,20 @@ def _scored(r: dict, kept: dict) -> dict:
             "recall": m["recall"]}
 
 
+def _detector_row(r: dict, kept: dict) -> dict:
+    """A whole bundle through the Detector: verdicts scored (a hybrid's Unknown counts as an
+    alarm, and as wrong for the class accuracy)."""
+    predictions, y = np.asarray(r["predictions"]), np.asarray(kept["y"])
+    normal = kept["classes"].index(kept["normal"])
+    return {**{k: r[k] for k in ("startup_seconds", "load_seconds", "ready_rss_bytes",
+                                 "peak_rss_bytes")},
+            "latency_us": {"raw": latency_summary(r["latency_us"]["raw"])},
+            "throughput": [{k: t[k] for k in ("batch", "records_per_second")}
+                           for t in r["throughput"]],
+            "detection_rate": float(np.mean(predictions[y != normal] != normal)),
+            **_scored(r, kept)}
+
+
 def _runtime_row(name: str, r: dict, kept: dict) -> dict:
     if not r["available"]:
         return {"available": False, "label": RUNTIMES[name].label, "reason": r["reason"]}
@@ -87,7 +101,8 @@ def assemble(device: dict, kept: dict, files: dict[str, bytes], opts, command: s
         "where": opts.host or "local", "device_profile": opts.device,
         "machine": device["machine"],
         "bundle": {"path": str(opts.bundle), "dataset": kept["manifest"]["dataset"],
-                   "model_sha256": kept["manifest"]["files"]["model.tflite"]["sha256"],
+                   "model_sha256": kept["model_sha256"],
+                   "detector": kept["manifest"].get("detector", "classifier"),
                    "float_model": kept["keras_path"], "test_set": kept["test_set"],
                    "records": int(len(kept["y"]))},
         "plan": device["plan"], "runtimes": runtimes, "models": models,
@@ -98,7 +113,10 @@ def assemble(device: dict, kept: dict, files: dict[str, bytes], opts, command: s
             "accuracy_drop_points": 100 * (float_row["accuracy"] - int8["accuracy"]),
             "macro_f1_drop_points": 100 * (float_row["macro_f1"] - int8["macro_f1"]),
             "agreement": float(np.mean(predictions[float_name] == predictions[INT8]))},
-        "compare": compare, "daemon": device["daemon"]}
+        "compare": compare, "daemon": device["daemon"],
+        "detectors": {name: _detector_row(r, kept)
+                      for name, r in device.get("detectors", {}).items()},
+        "daemon_classifier": device.get("daemon_classifier")}
 
 
 def _us(v: float) -> str:
@@ -150,6 +168,7 @@ def markdown(report: dict) -> str:
               f"default batching): start-up to READY=1 {d['start_seconds']:.2f} s, "
               f"{d['records_per_second']:,.0f} records/s end to end, peak RSS "
               f"{d['peak_rss_bytes'] / 2**20:.1f} MiB.", ""]
+    lines += _hybrid_section(report)
     batches = report["plan"]["batches"]
     lines += ["## Throughput (records/s)", "",
               "| runtime | threads | " + " | ".join(f"batch {b}" for b in batches) + " |",
@@ -183,6 +202,38 @@ def markdown(report: dict) -> str:
     lines += ["![latency histograms](latency.png)", "",
               "![accuracy against model size](accuracy_size.png)", ""]
     return "\n".join(lines)
+
+
+def _hybrid_section(report: dict) -> list[str]:
+    """A hybrid bundle beside its classifier alone: what the anomaly channel costs."""
+    d = report.get("detectors") or {}
+    if set(d) != {"classifier", "hybrid"}:
+        return []
+    c, h = d["classifier"], d["hybrid"]
+    batch = max(t["batch"] for t in h["throughput"])
+    rate = {k: next(t["records_per_second"] for t in v["throughput"] if t["batch"] == batch)
+            for k, v in d.items()}
+    daemons = {"classifier": report["daemon_classifier"], "hybrid": report["daemon"]}
+    lines = ["## The hybrid beside its classifier alone", "",
+             "Both through the edge runtime as the daemon runs them (raw line in, verdict out): "
+             "the classifier alone, and the bundle's classifier + autoencoder with its "
+             "thresholds. Detection: records of any attack class flagged (a class or Unknown); "
+             "accuracy counts Unknown as wrong.", "",
+             "| | raw p50 µs | raw p99 µs | records/s at batch " f"{batch} | RSS when ready MiB "
+             "| daemon records/s | daemon peak RSS MiB | detection % | false alarms % | "
+             "accuracy % |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in (("classifier alone", c), ("hybrid", h)):
+        key = "classifier" if name.startswith("classifier") else "hybrid"
+        lat, daemon = r["latency_us"]["raw"], daemons[key]
+        lines.append(f"| {name} | {_us(lat['p50'])} | {_us(lat['p99'])} | {rate[key]:,.0f} | "
+                     f"{r['ready_rss_bytes'] / 2**20:.1f} | {daemon['records_per_second']:,.0f} "
+                     f"| {daemon['peak_rss_bytes'] / 2**20:.1f} | {100 * r['detection_rate']:.2f} "
+                     f"| {100 * r['fpr']:.2f} | {100 * r['accuracy']:.2f} |")
+    kept = daemons["hybrid"]["records_per_second"] / daemons["classifier"]["records_per_second"]
+    lines += ["", f"The hybrid daemon keeps {100 * kept:.1f} % of the classifier-only daemon's "
+              f"throughput in this run; at batch {batch} the edge runtime keeps "
+              f"{100 * rate['hybrid'] / rate['classifier']:.1f} %.", ""]
+    return lines
 
 
 def plot_latency(report: dict, samples: dict, path: Path) -> None:

@@ -49,7 +49,7 @@ def _keras(path: Path, threads: int, max_batch: int) -> Predict:
 def _litert(path: Path, threads: int, max_batch: int) -> Predict:
     from ..edge_runtime.classifier import TFLiteModel
 
-    return TFLiteModel(path.read_bytes(), num_threads=threads, max_batch=max_batch).probabilities
+    return TFLiteModel(path.read_bytes(), num_threads=threads, max_batch=max_batch).predict
 
 
 def _onnxruntime(path: Path, threads: int, max_batch: int) -> Predict:

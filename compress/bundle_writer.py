@@ -1,4 +1,5 @@
-"""Write a model bundle: model.tflite, features.json, manifest.json (docs/bundle.md).
+"""Write a model bundle (docs/bundle.md): a classifier (model.tflite, features.json), an anomaly
+model (anomaly.tflite, anomaly.json) or both, and manifest.json.
 
 The manifest's hashes are what the device checks before it loads anything
 (edge_runtime/bundle.py reads what this writes; the constants live there).
@@ -13,27 +14,52 @@ from pathlib import Path
 
 import numpy as np
 
-from ..edge_runtime.bundle import (BUNDLE_SCHEMA_VERSION, FEATURES_FILE, MANIFEST_FILE,
-                                   MODEL_FILE, sha256_bytes)
+from ..edge_runtime.bundle import (ANOMALY_FEATURES_FILE, ANOMALY_MODEL_FILE,
+                                   BUNDLE_SCHEMA_VERSION, DETECTOR_FILES, FEATURES_FILE,
+                                   MANIFEST_FILE, MODEL_FILE, sha256_bytes)
 
 
 def write_bundle(out_dir: str | Path, model: bytes, spec: dict, manifest: dict) -> Path:
-    """Write the three files; `manifest` supplies dataset, class_names, model, training, metrics."""
+    """A classifier bundle; `manifest` supplies dataset, class_names, model, training, metrics."""
+    return write_files(out_dir, {MODEL_FILE: model, FEATURES_FILE: spec_bytes(spec)}, manifest)
+
+
+def write_files(out_dir: str | Path, files: dict[str, bytes], manifest: dict) -> Path:
+    """Write a bundle's model and spec files, and a manifest with their hashes; which files
+    are there says which detector it is."""
+    detector = next((d for d, names in DETECTOR_FILES.items() if set(names) == set(files)), None)
+    if detector is None:
+        raise ValueError(f"not a bundle's set of files: {sorted(files)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    features = json.dumps(spec, indent=1).encode()
-    (out_dir / MODEL_FILE).write_bytes(model)
-    (out_dir / FEATURES_FILE).write_bytes(features)
+    for name, data in files.items():
+        (out_dir / name).write_bytes(data)
     full = {
         "schema_version": BUNDLE_SCHEMA_VERSION,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "detector": detector,
         **manifest,
-        "files": {MODEL_FILE: {"sha256": sha256_bytes(model), "bytes": len(model)},
-                  FEATURES_FILE: {"sha256": sha256_bytes(features), "bytes": len(features)}},
+        "files": {name: {"sha256": sha256_bytes(data), "bytes": len(data)}
+                  for name, data in files.items()},
         "tools": tool_versions(),
     }
     write_manifest(out_dir, full)
     return out_dir
+
+
+def spec_bytes(spec: dict) -> bytes:
+    return json.dumps(spec, indent=1).encode()
+
+
+def input_quantization(tflite: bytes) -> dict | None:
+    """The int8 input tensor's {scale, zero_point} (None for float input): the spec records it."""
+    from ..edge_runtime.interpreter import make_interpreter
+
+    model_input = make_interpreter(tflite).get_input_details()[0]
+    if model_input["dtype"] != np.int8:
+        return None
+    scale, zero_point = model_input["quantization"]
+    return {"scale": float(scale), "zero_point": int(zero_point)}
 
 
 def write_int8_bundle(out_dir: str | Path, model, spec: dict, calibration, manifest: dict
@@ -47,14 +73,8 @@ def write_int8_bundle(out_dir: str | Path, model, spec: dict, calibration, manif
 def write_tflite_bundle(out_dir: str | Path, tflite: bytes, spec: dict, manifest: dict) -> dict:
     """Write a bundle around a converted model, recording its int8 input quantization in the
     spec (null for float input); return the manifest as written."""
-    from ..edge_runtime.interpreter import make_interpreter
-
-    model_input = make_interpreter(tflite).get_input_details()[0]
-    quantization = None
-    if model_input["dtype"] == np.int8:
-        scale, zero_point = model_input["quantization"]
-        quantization = {"scale": float(scale), "zero_point": int(zero_point)}
-    write_bundle(out_dir, tflite, dict(spec, input_quantization=quantization), manifest)
+    write_bundle(out_dir, tflite, dict(spec, input_quantization=input_quantization(tflite)),
+                 manifest)
     return json.loads((Path(out_dir) / MANIFEST_FILE).read_text())
 
 

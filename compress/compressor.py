@@ -217,7 +217,7 @@ def _convert(model, opts: CompressOptions, prep, reference, echo) -> tuple[bytes
         rows = pool[(logits.min(1) >= low) & (logits.max(1) <= high)][:opts.calibration_rows]
         tflite = convert(model, "int8", rows, int8_io=opts.io == "int8")
         agreements[q] = float(np.mean(
-            TFLiteModel(tflite).probabilities(prep.x_val).argmax(1) == reference))
+            TFLiteModel(tflite).predict(prep.x_val).argmax(1) == reference))
         if best is None or agreements[q] > agreements[best[0]]:
             best = (q, tflite)
     echo("int8 calibration, validation agreement with the float model by logit percentile "
@@ -246,7 +246,7 @@ def _qat_reason(opts, val_classes, tflite, prep, classes, normal) -> str:
     from ..edge_runtime.classifier import TFLiteModel
     from ..train.evaluate import classification_metrics
     keras_f1 = classification_metrics(prep.y_val, val_classes, classes, normal)["macro_f1"]
-    int8_f1 = classification_metrics(prep.y_val, TFLiteModel(tflite).probabilities(prep.x_val)
+    int8_f1 = classification_metrics(prep.y_val, TFLiteModel(tflite).predict(prep.x_val)
                                      .argmax(1), classes, normal)["macro_f1"]
     drop = 100 * (keras_f1 - int8_f1)
     gate = opts.max_f1_drop if opts.max_f1_drop is not None else 0.0

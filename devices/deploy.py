@@ -109,11 +109,12 @@ def deploy(options: DeployOptions, log: Log = print) -> dict:
         bundle = load_bundle(options.bundle)
         if options.capture:  # a model of columns Argus cannot measure would never see a record
             try:
-                ra_fields(RawSchema.from_spec(bundle.spec["raw"]))
+                ra_fields(RawSchema.from_spec(bundle.raw))
             except CaptureError as e:
                 raise DeployError(f"--capture: {e}") from None
-        steps.detail(f"{bundle.manifest.get('dataset')} model {bundle.model_sha256[:12]}, "
-                     f"{len(bundle.model):,} bytes")
+        models = [m for m in (bundle.model, bundle.anomaly and bundle.anomaly.model) if m]
+        steps.detail(f"{bundle.manifest.get('dataset')} {bundle.detector} model "
+                     f"{bundle.model_sha256[:12]}, {sum(map(len, models)):,} bytes")
     if options.output:
         return write_package(options, profile, assumed_target(options, profile), steps, log)
     remote = Remote(options.host, options.ssh_config, options.ssh_options)

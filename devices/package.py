@@ -150,7 +150,7 @@ def build_package(parent: Path, profile: DeviceProfile, bundle_path: Path, targe
     if not any(w.name.startswith(f"edge_ids-{__version__}-") for w in wheels):
         raise PackageError(f"no edge_ids-{__version__} wheel in the wheelhouse")
     (dest / "edge-ids.service").write_text(render_unit(profile, **unit_options))
-    (dest / "probe.csv").write_text("\n".join(probe_records(bundle.spec)) + "\n")
+    (dest / "probe.csv").write_text("\n".join(probe_records(bundle.spec or bundle.anomaly.spec)) + "\n")
     shutil.copy2(INSTALL_SCRIPT, dest / "install.py")
     release = {
         "id": release_id,

@@ -27,6 +27,9 @@ def main():
       edge-ids reproduce khanam2022|dina2023       a paper's result table over 3 seeds
       edge-ids compress --model OUT --sparsity 0.5 --max-f1-drop 1 --out B
                                                    prune + int8, gated on the macro-F1 loss
+      edge-ids learn --pcap benign.pcap [--classifier B] --out OUT
+                                                   learn your network's normal: an anomaly
+                                                   model (hybrid with a classifier)
       edge-ids deploy --device pi4 --host pi@sensor-1 --bundle B
                                                    install it on the device as a daemon, over ssh
       edge-ids bench --bundle B [--host pi@sensor-1]
@@ -123,21 +126,24 @@ def classify(bundle, records, output, threads, batch_size):
 
     FILE holds records in the dataset's own CSV layout (for NSL-KDD the 41 features, optionally
     followed by label and difficulty), plain or .gz; '-' or nothing reads stdin. Each output line
-    is {"record": line number, "class": name, "score": probability}. A bad record is reported on
-    stderr and skipped; the exit status is then 3 (0 when every record was classified).
+    is {"record": line number, "verdict": ..., "class": name, "score": probability} for a
+    classifier; a bundle with an anomaly model adds "anomaly_score", and its verdict is
+    "Unknown" when the classifier names no attack but the score is over the bundle's threshold.
+    A bad record is reported on stderr and skipped; the exit status is then 3 (0 when every
+    record was classified).
     """
     from .edge_runtime.bundle import load_bundle
-    from .edge_runtime.classifier import Classifier
     from .edge_runtime.classify import classify_stream
+    from .edge_runtime.detector import Detector
     from .edge_runtime.records import open_input
 
     try:
-        classifier = Classifier(load_bundle(bundle), num_threads=threads)
+        detector = Detector(load_bundle(bundle), num_threads=threads)
         stream = open_input(records)
     except (BundleError, OSError) as e:
         raise click.ClickException(str(e)) from None
     with stream:
-        summary = classify_stream(classifier, stream, output, sys.stderr, chunk_size=batch_size)
+        summary = classify_stream(detector, stream, output, sys.stderr, chunk_size=batch_size)
     output.flush()
     classes = ", ".join(f"{c} {n:,}" for c, n in sorted(summary.by_class.items()))
     click.echo(f"classified {summary.classified:,} records ({classes or 'none'})", err=True)
@@ -197,3 +203,7 @@ main.add_command(rollback)
 from .cli_bench import bench  # noqa: E402
 
 main.add_command(bench)
+
+from .cli_learn import learn  # noqa: E402
+
+main.add_command(learn)

@@ -41,7 +41,7 @@ def _output_options(command):
 
 
 def _serve(bundle, input_, alerts, metrics, emit, max_batch, max_delay, threads, log_rejects,
-           verbose, from_start=False, flow_report=5, name="run"):
+           verbose, from_start=False, flow_report=5, name="run", record=None):
     from .edge_runtime.bundle import BundleError
     from .edge_runtime.daemon import Daemon, DaemonOptions
 
@@ -51,7 +51,7 @@ def _serve(bundle, input_, alerts, metrics, emit, max_batch, max_delay, threads,
                             emit_all=emit == "all", max_batch=max_batch, max_delay=max_delay,
                             threads=threads, follow_from_start=from_start,
                             rejects_logged_per_minute=log_rejects,
-                            flow_report_seconds=flow_report)
+                            flow_report_seconds=flow_report, **(record or {}))
     try:
         code = Daemon(options).run()
     except (BundleError, OSError, ValueError) as e:
@@ -94,17 +94,27 @@ def run(bundle, input_, from_start, **outputs):
 
 
 @click.command()
-@click.option("--bundle", required=True, type=click.Path(path_type=Path),
-              help="A bundle of Argus flow columns (e.g. trained on wustl-ehms-net).")
+@click.option("--bundle", type=click.Path(path_type=Path),
+              help="A bundle of Argus flow columns (trained on wustl-ehms-net, or made by "
+                   "`edge-ids learn`). Optional with --record: then flows are only recorded.")
 @click.option("--interface", metavar="IF", help="Capture live on this network interface.")
 @click.option("--pcap", type=click.Path(exists=True, dir_okay=False),
               help="Read packets from this capture file instead (exits at its end).")
 @click.option("--flow-report", type=click.IntRange(1), default=5, show_default=True,
               metavar="SECONDS", help="Argus reports a flow that lasts longer this often.")
+@click.option("--record", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Also write every flow to FILE (CSV, a header line first), for `edge-ids "
+                   "learn`: a learning period. Rotated to FILE.1 ... at --record-max-mb.")
+@click.option("--record-max-mb", type=click.IntRange(1), default=64, show_default=True,
+              metavar="MB", help="Size at which the recording moves on to a new file.")
+@click.option("--record-keep", type=click.IntRange(0), default=4, show_default=True,
+              metavar="N", help="Rotated recordings kept (FILE.1 ... FILE.N); older ones are "
+                                "deleted, so a recording never takes more than (N+1) x MB.")
 @click.option("--print-config", is_flag=True,
               help="Print the argus.conf and the ra fields for this bundle, and exit.")
 @_output_options
-def capture(bundle, interface, pcap, flow_report, print_config, **outputs):
+def capture(bundle, interface, pcap, flow_report, record, record_max_mb, record_keep,
+            print_config, **outputs):
     """Classify live traffic: packets -> Argus flows -> the detector -> EVE alerts.
 
     \b
@@ -117,17 +127,24 @@ def capture(bundle, interface, pcap, flow_report, print_config, **outputs):
     Needs Debian's argus-server and argus-client, and CAP_NET_RAW + CAP_NET_ADMIN for
     --interface (root, or the capture unit: edge-ids deploy --capture IF).
     \b
+    A learning period for `edge-ids learn` (benign traffic only: whatever happens while it
+    records is learned as normal):
+      edge-ids capture --interface eth0 --record /var/lib/edge-ids/flows.csv
+    \b
     Example:
       edge-ids capture --interface eth0 --bundle out/ehms-net/bundle \\
           --alerts /var/log/edge-ids/alerts.json --metrics 127.0.0.1:9108
     """
+    if bundle is None and (print_config or not record):
+        raise click.UsageError("give --bundle B (or only --record FILE, to record flows "
+                               "without classifying them)")
     if print_config:
         from .edge_runtime.argus import CaptureError, argus_config, ra_fields
         from .edge_runtime.bundle import BundleError, load_bundle
         from .edge_runtime.records import RawSchema
 
         try:
-            schema = RawSchema.from_spec(load_bundle(bundle).spec["raw"])
+            schema = RawSchema.from_spec(load_bundle(bundle).raw)
             fields = ra_fields(schema)[0]
         except (BundleError, CaptureError) as e:
             raise click.ClickException(str(e)) from None
@@ -136,8 +153,30 @@ def capture(bundle, interface, pcap, flow_report, print_config, **outputs):
         return
     if (interface is None) == (pcap is None):
         raise click.UsageError("give --interface IF or --pcap FILE")
-    _serve(bundle, f"argus:{interface}" if interface else f"pcap:{pcap}", name="capture",
-           flow_report=flow_report, **outputs)
+    source = f"argus:{interface}" if interface else f"pcap:{pcap}"
+    recording = {"record": record, "record_max_bytes": record_max_mb * 2**20,
+                 "record_keep": record_keep} if record else None
+    if bundle is None:
+        _record_only(source, recording, flow_report, outputs["verbose"])
+    _serve(bundle, source, name="capture", flow_report=flow_report, record=recording,
+           **outputs)
+
+
+def _record_only(source: str, recording: dict, flow_report: int, verbose: bool) -> None:
+    from .edge_runtime.argus import CaptureError
+    from .edge_runtime.recorder import record_only
+    from .edge_runtime.systemd import Notifier
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="edge-ids: %(levelname)s %(message)s")
+    try:
+        code = record_only(source, recording["record"], recording["record_max_bytes"],
+                           recording["record_keep"], flow_report, Notifier(),
+                           log=logging.getLogger("edge_ids.capture").info)
+    except (CaptureError, OSError, ValueError) as e:
+        click.echo(f"edge-ids capture: cannot start: {e}", err=True)
+        sys.exit(EXIT_CANNOT_START)
+    sys.exit(code)
 
 
 @click.command()

@@ -6,12 +6,14 @@ One line per attack (or per record with emit_all):
      "src_ip": …, "src_port": …, "dest_ip": …, "dest_port": …, "proto": "tcp",
      "alert": {"action": "allowed", "signature_id": 9100001, "signature": "edge-ids ml: DoS",
                "category": "DoS", "severity": 2},
-     "ml": {"class": "DoS", "score": 0.9731, "model_sha256": "…", "dataset": "nsl-kdd"}}
+     "ml": {"class": "DoS", "model_sha256": "…", "dataset": "nsl-kdd", "score": 0.9731}}
 
-`flow_id` is the record's intake sequence number since the daemon started. The 5-tuple keys
-appear when the bundle's raw schema has those columns. A record of the normal class (only with
-emit_all) has `"event_type": "ml"` and no `alert` object, so EVE consumers that read alerts
-skip it.
+`ml.class` is the verdict. A bundle with an anomaly model adds `ml.anomaly_score` to every line,
+and an `Unknown` alert (the anomaly channel's: no class named, score over the threshold) also
+names `ml.anomaly_threshold`; an anomaly-only bundle has no `score`. `flow_id` is the record's
+intake sequence number since the daemon started. The 5-tuple keys appear when the bundle's raw
+schema has those columns. A normal record (only with emit_all) has `"event_type": "ml"` and no
+`alert` object, so EVE consumers that read alerts skip it.
 """
 from __future__ import annotations
 
@@ -23,8 +25,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from .bundle import Bundle
-from .classifier import Predictions
+from .detector import UNKNOWN, Detector, Verdicts
 from .records import Records
 
 # EVE key -> raw column names that hold it, across our datasets' schemas (Argus, Bot-IoT,
@@ -43,35 +44,36 @@ class EveFormatter:
     """Records and their predictions -> EVE lines. The constant part of each class's line is
     built once, so a record costs a few string joins."""
 
-    def __init__(self, bundle: Bundle, schema_names: tuple[str, ...], emit_all: bool = False):
+    def __init__(self, detector: Detector, emit_all: bool = False):
+        bundle = detector.bundle
         self.emit_all = emit_all
-        self.class_names = bundle.class_names
-        normal = bundle.manifest.get("normal_class")
-        self.normal_index = self.class_names.index(normal) if normal in self.class_names else None
+        self.class_names = detector.verdict_names
+        self.normal_index = detector.normal_index
         self.five_tuple = {}
         for key, candidates in FIVE_TUPLE.items():
-            column = next((c for c in candidates if c in schema_names), None)
+            column = next((c for c in candidates if c in detector.schema.names), None)
             if column:
                 self.five_tuple[key] = column
         ml = {"model_sha256": bundle.model_sha256, "dataset": bundle.manifest.get("dataset")}
-        self._tails = []  # per class: everything after the 5-tuple, up to the score
+        self._tails = []  # per verdict: everything after the 5-tuple, up to the scores
         for i, name in enumerate(self.class_names):
             attack = i != self.normal_index
             head = '"event_type":"alert"' if attack else '"event_type":"ml"'
             alert = {"action": "allowed", "signature_id": SIGNATURE_ID_BASE + i,
                      "signature": f"edge-ids ml: {name}", "category": name, "severity": 2}
             alert_part = f',"alert":{json.dumps(alert, separators=(",", ":"))}' if attack else ""
-            ml_part = json.dumps({"class": name} | ml, separators=(",", ":"))[:-1]
-            self._tails.append((head, alert_part + ',"ml":' + ml_part + ',"score":'))
+            threshold = {"anomaly_threshold": detector.threshold} if name == UNKNOWN else {}
+            ml_part = json.dumps({"class": name} | ml | threshold, separators=(",", ":"))[:-1]
+            self._tails.append((head, alert_part + ',"ml":' + ml_part + ","))
 
     @property
     def text_columns(self) -> tuple[str, ...]:
         """Raw columns the parser should keep as text for the 5-tuple."""
         return tuple(self.five_tuple.values())
 
-    def format(self, records: Records, predictions: Predictions) -> str:
+    def format(self, records: Records, verdicts: Verdicts) -> str:
         """The lines to write (each ending in a newline), or "" when none is due."""
-        classes = predictions.classes
+        classes = verdicts.verdicts
         emit = np.ones(len(classes), bool) if self.emit_all or self.normal_index is None else (
             classes != self.normal_index)
         rows = np.flatnonzero(emit)
@@ -79,12 +81,11 @@ class EveFormatter:
             return ""
         stamp = '{"timestamp":"' + timestamp() + '","flow_id":'
         tuples = self._tuples(records, rows)
-        scores = predictions.scores
+        scores = _scores(verdicts, rows)
         lines = []
         for k, r in enumerate(rows.tolist()):
             head, tail = self._tails[classes[r]]
-            lines.append(f'{stamp}{records.numbers[r]},{head}{tuples[k]}{tail}'
-                         f'{float(scores[r]):.4f}}}}}')
+            lines.append(f'{stamp}{records.numbers[r]},{head}{tuples[k]}{tail}{scores[k]}}}}}')
         return "\n".join(lines) + "\n"
 
     def _tuples(self, records: Records, rows: np.ndarray) -> list[str]:
@@ -99,6 +100,16 @@ class EveFormatter:
             else:
                 parts.append([f',"{key}":{json.dumps(v)}' for v in values.tolist()])
         return ["".join(p) for p in zip(*parts)]
+
+
+def _scores(verdicts: Verdicts, rows: np.ndarray) -> list[str]:
+    """The end of each line's ml object: the classifier's score and/or the anomaly score."""
+    parts = []
+    if verdicts.scores is not None:
+        parts.append([f'"score":{s:.4f}' for s in verdicts.scores[rows].tolist()])
+    if verdicts.anomaly_scores is not None:
+        parts.append([f'"anomaly_score":{s:.6g}' for s in verdicts.anomaly_scores[rows].tolist()])
+    return [",".join(p) for p in zip(*parts)]
 
 
 _second: list = [None, ""]  # the last whole second formatted, and its text

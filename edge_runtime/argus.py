@@ -1,7 +1,9 @@
 """Live flows: Argus reads packets (an interface or a pcap), `ra` prints its flow records as
 CSV, and this source hands them to the daemon in the bundle's raw layout.
 
-    argus -X -F CONF (-i IF | -r FILE) -w -  |  ra -r - -c , -n -L -1 -s FIELDS - not man
+    argus -X -F CONF (-i IF | -r FILE) -w -  |  ra -r - -c , -n -u -L -1 -s FIELDS - not man
+
+(-u: StartTime and LastTime as Unix seconds, which order flows across midnight.)
 
 Argus and the WUSTL datasets name their columns alike (`ra -s sjit` prints `SrcJitter`), so the
 bundle's raw column names pick the `ra` fields, and the fields pick what argus must generate
@@ -126,8 +128,8 @@ class ArgusSource(LineSource):
         self.command = [argus, "-X", "-F", self._config.name, *source, "-w", "-"]
         self._argus = subprocess.Popen(self.command, stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        self._ra = subprocess.Popen([ra, "-r", "-", "-c", ",", "-n", "-L", "-1", "-s", *fields,
-                                     "-", "not man"], stdin=self._argus.stdout,
+        self._ra = subprocess.Popen([ra, "-r", "-", "-c", ",", "-n", "-u", "-L", "-1", "-s",
+                                     *fields, "-", "not man"], stdin=self._argus.stdout,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._argus.stdout.close()  # ra holds it now: argus sees EPIPE if ra goes away
         self._errors: list[bytes] = []  # the last lines either wrote to stderr
@@ -162,6 +164,7 @@ class ArgusSource(LineSource):
 
     def batches(self, stop: threading.Event) -> Iterator[list[bytes]]:
         splitter = LineSplitter()
+        self._flows = 0
         stream = self._ra.stdout
         with selectors.DefaultSelector() as selector:
             selector.register(stream, selectors.EVENT_READ)
@@ -173,6 +176,7 @@ class ArgusSource(LineSource):
                     break
                 lines = splitter.feed(data)
                 if lines:
+                    self._flows += len(lines)
                     yield [self._reorder(line) for line in lines]
         rest = splitter.flush()
         if rest is not None and not stop.is_set():
@@ -188,6 +192,8 @@ class ArgusSource(LineSource):
     def _check_ended(self) -> None:
         """The stream ended: fine if argus read its pcap to the end; an error otherwise."""
         argus_code, ra_code = self._argus.wait(), self._ra.wait()
+        if argus_code == 0 and ra_code and not self._flows and not self._errors:
+            return  # a capture without a single flow: argus writes nothing, and ra says so
         if argus_code or ra_code:
             time.sleep(0.05)  # the rest of what they said
             said = b"".join(self._errors).decode(errors="replace")

@@ -1,4 +1,9 @@
-"""`edge-ids classify`: classify a file (or stdin) of raw records, one JSON line per record.
+"""`edge-ids classify`: classify a file (or stdin) of raw records, one JSON line per record:
+
+    {"record": 17, "verdict": "DoS", "class": "DoS", "score": 0.9961}            a classifier
+    {"record": 18, "verdict": "Unknown", "class": "Normal", "score": 0.97,
+     "anomaly_score": 0.0213}                                                   a hybrid
+    {"record": 19, "verdict": "Normal", "anomaly_score": 0.0008}                anomaly only
 
 Bad records do not stop the run: each is reported on stderr (the first few in full, then only
 counted) and the good records around it are all classified.
@@ -10,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from .classifier import Classifier
+from .detector import Detector
 from .records import parse_lines, read_chunks
 
 REPORT_FIRST_REJECTS = 10
@@ -21,17 +26,16 @@ class ClassifySummary:
     classified: int = 0
     rejected: Counter = field(default_factory=Counter)
     unknown: Counter = field(default_factory=Counter)
-    by_class: Counter = field(default_factory=Counter)
+    by_class: Counter = field(default_factory=Counter)  # by verdict
 
 
-def classify_stream(classifier: Classifier, stream, out: TextIO, err: TextIO,
+def classify_stream(detector: Detector, stream, out: TextIO, err: TextIO,
                     chunk_size: int = 1024) -> ClassifySummary:
-    """Read raw lines from a binary stream, write {"record", "class", "score"} JSON lines."""
-    names = classifier.bundle.class_names
+    """Read raw lines from a binary stream, write one JSON line per good record."""
     summary = ClassifySummary()
     number = 1
     for chunk in read_chunks(stream, chunk_size):
-        records, rejected = parse_lines(chunk, classifier.schema, first_number=number)
+        records, rejected = parse_lines(chunk, detector.schema, first_number=number)
         number += len(chunk)
         for r in rejected:
             if sum(summary.rejected.values()) < REPORT_FIRST_REJECTS:
@@ -39,13 +43,23 @@ def classify_stream(classifier: Classifier, stream, out: TextIO, err: TextIO,
             summary.rejected[r.reason] += 1
         if not len(records):
             continue
-        predictions = classifier.classify(records)
-        summary.unknown.update(predictions.unknown)
-        lines = []
-        for n, c, s in zip(records.numbers, predictions.classes, predictions.scores):
-            lines.append(json.dumps({"record": int(n), "class": names[c],
-                                     "score": round(float(s), 4)}))
-            summary.by_class[names[c]] += 1
+        verdicts = detector.detect(records)
+        summary.unknown.update(verdicts.unknown)
+        lines = output_lines(detector, records.numbers, verdicts)
+        summary.by_class.update(detector.verdict_names[v] for v in verdicts.verdicts.tolist())
         out.write("\n".join(lines) + "\n")
         summary.classified += len(records)
     return summary
+
+
+def output_lines(detector: Detector, numbers, verdicts) -> list[str]:
+    """One JSON object per record with what the bundle's channels said."""
+    columns = {"record": numbers.tolist(),
+               "verdict": [detector.verdict_names[v] for v in verdicts.verdicts.tolist()]}
+    if verdicts.classes is not None:
+        columns["class"] = [detector.class_names[c] for c in verdicts.classes.tolist()]
+        columns["score"] = [round(s, 4) for s in verdicts.scores.tolist()]
+    if verdicts.anomaly_scores is not None:
+        columns["anomaly_score"] = [float(f"{s:.6g}") for s in verdicts.anomaly_scores.tolist()]
+    keys = list(columns)
+    return [json.dumps(dict(zip(keys, row))) for row in zip(*columns.values())]

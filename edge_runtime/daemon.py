@@ -26,10 +26,11 @@ import numpy as np
 
 from .alerts import AlertWriter, EveFormatter
 from .bundle import load_bundle
-from .classifier import Classifier
+from .detector import Detector
 from .intake import Batch, Intake
 from .metrics import Metrics
 from .records import parse_lines
+from .recorder import FlowRecorder
 from .sources import LineSource, open_source
 from .systemd import Notifier
 
@@ -55,21 +56,24 @@ class DaemonOptions:
     follow_from_start: bool = False
     rejects_logged_per_minute: int = 60
     flow_report_seconds: int = 5  # argus:/pcap: inputs only
+    record: str | None = None  # also write every input line here (a learning period)
+    record_max_bytes: int = 64 * 2**20
+    record_keep: int = 4
 
 
 class Model:
-    """What serves: a verified bundle, its classifier and its EVE formatter, swapped as one."""
+    """What serves: a verified bundle, its detector and its EVE formatter, swapped as one."""
 
     def __init__(self, path: Path, options: DaemonOptions):
         self.bundle = load_bundle(path)  # BundleError unless hashes and versions check out
-        self.classifier = Classifier(self.bundle, options.threads, options.max_batch)
-        self.classifier.model.probabilities(np.zeros((1, self.classifier.model.n_inputs),
-                                                     np.float32))  # it runs
-        self.formatter = EveFormatter(self.bundle, self.classifier.schema.names,
-                                      options.emit_all)
+        self.detector = Detector(self.bundle, options.threads, options.max_batch)
+        self.detector.warm_up()  # it runs
+        self.formatter = EveFormatter(self.detector, options.emit_all)
 
     def describe(self) -> str:
-        return f"{self.bundle.manifest.get('dataset')} model {self.bundle.model_sha256[:12]}"
+        kind = "" if self.bundle.detector == "classifier" else f"{self.bundle.detector} "
+        return (f"{self.bundle.manifest.get('dataset')} {kind}model "
+                f"{self.bundle.model_sha256[:12]}")
 
 
 class RateLimitedLog:
@@ -117,17 +121,20 @@ class Daemon:
         self._set_model_metrics()
         writer = AlertWriter(self.options.alerts)
         source = open_source(self.options.input, self.options.follow_from_start,
-                             self.model.classifier.schema, self.options.flow_report_seconds)
+                             self.model.detector.schema, self.options.flow_report_seconds)
         intake = Intake(self.options.max_batch, self.options.max_delay,
                         on_wait=self.metrics.input_blocked.inc)
+        recorder = None if self.options.record is None else FlowRecorder(
+            self.options.record, self.model.detector.schema.names,
+            self.options.record_max_bytes, self.options.record_keep)
         handlers = {}
         try:
             if self.options.metrics:
                 self.metrics_address = self.metrics.serve(self.options.metrics)
                 log.info("metrics on http://%s:%d/metrics", *self.metrics_address)
             handlers = self._install_signal_handlers()
-            reader = threading.Thread(target=self._read, args=(source, intake), daemon=True,
-                                      name="edge-ids-reader")
+            reader = threading.Thread(target=self._read, args=(source, intake, recorder),
+                                      daemon=True, name="edge-ids-reader")
             reader.start()
             log.info("serving %s; reading %s; alerts to %s", self.model.describe(),
                      self.options.input, self.options.alerts)
@@ -140,6 +147,8 @@ class Daemon:
                 signal.signal(signum, handler)
             source.close()
             writer.close()
+            if recorder is not None:
+                recorder.close()
         log.info("stopped: %s", self._status())
         return 1 if self._reader_error else 0
 
@@ -157,9 +166,16 @@ class Daemon:
     def reload(self) -> None:
         self._hup.set()
 
-    def _read(self, source: LineSource, intake: Intake) -> None:
+    def _read(self, source: LineSource, intake: Intake, recorder: FlowRecorder | None) -> None:
         try:
             for lines in source.batches(self._stop):
+                if recorder is not None:
+                    try:
+                        recorder.write(lines)
+                    except OSError as e:  # a full disk must not stop the detection
+                        log.error("recording to %s failed, recording stopped (classifying goes "
+                                  "on): %s", self.options.record, e)
+                        recorder = None
                 intake.put(lines)
         except Exception as e:  # noqa: BLE001 - any failure of the input ends the run
             self._reader_error = e
@@ -195,7 +211,7 @@ class Daemon:
     def _classify(self, batch: Batch, writer: AlertWriter) -> None:
         start = time.perf_counter()
         model = self.model
-        records, rejected = parse_lines(batch.lines, model.classifier.schema,
+        records, rejected = parse_lines(batch.lines, model.detector.schema,
                                         first_number=batch.first_number,
                                         keep_text=model.formatter.text_columns)
         self.counts["lines"] += len(batch.lines)
@@ -204,8 +220,8 @@ class Daemon:
             self._rejects_log.warning(f"record {r.record} rejected ({r.reason}): {r.detail}")
         self.counts["rejected"] += len(rejected)
         if len(records):
-            predictions = model.classifier.classify(records)
-            text = model.formatter.format(records, predictions)
+            verdicts = model.detector.detect(records)
+            text = model.formatter.format(records, verdicts)
             self.metrics.inference.observe(time.perf_counter() - start)
             if text:
                 try:
@@ -213,22 +229,25 @@ class Daemon:
                 except OSError as e:
                     self.metrics.write_errors.inc()
                     log.error("writing alerts to %s failed: %s", self.options.alerts, e)
-            self._count(model, records, predictions)
+            self._count(model, records, verdicts)
         self.metrics.batch_size.observe(len(batch.lines))
         self.metrics.latency.observe(time.monotonic() - batch.oldest_arrival)
 
-    def _count(self, model: Model, records, predictions) -> None:
+    def _count(self, model: Model, records, verdicts) -> None:
         self.metrics.records.inc(len(records))
         self.counts["records"] += len(records)
         names = model.formatter.class_names
-        per_class = np.bincount(predictions.classes, minlength=len(names))
-        for i, n in enumerate(per_class.tolist()):
+        per_verdict = np.bincount(verdicts.verdicts, minlength=len(names))
+        for i, n in enumerate(per_verdict.tolist()):
             if n and i != model.formatter.normal_index:
                 self.metrics.alerts.labels(names[i]).inc(n)
                 self.counts["alerts"] += n
-        for column, n in predictions.unknown.items():
+        for column, n in verdicts.unknown.items():
             if n:
                 self.metrics.unknown.labels(column).inc(n)
+        if verdicts.anomaly_scores is not None:
+            self.metrics.anomaly_scores.observe_many(verdicts.anomaly_scores
+                                                     / max(model.detector.threshold, 1e-30))
 
     # -- SIGHUP ---------------------------------------------------------------------------------
 
@@ -254,6 +273,7 @@ class Daemon:
     def _set_model_metrics(self) -> None:
         b = self.model.bundle
         self.metrics.set_model(VERSION, b.model_sha256, str(b.manifest.get("dataset")))
+        self.metrics.set_threshold(self.model.detector.threshold)
 
     def _status(self) -> str:
         c = self.counts

@@ -7,8 +7,12 @@ per record, so its locks cost nothing measurable.
 """
 from __future__ import annotations
 
+import threading
+
+import numpy as np
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector,
                                ProcessCollector, start_http_server)
+from prometheus_client.core import HistogramMetricFamily
 
 from . import records as r
 
@@ -17,6 +21,10 @@ REJECT_REASONS = (r.WRONG_FIELD_COUNT, r.NON_NUMERIC, r.NOT_FINITE, r.EMPTY_LINE
                   r.LINE_TOO_LONG, r.INVALID_UTF8, r.BAD_JSON, r.MISSING_FIELD)
 LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+# Anomaly score over the bundle's threshold: 1 is where alarms start. Traffic drifting away from
+# the learned normal shows as mass moving up towards 1 before the alarms rise.
+SCORE_RATIO_BUCKETS = (0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0,
+                       5.0, 10.0, 100.0)
 
 
 class Metrics:
@@ -29,8 +37,9 @@ class Metrics:
                                 ["reason"], registry=registry)
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
-        self.alerts = Counter("edge_ids_alerts", "Records classified as an attack, by class.",
-                              ["class"], registry=registry)
+        self.alerts = Counter("edge_ids_alerts", "Alerts by verdict: a class the classifier "
+                              "named, or Unknown (the anomaly model's).", ["class"],
+                              registry=registry)
         self.unknown = Counter("edge_ids_unknown_category",
                                "Categorical values never seen in training (classified with an "
                                "all-zero one-hot), by column.", ["column"], registry=registry)
@@ -58,6 +67,13 @@ class Metrics:
         self.model_loaded = Gauge("edge_ids_model_loaded_timestamp_seconds",
                                   "When the serving model was loaded (Unix time).",
                                   registry=registry)
+        self.anomaly_threshold = Gauge("edge_ids_anomaly_threshold",
+                                       "The serving bundle's anomaly threshold (absent without "
+                                       "an anomaly model).", registry=registry)
+        self.anomaly_scores = RatioHistogram(
+            "edge_ids_anomaly_score_ratio", "Anomaly score of each record divided by the "
+            "bundle's threshold (over 1: anomalous).", SCORE_RATIO_BUCKETS)
+        registry.register(self.anomaly_scores)
         self._build_labels = None
 
     def set_model(self, version: str, model_sha256: str, dataset: str) -> None:
@@ -66,6 +82,13 @@ class Metrics:
         self._build_labels = (version, model_sha256, dataset)
         self.build_info.labels(*self._build_labels).set(1)
         self.model_loaded.set_to_current_time()
+
+    def set_threshold(self, threshold: float | None) -> None:
+        """A reload may switch between bundles with and without an anomaly model."""
+        if threshold is None:
+            self.anomaly_threshold.set(float("nan"))
+        else:
+            self.anomaly_threshold.set(threshold)
 
     def serve(self, address: str):
         """Start the HTTP endpoint; return the bound (host, port)."""
@@ -82,3 +105,41 @@ def parse_address(address: str) -> tuple[str, int]:
         raise ValueError(f"metrics address {address!r}: expected HOST:PORT, e.g. "
                          f"127.0.0.1:{DEFAULT_PORT}")
     return host, int(port)
+
+
+class RatioHistogram:
+    """A Prometheus histogram that takes a whole batch of values at once.
+
+    prometheus_client's Histogram.observe takes one value under a lock: at tens of thousands
+    of records a second that is a measurable cost, so the daemon counts a batch's buckets with
+    numpy and this collector exposes them in the same exposition format."""
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]):
+        self.name, self.documentation = name, documentation
+        self.bounds = np.array(buckets, dtype=np.float64)
+        self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # the last: +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe_many(self, values: np.ndarray) -> None:
+        counts = np.bincount(np.searchsorted(self.bounds, values, side="left"),
+                             minlength=len(self._counts))
+        with self._lock:
+            self._counts += counts
+            self._sum += float(np.sum(values))
+
+    def collect(self):
+        with self._lock:
+            cumulative = np.cumsum(self._counts).tolist()
+            total = self._sum
+        family = HistogramMetricFamily(self.name, self.documentation)
+        family.add_metric([], [*zip(map(_bound, self.bounds.tolist()), cumulative[:-1]),
+                               ("+Inf", cumulative[-1])], total)
+        yield family
+
+    def describe(self):
+        return [HistogramMetricFamily(self.name, self.documentation)]
+
+
+def _bound(value: float) -> str:
+    return repr(float(value))

@@ -80,3 +80,38 @@ def captures(data_dir) -> dict[str, Path]:
     root = data_dir / "iot-23-pcap"
     return {"honeypot": next((root / "CTU-Honeypot-Capture-4-1").glob("*.pcap")),
             "mirai-irc": next((root / "CTU-IoT-Malware-Capture-34-1/other-pcap").glob("*.pcap"))}
+
+
+@pytest.fixture(scope="session")
+def learned_nsl_kdd(small_pipeline, data_dir, tmp_path_factory):
+    """An autoencoder learned (five epochs: the tests are about the plumbing) on the benign rows
+    of the pipeline's own training split, with its hybrid and anomaly-only bundles at a 5 %
+    budget, thresholds set on the benign rows of the pipeline's validation split.
+    {"hybrid", "anomaly": bundle paths, "validation": benign validation Records, ...}"""
+    from edge_ids.edge_runtime import load_bundle
+    from edge_ids.learn import fit_anomaly_model, write_learned_bundle
+    from edge_ids.train.datasets import nsl_kdd
+    from edge_ids.train.fit import split_validation
+
+    out = tmp_path_factory.mktemp("learned")
+    train = nsl_kdd.load("KDDTrain+_20Percent", data_dir)
+    fit_rows, val_rows = split_validation(len(train.y), train.y, 0.1, 0)
+    fit = train.records.take(fit_rows[train.y[fit_rows] == 0])
+    val = train.records.take(val_rows[train.y[val_rows] == 0])
+    classifier = load_bundle(small_pipeline[0] / "bundle")
+    learned = fit_anomaly_model(fit, nsl_kdd.SCHEMA, seed=0, epochs=5,
+                                raw=classifier.spec["raw"], echo=lambda _: None)
+    results = {kind: write_learned_bundle(learned, val, out / kind, max_fpr=0.05,
+                                          classifier=classifier if kind == "hybrid" else None,
+                                          dataset="nsl-kdd", echo=lambda _: None)
+               for kind in ("hybrid", "anomaly")}
+    for path in [out, *out.rglob("*")]:  # readable by the daemon when a test runs it as nobody
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return {"hybrid": out / "hybrid", "anomaly": out / "anomaly", "validation": val,
+            "learned": learned, "results": results, "classifier": classifier}
+
+
+@pytest.fixture
+def hybrid_copy(learned_nsl_kdd, tmp_path) -> Path:
+    """A private copy of the hybrid bundle that a test may damage."""
+    return Path(shutil.copytree(learned_nsl_kdd["hybrid"], tmp_path / "hybrid"))

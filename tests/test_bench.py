@@ -212,3 +212,42 @@ def test_the_reference_table_has_a_column_per_machine_and_one_waiting_for_a_pi(b
     p50 = report["runtimes"]["litert-int8"]["latency_us"]["features"]["p50"]
     assert f"{p50:,.1f} µs | not measured yet |" in text
     assert "edge-ids bench --device pi4 --host" in text
+
+
+def test_a_hybrid_is_measured_beside_its_classifier_alone(learned_nsl_kdd, data_dir, tmp_path):
+    """The anomaly channel's cost through the edge runtime and the daemon, in the same run;
+    its verdicts scored independently here (Unknown: an alarm, and wrong for the class)."""
+    result = CliRunner().invoke(main, bench_args(learned_nsl_kdd["hybrid"], tmp_path, data_dir,
+                                                 "--records", "3000"), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "bench.json").read_text())
+    hybrid = load_bundle(learned_nsl_kdd["hybrid"])
+    assert report["bundle"]["detector"] == "hybrid"
+    assert report["bundle"]["model_sha256"] == hybrid.model_sha256
+    d = report["detectors"]
+    assert set(d) == {"classifier", "hybrid"}
+    test = load_dataset("nsl-kdd", data_dir).tests["KDDTest+"]
+    from edge_ids.edge_runtime import Detector
+
+    detector = Detector(hybrid)
+    verdicts = detector.detect(test.records.take(np.arange(3000))).verdicts
+    y = test.y[:3000]
+    assert d["hybrid"]["detection_rate"] == pytest.approx(np.mean(verdicts[y != 0] != 0))
+    assert d["hybrid"]["fpr"] == pytest.approx(np.mean(verdicts[y == 0] != 0))
+    alone = classification_metrics(y, Classifier(hybrid).classify(
+        test.records.take(np.arange(3000))).classes, list(nsl_kdd_classes()), "Normal")
+    assert d["classifier"]["accuracy"] == pytest.approx(alone["accuracy"])
+    for name in ("classifier", "hybrid"):
+        assert d[name]["latency_us"]["raw"]["n"] == LATENCY_CALLS
+        assert all(t["records_per_second"] > 0 for t in d[name]["throughput"])
+        assert d[name]["ready_rss_bytes"] > 10 * 2**20
+    assert report["daemon"]["records"] == report["daemon_classifier"]["records"] == 3000
+    md = (tmp_path / "report.md").read_text()
+    assert "## The hybrid beside its classifier alone" in md
+    assert "The hybrid daemon keeps" in md
+
+
+def nsl_kdd_classes():
+    from edge_ids.train.datasets import nsl_kdd
+
+    return nsl_kdd.CLASSES

@@ -14,7 +14,8 @@ def test_manifest_holds_what_the_device_and_the_reader_need(small_pipeline):
     bundle = load_bundle(out / "bundle")
     m = bundle.manifest
     assert m == manifest
-    assert m["schema_version"] == 1 and m["dataset"] == "nsl-kdd"
+    assert m["schema_version"] == 2 and m["detector"] == "classifier"
+    assert m["dataset"] == "nsl-kdd"
     assert m["class_names"] == ["Normal", "DoS", "Probe", "R2L", "U2R"]
     assert len(m["files"]["model.tflite"]["sha256"]) == 64
     assert len(m["files"]["features.json"]["sha256"]) == 64
@@ -51,22 +52,46 @@ def test_tampered_feature_spec_is_refused(bundle_copy):
 def test_other_schema_version_is_refused(bundle_copy):
     manifest_file = bundle_copy / "manifest.json"
     manifest = json.loads(manifest_file.read_text())
-    manifest["schema_version"] = 2
+    manifest["schema_version"] = 99
     manifest_file.write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match="bundle schema version 2, but this edge-ids reads "
-                                          "version 1"):
+    with pytest.raises(BundleError, match="bundle schema version 99, but this edge-ids reads "
+                                          "versions 1, 2"):
         load_bundle(bundle_copy)
+
+
+def test_a_version_1_bundle_still_loads_and_classifies_the_same(bundle_copy, kdd_test_lines):
+    """Bundles written before the anomaly channel (schema 1: no "detector") keep working."""
+    from edge_ids.edge_runtime import Detector
+    from edge_ids.edge_runtime.records import parse_lines
+
+    before = load_bundle(bundle_copy)
+    manifest_file = bundle_copy / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["schema_version"] = 1
+    del manifest["detector"]
+    manifest_file.write_text(json.dumps(manifest))
+    old = load_bundle(bundle_copy)
+    assert old.detector == "classifier" and old.anomaly is None
+    assert old.model_sha256 == before.model_sha256 == manifest["files"]["model.tflite"]["sha256"]
+    records = parse_lines(kdd_test_lines[:500], Detector(old).schema)[0]
+    assert (Detector(old).detect(records).verdicts == Detector(before).detect(records).verdicts
+            ).all()
 
 
 def test_missing_file_and_bad_json_are_refused(bundle_copy):
+    good = (bundle_copy / "manifest.json").read_text()
     (bundle_copy / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="manifest.json is not valid JSON"):
         load_bundle(bundle_copy)
+    (bundle_copy / "manifest.json").write_text(good)
     (bundle_copy / "features.json").unlink()
     with pytest.raises(BundleError, match="features.json is missing"):
         load_bundle(bundle_copy)
     with pytest.raises(BundleError, match="no such bundle"):
         load_bundle(bundle_copy / "nowhere")
+    (bundle_copy / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="manifest.json is missing; a bundle holds"):
+        load_bundle(bundle_copy)
 
 
 def test_tar_gz_bundle_loads_the_same(bundle_copy, tmp_path):

@@ -303,3 +303,31 @@ def test_deploy_with_capture_installs_the_capture_unit_and_it_captures(site, net
                           cwd=root)
     assert done.returncode == 0, done.stderr
     assert len(read_alerts(alerts)) > 1000 and " 0 rejected" in done.stderr
+
+
+@pytest.mark.parametrize("kind, files", [
+    ("hybrid", ("model.tflite", "features.json", "anomaly.tflite", "anomaly.json")),
+    ("anomaly", ("anomaly.tflite", "anomaly.json"))])
+def test_hybrid_and_anomaly_only_bundles_deploy_and_pass_the_health_check(
+        site, first, learned_nsl_kdd, kind, files):
+    """Every model and the threshold travel; the health check's model hash is the bundle's
+    (the decision's hash, which covers the threshold), and its daemon classifies the probe
+    records with it."""
+    path = learned_nsl_kdd[kind]
+    before = current(site)
+    result = cli("deploy", *device_args(site), "--bundle", str(path))
+    assert result.exit_code == 0, result.output
+    bundle = load_bundle(path)
+    assert f"nsl-kdd {kind} model {bundle.model_sha256[:12]}" in result.output
+    assert f"health: the daemon classified 2 probe records with model " \
+           f"{bundle.model_sha256[:12]}" in result.output
+    release = site[1] / "opt" / "releases" / current(site)
+    for name in (*files, "manifest.json"):
+        assert (release / "bundle" / name).read_bytes() == (path / name).read_bytes()
+    assert json.loads((release / "release.json").read_text())["model_sha256"] == \
+        bundle.model_sha256
+    assert json.loads((release / "health.json").read_text())["ok"] is True
+    rolled = cli("rollback", *site[0].ssh_args(), "--prefix", str(site[1] / "opt"), "--to",
+                 before)
+    assert rolled.exit_code == 0, rolled.output
+    assert current(site) == before

@@ -28,7 +28,7 @@ def trained(model, x, y, epochs=5, callbacks=()):
 
 
 def argmax(tflite: bytes, x) -> np.ndarray:
-    return TFLiteModel(tflite).probabilities(x).argmax(1)
+    return TFLiteModel(tflite).predict(x).argmax(1)
 
 
 def test_float_and_int8_input_output_agree():

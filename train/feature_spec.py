@@ -11,35 +11,47 @@ The zero-ratio filter follows the CFLVAE paper (Khanam et al. 2022): it drops *n
 with more than `zero_ratio` zeros (scope "numeric"). On KDDTrain+ that removes 16 of 38 numeric
 features, among them the content features (failed logins, root shells, guest logins) that tell
 R2L and U2R apart; scope "none" keeps them, scope "all" also filters the one-hot columns.
+
+Without labels (`y=None`: an anomaly model learns benign rows only) there is no mutual
+information to rank by, so every kept feature is selected. `scale="log"` puts numeric features
+on a signed log scale before min-max (their min and max are then log values): flow volumes and
+rates span orders of magnitude, and an anomaly model must see a 100-fold jump.
 """
 from __future__ import annotations
 
 import numpy as np
 from sklearn.feature_selection import mutual_info_classif
 
-from ..edge_runtime.features import FEATURE_SPEC_VERSION, FeatureTransform
+from ..edge_runtime.features import FEATURE_SPEC_VERSION, FeatureTransform, signed_log
 from ..edge_runtime.records import RawSchema, Records
 
 ZERO_RATIO_SCOPES = ("numeric", "all", "none")
+SCALES = ("linear", "log")
 
 
-def fit_feature_spec(records: Records, y: np.ndarray, schema: RawSchema, *,
+def fit_feature_spec(records: Records, y: np.ndarray | None, schema: RawSchema, *,
                      k: int | None = 87,
                      zero_ratio: float = 0.9, zero_scope: str = "numeric",
-                     mi_sample: int | None = None, seed: int = 0) -> dict:
+                     mi_sample: int | None = None, seed: int = 0, scale: str = "linear") -> dict:
     """Return a feature spec whose `selected` holds the k features of highest mutual information
-    (every kept feature when k is None), in rank order."""
+    (every kept feature when k is None, in their order when y is None), in rank order."""
     if zero_scope not in ZERO_RATIO_SCOPES:
         raise ValueError(f"zero-ratio scope must be one of {ZERO_RATIO_SCOPES}, not {zero_scope!r}")
+    if scale not in SCALES:
+        raise ValueError(f"feature scale must be one of {SCALES}, not {scale!r}")
+    if y is None and k is not None:
+        raise ValueError("selecting k features needs labels (mutual information); give k=None")
     columns = records.columns
     vocabularies = {c: sorted(set(columns[c].tolist())) for c in schema.categorical}
     candidates = []
     for name, kind in zip(schema.names, schema.types):
         if kind == "numeric":
             values = columns[name]
-            candidates.append({"name": name, "column": name, "min": float(values.min()),
-                               "max": float(values.max()),
-                               "zero_ratio": float(np.mean(values == 0))})
+            scaled = signed_log(values) if scale == "log" else values
+            candidates.append({"name": name, "column": name, "min": float(scaled.min()),
+                               "max": float(scaled.max()),
+                               "zero_ratio": float(np.mean(values == 0))}
+                              | ({"scale": "log"} if scale == "log" else {}))
         elif kind == "categorical":
             for value in vocabularies[name]:
                 present = float(np.mean(columns[name] == value))
@@ -66,6 +78,8 @@ def fit_feature_spec(records: Records, y: np.ndarray, schema: RawSchema, *,
         "selected": list(range(len(kept))),
         "input_quantization": None,
     }
+    if y is None:
+        return spec
     x, _ = FeatureTransform(spec).transform(columns)  # the same code the device runs
     mi = _mutual_information(x, y, discrete=np.array(["value" in c for c in kept]),
                              sample=mi_sample, seed=seed)

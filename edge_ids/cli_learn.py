@@ -1,0 +1,71 @@
+"""`edge-ids learn`: a site's normal traffic -> an anomaly-only or hybrid bundle (host only)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("--pcap", "pcaps", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Benign traffic of the network to protect, as a capture file; turned into "
+                   "flows by argus | ra exactly as `edge-ids capture` does. Repeatable.")
+@click.option("--flows", "flow_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="Flow records recorded on the device with `edge-ids capture --record` "
+                   "(plain or .gz; give the rotated files too). Repeatable.")
+@click.option("--classifier", type=click.Path(exists=True, path_type=Path),
+              help="Make a hybrid with this classifier bundle: its attack classes first, then "
+                   "Unknown for what the anomaly model flags. Its raw layout is used. Without "
+                   "it: an anomaly-only bundle over the Argus flow columns.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: bundle/, learn.json and scores.png (validation scores and the "
+                   "threshold) are written there, only if learning succeeds.")
+@click.option("--max-fpr", type=click.FloatRange(0, 0.5, min_open=True), default=0.01,
+              show_default=True, metavar="RATE",
+              help="False-alarm budget: the share of benign flows the detector may flag, in "
+                   "(0, 0.5]. The threshold is set so that exactly this share of held-out "
+                   "validation flows is flagged (a hybrid's classifier may use half of it).")
+@click.option("--val-fraction", type=click.FloatRange(0.05, 0.5), default=0.2,
+              show_default=True, help="Random share of the benign flows held out to set the "
+                                      "threshold (never trained on).")
+@click.option("--epochs", type=click.IntRange(1), default=200, show_default=True,
+              help="At most this many autoencoder epochs (early stopping ends sooner).")
+@click.option("--flow-report", type=click.IntRange(1), default=5, show_default=True,
+              metavar="SECONDS", help="With --pcap: argus reports a long flow this often "
+                                      "(use what the device's capture uses).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds the split, the weights and the shuffling: the same seed gives the "
+                   "same bundle.")
+def learn(pcaps, flow_files, classifier, out, max_fpr, val_fraction, epochs, flow_report, seed):
+    """Learn your network's normal traffic, to flag what does not fit it.
+
+    \b
+    A public dataset is not your network: a classifier trained on one testbed flags a third of
+    another site's benign flows and misses its attacks. This trains a small autoencoder on your
+    own benign flows, sets its threshold from the false-alarm budget on flows it never saw, and
+    writes an int8 bundle that `classify`, `run`, `capture` and `deploy` take like any other.
+    \b
+    The learning period must be clean: whatever is in it (a compromised camera, a scan) is
+    learned as normal and never flagged. Needs at least 1,000 flows.
+    \b
+    Workflow:
+      edge-ids capture --interface eth0 --record /var/lib/edge-ids/flows.csv   # on the Pi, days
+      scp 'pi@sensor-1:/var/lib/edge-ids/flows.csv*' site/                      # to the host
+      edge-ids learn --flows site/flows.csv --flows site/flows.csv.1 --out out/site
+      edge-ids deploy --device pi4 --host pi@sensor-1 --bundle out/site/bundle --capture eth0
+    """
+    from .edge_runtime.argus import CaptureError
+    from .edge_runtime.bundle import BundleError
+    from .flows import FlowError
+    from .learn import LearnError, LearnOptions, run_learn
+
+    if not pcaps and not flow_files:
+        raise click.UsageError("give the benign traffic: --pcap FILE and/or --flows FILE")
+    options = LearnOptions(out=out, pcaps=pcaps, flow_files=flow_files, classifier=classifier,
+                           max_fpr=max_fpr, seed=seed, val_fraction=val_fraction,
+                           epochs=epochs, flow_report_seconds=flow_report)
+    try:
+        run_learn(options, echo=click.echo)
+    except (LearnError, FlowError, BundleError, CaptureError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
