@@ -122,7 +122,8 @@ class Daemon:
         writer = AlertWriter(self.options.alerts)
         source = open_source(self.options.input, self.options.follow_from_start,
                              self.model.detector.schema, self.options.flow_report_seconds)
-        intake = Intake(self.options.max_batch, self.options.max_delay)
+        intake = Intake(self.options.max_batch, self.options.max_delay,
+                        on_wait=self.metrics.input_blocked.inc)
         recorder = None if self.options.record is None else FlowRecorder(
             self.options.record, self.model.detector.schema.names,
             self.options.record_max_bytes, self.options.record_keep)

@@ -138,6 +138,22 @@ def test_notifier_is_a_no_op_outside_systemd_and_respects_watchdog_pid():
     assert Notifier({"NOTIFY_SOCKET": "@abstract"}).address == "\0abstract"
 
 
+def test_notifier_never_blocks_on_a_listener_that_does_not_read(tmp_path):
+    """Found by the long fuzz: its test never read the datagrams, the queue filled, and the
+    daemon's main loop hung in sendto(). A notification may be lost; the daemon must not be."""
+    import socket
+
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+        started = time.monotonic()
+        for i in range(1000):  # far more than a datagram queue holds
+            notifier.status(f"{i} records")
+        assert time.monotonic() - started < 5
+        assert listener.recv(100) == b"STATUS=0 records"  # the first ones did arrive
+
+
 def corrupt_copy(bundle: Path, where: Path) -> Path:
     shutil.copytree(bundle, where)
     model = bytearray((where / "model.tflite").read_bytes())
