@@ -120,6 +120,8 @@ class StreamSource(LineSource):
                 pollable = True
             except PermissionError:  # a regular file or /dev/null: always readable
                 pollable = False
+            # FileIO (a character device opened by descriptor) has no read1, and needs none
+            read = getattr(self._stream, "read1", self._stream.read)
             while not stop.is_set():
                 if pollable:
                     if not selector.select(POLL_SECONDS):
@@ -135,7 +137,7 @@ class StreamSource(LineSource):
                 else:
                     # read1, not read: a damaged .gz then hands over what it decompressed
                     # before the damage (read would drop the whole buffer it was filling)
-                    data = self._stream.read1(READ_BYTES)
+                    data = read(READ_BYTES)
                 if not data:
                     return
                 yield data

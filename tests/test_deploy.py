@@ -255,12 +255,11 @@ def test_deploy_and_status_say_when_memory_max_is_ignored():
     from edge_ids.devices.deploy import report_notes
     from edge_ids.devices.install import memory_cgroup
 
-    # MemoryMax= needs the unified hierarchy (cgroup v2) with the memory controller on
+    # MemoryMax= needs the memory controller on; systemd applies it on cgroup v2 and on the
+    # v1/hybrid hierarchies (shown under the booted systemd here, which has v1: test_systemd_unit)
     enabled = {line.split()[0]: line.split()[3] == "1" for line in
                Path("/proc/cgroups").read_text().splitlines()[1:]}
-    unified = subprocess.run(["stat", "-f", "-c", "%T", "/sys/fs/cgroup"], capture_output=True,
-                             text=True).stdout.strip() == "cgroup2fs"
-    assert memory_cgroup() == (unified and enabled.get("memory", False))
+    assert memory_cgroup() == enabled.get("memory", False)
     off = report_notes({"systemd": True, "memory_cgroup": False})
     assert len(off) == 1 and "MemoryMax= is ignored there" in off[0]
     assert "cgroup_enable=memory to /boot/firmware/cmdline.txt" in off[0]

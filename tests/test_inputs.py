@@ -66,6 +66,10 @@ def test_stdin_from_a_pipe_and_from_dev_null(bundle, records):
     done = run_with_stdin(bundle, subprocess.DEVNULL)
     assert done.returncode == 0 and done.stdout == b"", done.stderr.decode()
     assert "0 records" in done.stderr.decode()
+    # the same character device named as a file: opened by descriptor, a FileIO without read1
+    done = subprocess.run(RUN + ["--bundle", str(bundle), "--input", "file:/dev/null",
+                                 "--alerts", "-"], capture_output=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == b"", done.stderr.decode()
 
 
 def test_stdin_from_a_socket(bundle, records):
