@@ -34,6 +34,10 @@ class BenchError(Exception):
     """The benchmark cannot run; the message says why and what to do."""
 
 
+class BenchInputError(BenchError):
+    """A file it was given cannot be used (no float model, another dataset's bundle)."""
+
+
 @dataclass
 class BenchOptions:
     bundle: Path
@@ -62,9 +66,9 @@ def keras_path(opts: BenchOptions, manifest: dict | None = None) -> Path:
     if not opts.keras and not path.is_file() and source:
         path = Path(source).parent / "model.keras"
     if not path.is_file():
-        raise BenchError(f"no float model: {path} does not exist. The side-by-side needs the "
-                         f"Keras model the bundle was made from; pass --keras PATH (the "
-                         f"model.keras that `edge-ids train` or `pipeline` wrote)")
+        raise BenchInputError(f"no float model: {path} does not exist. The side-by-side needs "
+                              f"the Keras model the bundle was made from; pass --keras PATH "
+                              f"(the model.keras that `edge-ids train` or `pipeline` wrote)")
     return path
 
 
@@ -98,7 +102,7 @@ def prepare(opts: BenchOptions, work: Path, log: Log) -> dict:
     import keras
 
     from ..compress.quantize import convert_float
-    from ..train.datasets import load_dataset
+    from ..train.datasets import load_test_set
 
     bundle = load_bundle(opts.bundle)
     manifest = bundle.manifest
@@ -119,15 +123,15 @@ def prepare(opts: BenchOptions, work: Path, log: Log) -> dict:
     shutil.copy(source, work / "model.keras")
     model = keras.saving.load_model(source, compile=False)
     if model.inputs[0].shape[1] != len(bundle.spec["selected"]):
-        raise BenchError(f"{source} takes {model.inputs[0].shape[1]} inputs, the bundle's "
-                         f"feature spec {len(bundle.spec['selected'])}: not the bundle's model")
+        raise BenchInputError(f"{source} takes {model.inputs[0].shape[1]} inputs, the "
+                              f"bundle's feature spec {len(bundle.spec['selected'])}: not the "
+                              f"bundle's model")
     (work / "float.tflite").write_bytes(convert_float(model))
     onnx = onnx_model(model)
     if onnx:
         (work / "model.onnx").write_bytes(onnx)
 
-    data = load_dataset(manifest["dataset"], opts.data_dir,
-                        train_set=(manifest.get("training") or {}).get("train_set"))
+    data = load_test_set(manifest["dataset"], opts.data_dir, opts.test_set)  # no training file
     test_name = opts.test_set or next(iter(data.tests))
     if test_name not in data.tests:
         raise BenchError(f"no test set {test_name!r}; {data.name} has {', '.join(data.tests)}")
@@ -141,8 +145,8 @@ def prepare(opts: BenchOptions, work: Path, log: Log) -> dict:
     for i, path in enumerate(opts.compare, 1):
         other = load_bundle(path)
         if other.manifest["dataset"] != manifest["dataset"]:
-            raise BenchError(f"{path} is a {other.manifest['dataset']} bundle; --compare takes "
-                             f"bundles of the same dataset ({manifest['dataset']})")
+            raise BenchInputError(f"{path} is a {other.manifest['dataset']} bundle; --compare "
+                                  f"takes bundles of the same dataset ({manifest['dataset']})")
         (work / f"compare-{i}").mkdir()
         for name, data_ in bundle_files(path).items():
             (work / f"compare-{i}" / name).write_bytes(data_)

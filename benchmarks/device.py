@@ -94,23 +94,30 @@ def run(work: Path) -> dict:
         progress(f"[{i}/{steps}] {name} done in {time.monotonic() - started:.1f} s")
     for j, folder in enumerate(plan["compare"], len(plan["runtimes"]) + 1):
         progress(f"[{j}/{steps}] litert-int8 on {folder} ...")
+        started = time.monotonic()
         out["compare"][folder] = run_worker(
             work, "litert-int8", plan | {"batches": [1, 256], "threads": [1]},
             ["--model", str(work / folder / "model.tflite"),
              "--spec", str(work / folder / "features.json")])
+        progress(f"[{j}/{steps}] litert-int8 on {folder} done in "
+                 f"{time.monotonic() - started:.1f} s")
     for k, (name, folder) in enumerate(detectors.items(), len(plan["runtimes"])
                                        + len(plan["compare"]) + 1):
         progress(f"[{k}/{steps}] the edge runtime with the {name} ({folder}) ...")
+        started = time.monotonic()
         out["detectors"][name] = run_worker(work, "detector", plan | {"threads": [1]},
                                             ["--model", str(work / folder)])
+        progress(f"[{k}/{steps}] the edge runtime with the {name} done in "
+                 f"{time.monotonic() - started:.1f} s")
     progress(f"[{steps}/{steps}] the daemon (edge-ids run) over the records ...")
+    started = time.monotonic()
     cpu = sorted(os.sched_getaffinity(0))[-1]
     n = sum(1 for _ in open(work / "records.csv", "rb"))
     out["daemon"] = daemon_throughput(work / "bundle", work / "records.csv", n, cpu, work)
     if "classifier" in detectors:  # the same daemon with the hybrid's classifier alone
         out["daemon_classifier"] = daemon_throughput(work / detectors["classifier"],
                                                      work / "records.csv", n, cpu, work)
-    progress(f"[{steps}/{steps}] done")
+    progress(f"[{steps}/{steps}] the daemon done in {time.monotonic() - started:.1f} s")
     (work / "device.json").write_text(json.dumps(out) + "\n")
     progress("figures written")
     return out

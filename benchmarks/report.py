@@ -261,27 +261,47 @@ def plot_latency(report: dict, samples: dict, path: Path) -> None:
     plt.close(fig)
 
 
+F1_AXIS_POINTS = 10.0  # the narrowest macro-F1 axis: a 0.1-point gap is not drawn as a cliff
+
+
+def accuracy_size_points(report: dict) -> list[tuple[str, int, float]]:
+    """(label, gzip bytes of its model file, macro-F1 %) of every runtime measured and every
+    --compare bundle: one picture of what each form of the model costs and scores."""
+    points = [(r["label"], report["models"][r["model_file"]]["gzip_bytes"], 100 * r["macro_f1"])
+              for r in report["runtimes"].values() if r["available"]]
+    points += [(f"int8 {Path(p).name}", report["models"][c["model_file"]]["gzip_bytes"],
+                100 * c["macro_f1"]) for p, c in report["compare"].items()]
+    return points
+
+
+def f1_axis_range(values: list[float]) -> tuple[float, float]:
+    """A y-range at least F1_AXIS_POINTS wide around the values (within 0..100), so that
+    differences are drawn at their real size."""
+    low, high = min(values), max(values)
+    width = max(high - low, F1_AXIS_POINTS) * 1.2
+    bottom = min(max((low + high - width) / 2, 0.0), max(100.0 - width, 0.0))
+    return bottom, min(bottom + width, 100.0)
+
+
 def plot_accuracy_size(report: dict, path: Path) -> None:
     """macro-F1 against gzip size for every model measured in the run."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [(r["label"], report["models"][r["model_file"]]["gzip_bytes"], r["macro_f1"])
-              for n, r in report["runtimes"].items()
-              if r["available"] and n in ("litert-float", INT8)]  # the others: same network
-    points += [(f"int8 {Path(p).name}", report["models"][c["model_file"]]["gzip_bytes"],
-                c["macro_f1"]) for p, c in report["compare"].items()]
+    points = accuracy_size_points(report)
+    f1s = [f1 for _, _, f1 in points]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, size, f1 in points:
-        ax.scatter(size, 100 * f1, s=40)
-        ax.annotate(label, (size, 100 * f1), textcoords="offset points", xytext=(5, 4),
-                    fontsize=8)
+    for label, size, f1 in sorted(points, key=lambda p: p[1]):
+        ax.scatter(size, f1, s=40, label=f"{label}: {f1:.2f}")  # a legend: near points' labels
+    ax.legend(fontsize=8, loc="best")  # would overlap if written beside them
     ax.set_xscale("log")
-    ax.margins(x=0.3, y=0.2)
+    ax.margins(x=0.3)
+    ax.set_ylim(*f1_axis_range(f1s))
     ax.set_xlabel("gzip size of the model file (bytes, log scale)")
     ax.set_ylabel(f"{report['bundle']['test_set']} macro-F1 (%)")
-    ax.set_title("Accuracy against model size")
+    ax.set_title(f"Accuracy against model size (macro-F1 spread "
+                 f"{max(f1s) - min(f1s):.2f} points)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -15,12 +15,12 @@ from typing import Callable
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..edge_runtime.argus import CaptureError, ra_fields
-from ..edge_runtime.bundle import load_bundle
+from ..edge_runtime.bundle import Bundle, BundleError, load_bundle
 from ..edge_runtime.records import RawSchema
 from ..edge_runtime.signature import TrustPolicy
 from .install import ALLOWED_SIGNERS_FILE, UNIT_NAME
 from .package import GLIBC_FOR_PYTHON, INSTALL_SCRIPT, PackageError, Target, build_package
-from .package import pinned_requirements, write_archive
+from .package import check_wheel_inputs, pinned_requirements, write_archive
 from .profiles import DeviceProfile, load_profile
 from .ssh import Remote, SSHError, ssh_command
 from .unit import DEFAULT_ALERTS, DEFAULT_INPUT, DEFAULT_METRICS, DEFAULT_PREFIX, render_unit
@@ -29,6 +29,10 @@ Log = Callable[[str], None]
 
 class DeployError(Exception):
     """The deploy stopped; the message says at which step and why."""
+
+
+class NoTrustedKeys(DeployError):
+    """Signatures are required but no allowed-signers file was given (a usage mistake)."""
 
 
 @dataclass
@@ -66,7 +70,7 @@ class DeployOptions:
         if required and self.allowed_signers is None:
             who = ("--require-signature" if self.require_signature
                    else f"device profile {profile.name}")
-            raise DeployError(f"{who} requires signed bundles: give --allowed-signers FILE "
+            raise NoTrustedKeys(f"{who} requires signed bundles: give --allowed-signers FILE "
                               f"(the keys the device trusts)")
         self.unit_options |= {"require_signature": required, "allowed_signers": (
             f"{self.prefix.rstrip('/')}/current/{ALLOWED_SIGNERS_FILE}"
@@ -117,24 +121,39 @@ def check_target(profile: DeviceProfile, facts: dict) -> Target:
     return Target(arch, facts["python"], int(version.split(".")[1]))
 
 
+def check_bundle(options: DeployOptions, trust: TrustPolicy) -> Bundle:
+    """The verified bundle, refused here as the device would refuse it (hashes, signature);
+    with --capture, one whose columns Argus can measure (a model that reads others would never
+    see a record). BundleError otherwise."""
+    bundle = load_bundle(options.bundle, trust)
+    if options.capture:
+        try:
+            ra_fields(RawSchema.from_spec(bundle.raw))
+        except CaptureError as e:
+            raise BundleError(f"{options.bundle}: --capture: {e}") from None
+    return bundle
+
+
+def describe(bundle: Bundle) -> str:
+    models = [m for m in (bundle.model, bundle.anomaly and bundle.anomaly.model) if m]
+    return (f"{bundle.manifest.get('dataset')} {bundle.detector} model "
+            f"{bundle.model_sha256[:12]}, {sum(map(len, models)):,} bytes, "
+            + (f"signed by {bundle.signer}" if bundle.signer else "not signed"))
+
+
 def deploy(options: DeployOptions, log: Log = print) -> dict:
-    """Run the deploy (or, with --output, write the package); returns install.py's result."""
+    """Run the deploy (or, with --output, write the package); returns install.py's result.
+    Everything that can be checked here (profile, bundle, wheel inputs) is checked first,
+    and a dry run checks the same."""
     profile = load_profile(options.device)
     trust = options.trust(profile)
     if options.dry_run:
-        return dry_run(options, profile, log)
+        return dry_run(options, profile, trust, log)
     steps = Steps(log, 3 if options.output else 6)
     with steps(f"check the bundle {options.bundle}"):
-        bundle = load_bundle(options.bundle, trust)  # refused here as the device would
-        if options.capture:  # a model of columns Argus cannot measure would never see a record
-            try:
-                ra_fields(RawSchema.from_spec(bundle.raw))
-            except CaptureError as e:
-                raise DeployError(f"--capture: {e}") from None
-        models = [m for m in (bundle.model, bundle.anomaly and bundle.anomaly.model) if m]
-        steps.detail(f"{bundle.manifest.get('dataset')} {bundle.detector} model "
-                     f"{bundle.model_sha256[:12]}, {sum(map(len, models)):,} bytes, "
-                     + (f"signed by {bundle.signer}" if bundle.signer else "not signed"))
+        bundle = check_bundle(options, trust)
+        steps.detail(describe(bundle))
+        steps.detail(f"wheelhouse from {check_wheel_inputs(options.wheelhouse)}")
     if options.output:
         return write_package(options, profile, assumed_target(options, profile), steps, log)
     remote = Remote(options.host, options.ssh_config, options.ssh_options)
@@ -195,12 +214,19 @@ def install_remote(options, profile, target, facts, remote: Remote, steps: Steps
                           f"{result.get('reason')}")
     with steps("report"):
         steps.detail(f"{options.host}: {options.prefix}/current -> releases/{release['id']}")
-        if not result["systemd"]:
-            steps.detail("no running systemd there: start the daemon by hand (command above)")
-        elif not result["memory_cgroup"]:
-            steps.detail("MemoryMax= is ignored there: the memory cgroup is off; add "
-                         "cgroup_enable=memory to /boot/firmware/cmdline.txt and reboot")
+        for note in report_notes(result):
+            steps.detail(note)
     return result
+
+
+def report_notes(result: dict) -> list[str]:
+    """What the operator must know about the device install.py reported on."""
+    if not result["systemd"]:
+        return ["no running systemd there: start the daemon by hand (command above)"]
+    if not result["memory_cgroup"]:
+        return ["MemoryMax= is ignored there: the memory cgroup is off; add "
+                "cgroup_enable=memory to /boot/firmware/cmdline.txt and reboot"]
+    return []
 
 
 def probe_target(remote: Remote) -> dict:
@@ -242,8 +268,13 @@ def write_package(options, profile, target: Target, steps: Steps, log: Log) -> d
     return {"ok": True, "release": release["id"], "output": str(options.output)}
 
 
-def dry_run(options: DeployOptions, profile: DeviceProfile, log: Log) -> dict:
-    """Every step, with the commands it would run, and the unit it would install."""
+def dry_run(options: DeployOptions, profile: DeviceProfile, trust: TrustPolicy,
+            log: Log) -> dict:
+    """Every check that touches nothing (bundle, profile, --python, the wheelhouse's inputs)
+    run for real and failing as the deploy would; then every other step, with the commands
+    it would run, and the unit it would install."""
+    bundle = check_bundle(options, trust)
+    wheels_from = check_wheel_inputs(options.wheelhouse)
     target = assumed_target(options, profile)
     typed = ssh_command(options.ssh_config, options.ssh_options) + [options.host or "DEVICE"]
 
@@ -251,13 +282,14 @@ def dry_run(options: DeployOptions, profile: DeviceProfile, log: Log) -> dict:
         return shlex.join(typed + [command])
     tmp = "/tmp/edge-ids-deploy.XXXXXX"
     planned = [
-        f"check the bundle {options.bundle} (hashes, schema)",
+        f"check the bundle {options.bundle} (hashes, schema): checked, {describe(bundle)}",
         f"ask the target what it is: {ssh('python3 - probe')} < install.py (architecture, Python, glibc, "
         f"systemd, sudo) and check it against profile {profile.name}",
         f"build the wheelhouse for {target.architecture} CPython {target.python} (glibc "
-        f"2.{target.glibc} assumed until the target says): the edge-ids wheel and "
-        f"{' '.join(pinned_requirements())} via `pip download --only-binary=:all: "
-        f"--platform {target.platforms[0]} ... --platform {target.platforms[-1]}`",
+        f"2.{target.glibc} assumed until the target says) from {wheels_from}"
+        + ("" if options.wheelhouse else
+           f" and {' '.join(pinned_requirements())} via `pip download --only-binary=:all: "
+           f"--platform {target.platforms[0]} ... --platform {target.platforms[-1]}`"),
         f"copy the package: {ssh(f'mktemp -d {tmp}')}, then a tar stream into it",
         f"install: {ssh(f'python3 {tmp}/ID/install.py install --prefix {options.prefix}')}"
         f" (prefixed with `sudo -n` when not root): venv from the wheels offline, "
@@ -269,7 +301,7 @@ def dry_run(options: DeployOptions, profile: DeviceProfile, log: Log) -> dict:
     if options.output:
         planned = [planned[0], planned[2], f"write {options.output} (package + install.py)"]
     for number, text in enumerate(planned, 1):
-        log(f"[{number}/{len(planned)}] would {text}")
+        log(f"[{number}/{len(planned)}] {'' if number == 1 else 'would '}{text}")
     log("The unit it would install:")
     log(render_unit(profile, **options.unit_options))
     return {"ok": True, "dry_run": True}

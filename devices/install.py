@@ -64,6 +64,14 @@ def has_systemd() -> bool:
 
 
 def memory_cgroup() -> bool:
+    """Is the kernel's memory controller on (cgroup v2, or v1/hybrid as on older systems)?"""
+    try:
+        for line in Path("/proc/cgroups").read_text().splitlines():
+            fields = line.split()
+            if fields and fields[0] == "memory":
+                return fields[-1] == "1"
+    except OSError:
+        pass
     try:
         return "memory" in Path("/sys/fs/cgroup/cgroup.controllers").read_text().split()
     except OSError:
@@ -236,7 +244,10 @@ def activate_unit(release_dir: Path, unit_dir: Path) -> None:
     os.replace(temporary, unit)
     run(["systemctl", "daemon-reload"])
     run(["systemctl", "enable", "--quiet", UNIT_NAME])
-    run(["systemctl", "restart", UNIT_NAME])
+    restart = run(["systemctl", "restart", UNIT_NAME], check=False)  # waits for READY=1
+    if restart.returncode != 0:  # systemctl only says "see journalctl": say what it says
+        raise InstallError(f"{UNIT_NAME} did not start (systemctl restart exit "
+                           f"{restart.returncode}); journal: {journal_tail()}")
     say(f"systemd: {unit} installed; daemon-reload, enable, restart")
 
 
@@ -257,9 +268,15 @@ def service_check(release: dict, timeout: float) -> None:
         elif state == "failed":
             break
         time.sleep(0.5)
-    journal = run(["journalctl", "-u", UNIT_NAME, "-n", "8", "--no-pager", "-q"], check=False)
     raise InstallError(f"{UNIT_NAME} is {state} after {timeout:g} s ({error}); journal: "
-                       f"{tail(journal.stdout)}")
+                       f"{journal_tail()}")
+
+
+def journal_tail(lines: int = 8) -> str:
+    """The service's last log lines, for an error message."""
+    journal = run(["journalctl", "-u", UNIT_NAME, "-n", str(lines), "--no-pager", "-q"],
+                  check=False)
+    return tail(journal.stdout, lines)
 
 
 def check_health(prefix: Prefix, release_id: str, systemd: bool, unit_dir: Path,

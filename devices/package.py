@@ -32,6 +32,23 @@ class PackageError(Exception):
     """The package cannot be built (no wheel for the device, no source tree, bad bundle)."""
 
 
+class WheelhouseError(PackageError):
+    """The --wheelhouse given lacks the edge-ids wheel of this version."""
+
+
+def check_wheel_inputs(wheelhouse: Path | None) -> str:
+    """What the wheelhouse will be made from, checked before anything else runs: the wheels
+    of --wheelhouse (with this version's edge-ids wheel among them), or this source tree."""
+    if wheelhouse is None:
+        return f"the edge-ids wheel built from {source_tree()}"
+    wheels = sorted(Path(wheelhouse).glob("*.whl"))
+    if not any(w.name.startswith(f"edge_ids-{__version__}-") for w in wheels):
+        raise WheelhouseError(f"--wheelhouse {wheelhouse}: no edge_ids-{__version__} wheel "
+                              f"among its {len(wheels)} wheels; build it with `pip wheel "
+                              f"--no-deps .` in the repository, or leave --wheelhouse out")
+    return f"the {len(wheels)} wheels of {wheelhouse}"
+
+
 @dataclass(frozen=True)
 class Target:
     """What the wheels must fit: `uname -m`, the Python minor version and the glibc minor."""
@@ -143,6 +160,7 @@ def build_package(parent: Path, profile: DeviceProfile, bundle_path: Path, targe
     for name, data in bundle_files(bundle_path).items():
         (dest / "bundle" / name).write_bytes(data)
     wheels_dir = dest / "wheels"
+    check_wheel_inputs(wheelhouse)
     if wheelhouse is None:
         wheels = build_wheelhouse(wheels_dir, target, log)
     else:

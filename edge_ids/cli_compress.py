@@ -7,9 +7,12 @@ from pathlib import Path
 
 import click
 
-from .train.datasets import DATA_DIR_ENV, DataError
+from . import exit_codes
+from .cli_options import data_dir_option, require_data
+from .exit_codes import BadInput, Failed
+from .train.datasets import DataError, test_set_names
 
-EXIT_GATE_REFUSED = 4
+EXIT_GATE_REFUSED = exit_codes.GATE_REFUSED
 
 
 def _layer_targets(ctx, param, values) -> dict[str, float]:
@@ -36,7 +39,8 @@ def _percentiles(ctx, param, text: str) -> tuple[float, ...]:
     return values
 
 
-@click.command()
+@click.command(epilog=exit_codes.epilog(exit_codes.GATE_REFUSED),
+               short_help="Prune and quantize a model into a bundle, gated on its loss.")
 @click.option("--model", "model_dir", required=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Model folder from `edge-ids train` or `edge-ids pipeline` (model.keras, "
@@ -82,8 +86,7 @@ def _percentiles(ctx, param, text: str) -> tuple[float, ...]:
 @click.option("--experimental-sparsity", is_flag=True,
               help="TFLite's sparse weight encoding: float only; refused with int8, whose "
                    "outputs it makes wrong.")
-@click.option("--data-dir", type=click.Path(file_okay=False), envvar=DATA_DIR_ENV,
-              help=f"Folder with the dataset folders; default ${DATA_DIR_ENV}.")
+@data_dir_option
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
 def compress(model_dir, out, sparsity, scope, layer_sparsity, quantize, io, qat, max_f1_drop,
              gate_set, epochs, qat_epochs, learning_rate, calibration_rows,
@@ -100,8 +103,8 @@ def compress(model_dir, out, sparsity, scope, layer_sparsity, quantize, io, qat,
     Example: edge-ids compress --model out/fnn --sparsity 0.5 --quantize int8 \\
                --max-f1-drop 1.5 --out out/fnn-p50-int8
     """
-    from .compress.compressor import CompressOptions, GateRefused, ModelFolderError, compress_model
-    from .compress.quantize import UnsafeConversion
+    from .compress.compressor import (CompressOptions, GateRefused, ModelFolderError,
+                                      compress_model, read_model_folder)
 
     if experimental_sparsity and quantize == "int8":
         from .compress.quantize import SPARSITY_WITH_INT8
@@ -111,6 +114,16 @@ def compress(model_dir, out, sparsity, scope, layer_sparsity, quantize, io, qat,
         raise click.UsageError(f"{out} exists and is not empty; pass --overwrite to replace it")
     if sparsity and layer_sparsity:
         raise click.UsageError("give --sparsity or --layer-sparsity, not both")
+    try:  # everything checked before TensorFlow loads
+        record, _ = read_model_folder(model_dir)
+    except (ModelFolderError, ValueError) as e:
+        raise BadInput(str(e)) from None
+    if gate_set and gate_set not in test_set_names(record["dataset"]):
+        raise click.BadParameter(f"{record['dataset']} has the test sets "
+                                 f"{', '.join(test_set_names(record['dataset']))}",
+                                 param_hint="--gate-set")
+    require_data(record["dataset"], data_dir, record.get("train_set"))
+    from .compress.quantize import UnsafeConversion
     options = CompressOptions(
         sparsity=sparsity, scope=scope, layer_sparsity=layer_sparsity, quantize=quantize, io=io,
         qat=qat, max_f1_drop=max_f1_drop, gate_set=gate_set, fine_tune_epochs=epochs,
@@ -122,6 +135,8 @@ def compress(model_dir, out, sparsity, scope, layer_sparsity, quantize, io, qat,
     except GateRefused as e:
         click.echo(str(e), err=True)
         sys.exit(EXIT_GATE_REFUSED)
-    except (DataError, ModelFolderError, UnsafeConversion, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+    except (DataError, ModelFolderError) as e:
+        raise BadInput(str(e)) from None
+    except (UnsafeConversion, ValueError) as e:
+        raise Failed(str(e)) from None
     click.echo(f"bundle: {out}")

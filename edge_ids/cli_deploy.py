@@ -6,6 +6,10 @@ from pathlib import Path
 
 import click
 
+from . import exit_codes
+from .cli_options import bundle_option, device_option
+from .exit_codes import BadInput, Failed
+
 ssh_config_option = click.option(
     "--ssh-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="An ssh_config file for `ssh -F` (default: your ~/.ssh/config).")
@@ -17,16 +21,22 @@ prefix_option = click.option("--prefix", default="/opt/edge-ids", show_default=T
 
 
 def _fail(error: Exception):
-    raise click.ClickException(str(error)) from None
+    raise Failed(str(error)) from None
 
 
-@click.command()
-@click.option("--device", default="pi4", show_default=True,
-              help="Device profile (see `edge-ids devices`).")
+def _check_python(ctx, param, version):
+    from .devices.package import GLIBC_FOR_PYTHON
+    if version is not None and version not in GLIBC_FOR_PYTHON:
+        raise click.BadParameter(f"choose one of {', '.join(GLIBC_FOR_PYTHON)}")
+    return version
+
+
+@click.command(epilog=exit_codes.epilog())
+@device_option()
 @click.option("--host", metavar="[USER@]ADDR",
               help="The device, as you would give it to ssh (a Host alias works).")
-@click.option("--bundle", required=True, type=click.Path(exists=True, path_type=Path),
-              help="The model bundle (directory or .tar.gz) to deploy.")
+@bundle_option(help="The model to deploy: a bundle folder or .tar.gz (model.tflite, "
+               "features.json, manifest.json).")
 @prefix_option
 @click.option("--input", "input_", default="unix:/run/edge-ids/records.sock", show_default=True,
               metavar="SRC", help="The daemon's --input on the device.")
@@ -47,7 +57,7 @@ def _fail(error: Exception):
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE.tar.gz", help="Write the package for carrying by hand instead of "
                                           "deploying (no --host needed).")
-@click.option("--python", metavar="X.Y",
+@click.option("--python", metavar="X.Y", callback=_check_python,
               help="The device's Python, for --output and --dry-run (default: the profile's "
                    "first; a real deploy asks the device).")
 @click.option("--wheelhouse", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -59,13 +69,14 @@ def _fail(error: Exception):
               help="Seconds the health check waits for the daemon.")
 @click.option("--keep", type=click.IntRange(1), default=3, show_default=True,
               help="Releases kept on the device (older ones are removed).")
-@click.option("--dry-run", is_flag=True, help="Print every step and the unit; do nothing.")
+@click.option("--dry-run", is_flag=True, help="Check what can be checked here (bundle, "
+              "profile, wheelhouse inputs) and fail as the deploy would; print every other "
+              "step and the unit; touch nothing.")
 def deploy(device, host, bundle, prefix, input_, capture, metrics, alerts, allowed_signers,
            require_signature, output, python, wheelhouse, ssh_config, ssh_options, timeout, keep,
            dry_run):
     """Install a bundle on a device as a systemd daemon, over SSH.
 
-    \b
     Uses your ssh (keys, agent, ~/.ssh/config, known_hosts); host-key checking stays on.
     Steps: check the bundle; ask the device for its architecture and Python and check them
     against the profile; build a wheelhouse for it here (the device needs no internet); copy;
@@ -74,15 +85,18 @@ def deploy(device, host, bundle, prefix, input_, capture, metrics, alerts, allow
     probe records are classified by the unit's own ExecStart and, under systemd, the metrics
     page names the new model within --timeout; otherwise the previous release comes back.
     Without systemd on the device, it prints the command that starts the daemon by hand.
+
     \b
-    Example:
+    Examples:
       edge-ids deploy --device pi4 --host pi@sensor-1 --bundle out/nsl-kdd/bundle
-      edge-ids deploy --device pi4 --bundle out/nsl-kdd/bundle --output pi4-release.tar.gz
-      edge-ids deploy --device pi4 --host pi@sensor-1 --bundle out/ehms-net/bundle --capture eth0
+      edge-ids deploy --device pi4 --bundle out/nsl-kdd/bundle \\
+          --output pi4-release.tar.gz
+      edge-ids deploy --device pi4 --host pi@sensor-1 \\
+          --bundle out/ehms-net/bundle --capture eth0
     """
-    from .devices.deploy import DeployError, DeployOptions, PackageError, SSHError
+    from .devices.deploy import DeployError, DeployOptions, NoTrustedKeys, PackageError, SSHError
     from .devices.deploy import deploy as run_deploy
-    from .devices.profiles import ProfileError
+    from .devices.package import WheelhouseError
     from .edge_runtime.bundle import BundleError
 
     if not host and not output and not dry_run:
@@ -99,11 +113,15 @@ def deploy(device, host, bundle, prefix, input_, capture, metrics, alerts, allow
                             dry_run=dry_run)
     try:
         run_deploy(options, click.echo)
-    except (DeployError, PackageError, SSHError, ProfileError, BundleError, ValueError) as e:
+    except (BundleError, WheelhouseError) as e:
+        raise BadInput(str(e)) from None
+    except NoTrustedKeys as e:
+        raise click.UsageError(str(e)) from None
+    except (DeployError, PackageError, SSHError, ValueError) as e:
         _fail(e)
 
 
-@click.command()
+@click.command(epilog=exit_codes.epilog())
 @click.option("--host", required=True, metavar="[USER@]ADDR", help="The device.")
 @prefix_option
 @ssh_config_option
@@ -153,7 +171,7 @@ def format_status(host: str, status: dict) -> str:
     return "\n".join(lines)
 
 
-@click.command()
+@click.command(epilog=exit_codes.epilog())
 @click.option("--host", required=True, metavar="[USER@]ADDR", help="The device.")
 @prefix_option
 @click.option("--to", "to", metavar="RELEASE", help="Release id (default: the newest healthy "

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import click
 
+from . import exit_codes
+from .cli_options import bundle_option
+from .exit_codes import BadInput, Failed
+
 inventory_option = click.option(
     "-i", "--inventory", required=True, type=click.Path(exists=True, path_type=Path),
     help="An Ansible inventory (INI or YAML file, or a folder with group_vars/ and host_vars/). "
@@ -20,14 +24,13 @@ ansible_arg_option = click.option(
 
 
 def _fail(error: Exception):
-    raise click.ClickException(str(error)) from None
+    raise Failed(str(error)) from None
 
 
-@click.group()
+@click.group(epilog=exit_codes.epilog())
 def fleet():
     """Many devices through Ansible: rolling deploys, status, Prometheus targets.
 
-    \b
     An inventory lists the devices (ansible_host, ansible_user, ansible_port, ...) and, per host
     or group, the role's variables. The shipped role (edge-ids fleet path) installs a release
     exactly as `edge-ids deploy` does; use it in your own playbooks, or let these commands run
@@ -36,10 +39,9 @@ def fleet():
     """
 
 
-@fleet.command()
+@fleet.command(epilog=exit_codes.epilog())
 @inventory_option
-@click.option("--bundle", required=True, type=click.Path(exists=True, path_type=Path),
-              help="The model bundle (directory or .tar.gz) to roll out.")
+@bundle_option(help="The model to roll out: a bundle folder or .tar.gz.")
 @click.option("--canary", type=click.IntRange(1), default=1, show_default=True,
               help="Hosts in the first batch (the first hosts of the inventory).")
 @click.option("--batch", default="25%", show_default=True, metavar="N|P%",
@@ -62,16 +64,18 @@ def deploy(inventory, bundle, canary, batch, limit, allowed_signers, require_sig
            wheelhouse, timeout, keep, ansible_args):
     """Roll a bundle out: a canary batch, then the rest in batches.
 
-    \b
     Each host goes through deploy's steps (probe, package built once per architecture and
     Python, copy, install, health check; rollback on failure). A batch in which any host
     fails is the last one: that host is back on its previous release, later batches are not
     touched, and the command exits 1 naming the host and the reason. A host whose current
     release already has this model, wheels, unit and keys is left alone ("unchanged").
+
     \b
     Example:
-      edge-ids fleet deploy -i hosts.ini --bundle out/nsl-kdd/bundle --canary 1 --batch 5
+      edge-ids fleet deploy -i hosts.ini --bundle out/nsl-kdd/bundle \\
+          --canary 1 --batch 5
     """
+    from .edge_runtime.bundle import BundleError
     from .fleet import FleetError, FleetOptions, deploy_fleet
 
     if not (batch.isdigit() and int(batch) > 0 or batch.endswith("%")
@@ -84,11 +88,13 @@ def deploy(inventory, bundle, canary, batch, limit, allowed_signers, require_sig
                            timeout=timeout, keep=keep, ansible_args=ansible_args)
     try:
         deploy_fleet(options, click.echo)
+    except BundleError as e:
+        raise BadInput(str(e)) from None
     except FleetError as e:
         _fail(e)
 
 
-@fleet.command()
+@fleet.command(epilog=exit_codes.epilog())
 @inventory_option
 @limit_option
 @ansible_arg_option
@@ -108,10 +114,10 @@ def status(inventory, limit, ansible_args, as_json, quiet):
         _fail(e)
     click.echo(json.dumps(rows, indent=1) if as_json else format_status(rows))
     if any(r["error"] for r in rows):
-        sys.exit(1)
+        sys.exit(exit_codes.FAILED)
 
 
-@fleet.command()
+@fleet.command(epilog=exit_codes.epilog())
 @inventory_option
 @limit_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
@@ -119,10 +125,12 @@ def status(inventory, limit, ansible_args, as_json, quiet):
 def targets(inventory, limit, output):
     """Prometheus file_sd targets: every device's metrics page, from the inventory.
 
-    \b
     Each host's edge_ids_metrics must listen beyond loopback (0.0.0.0:9108 or the device's
     address) for a central Prometheus to reach it; hosts on 127.0.0.1 are left out with a
-    warning. Point Prometheus at the file:
+    warning.
+
+    \b
+    Point Prometheus at the file:
       scrape_configs:
         - job_name: edge-ids
           file_sd_configs: [{files: [/etc/prometheus/edge-ids.json]}]
@@ -143,13 +151,14 @@ def targets(inventory, limit, output):
         click.echo(text, nl=False)
 
 
-@fleet.command()
+@fleet.command(epilog=exit_codes.epilog())
 def path():
     """Where the shipped Ansible role and playbooks are (for your own playbooks).
 
     \b
-    Use the role from your playbook with:
-      ANSIBLE_ROLES_PATH="$(edge-ids fleet path | sed -n 's/^roles: //p')" ansible-playbook ...
+    Make the role findable:
+      export ANSIBLE_ROLES_PATH="$(edge-ids fleet path | sed -n 's/^roles: //p')"
+    then, in your playbook:
       - hosts: sensors
         roles: [{role: edge_ids, edge_ids_bundle: out/nsl-kdd/bundle}]
     """
@@ -159,7 +168,7 @@ def path():
                f"{STATUS_PLAYBOOK}")
 
 
-@fleet.command(name="package")
+@fleet.command(name="package", epilog=exit_codes.epilog())
 @click.option("--device", required=True, help="The host's device profile.")
 @click.option("--bundle", required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--dir", "directory", required=True, type=click.Path(file_okay=False,
@@ -183,7 +192,7 @@ def package(device, bundle, directory, probe, prefix, input_, capture, metrics, 
     builds this run's package for its kind of target if there is none yet (`deploy --output`),
     and prints one JSON line: the package, and this host's unit and release.json.
     """
-    from .devices.deploy import DeployError, DeployOptions, PackageError
+    from .devices.deploy import DeployError, DeployOptions, NoTrustedKeys, PackageError
     from .devices.fleet import package_for_host
     from .devices.profiles import ProfileError
     from .edge_runtime.bundle import BundleError
@@ -197,7 +206,11 @@ def package(device, bundle, directory, probe, prefix, input_, capture, metrics, 
         result = package_for_host(options, facts, directory,
                                   lambda line: click.echo(line, err=True))
     except json.JSONDecodeError as e:
-        _fail(ValueError(f"--probe is not JSON: {e}"))
-    except (DeployError, PackageError, ProfileError, BundleError, ValueError) as e:
+        raise click.BadParameter(f"not JSON: {e}", param_hint="--probe") from None
+    except BundleError as e:
+        raise BadInput(str(e)) from None
+    except NoTrustedKeys as e:
+        raise click.UsageError(str(e)) from None
+    except (DeployError, PackageError, ProfileError, ValueError) as e:
         _fail(e)
     click.echo(json.dumps(result))

@@ -5,8 +5,12 @@ from pathlib import Path
 
 import click
 
+from . import exit_codes
+from .exit_codes import BadInput, Failed
 
-@click.command()
+
+@click.command(epilog=exit_codes.epilog(),
+               short_help="Learn your network's normal traffic: an anomaly model.")
 @click.option("--pcap", "pcaps", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Benign traffic of the network to protect, as a capture file; turned into "
                    "flows by argus | ra exactly as `edge-ids capture` does. Repeatable.")
@@ -40,20 +44,24 @@ import click
 def learn(pcaps, flow_files, classifier, out, max_fpr, val_fraction, epochs, flow_report, seed):
     """Learn your network's normal traffic, to flag what does not fit it.
 
-    \b
     A public dataset is not your network: a classifier trained on one testbed flags a third of
     another site's benign flows and misses its attacks. This trains a small autoencoder on your
     own benign flows, sets its threshold from the false-alarm budget on flows it never saw, and
     writes an int8 bundle that `classify`, `run`, `capture` and `deploy` take like any other.
-    \b
+
     The learning period must be clean: whatever is in it (a compromised camera, a scan) is
     learned as normal and never flagged. Needs at least 1,000 flows.
+
     \b
     Workflow:
-      edge-ids capture --interface eth0 --record /var/lib/edge-ids/flows.csv   # on the Pi, days
-      scp 'pi@sensor-1:/var/lib/edge-ids/flows.csv*' site/                      # to the host
-      edge-ids learn --flows site/flows.csv --flows site/flows.csv.1 --out out/site
-      edge-ids deploy --device pi4 --host pi@sensor-1 --bundle out/site/bundle --capture eth0
+      # on the Pi, for days:
+      edge-ids capture --interface eth0 --record /var/lib/edge-ids/flows.csv
+      # to the host, then learn and deploy:
+      scp 'pi@sensor-1:/var/lib/edge-ids/flows.csv*' site/
+      edge-ids learn --flows site/flows.csv --flows site/flows.csv.1 \\
+          --out out/site
+      edge-ids deploy --device pi4 --host pi@sensor-1 \\
+          --bundle out/site/bundle --capture eth0
     """
     from .edge_runtime.argus import CaptureError
     from .edge_runtime.bundle import BundleError
@@ -62,10 +70,16 @@ def learn(pcaps, flow_files, classifier, out, max_fpr, val_fraction, epochs, flo
 
     if not pcaps and not flow_files:
         raise click.UsageError("give the benign traffic: --pcap FILE and/or --flows FILE")
+    if classifier is not None:
+        from .cli_options import require_bundle
+        require_bundle(classifier)  # checked before TensorFlow loads
     options = LearnOptions(out=out, pcaps=pcaps, flow_files=flow_files, classifier=classifier,
                            max_fpr=max_fpr, seed=seed, val_fraction=val_fraction,
                            epochs=epochs, flow_report_seconds=flow_report)
     try:
         run_learn(options, echo=click.echo)
-    except (LearnError, FlowError, BundleError, CaptureError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+    except (LearnError, FlowError, BundleError, ValueError) as e:
+        # the files given do not suffice: too few flows, a budget they cannot set, a layout
+        raise BadInput(str(e)) from None
+    except CaptureError as e:
+        raise Failed(str(e)) from None

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import click
 
-from .train.datasets import DATA_DIR_ENV, DATASETS, DataError
+from . import exit_codes
+from .cli_options import (alpha_option, data_dir_option, parse_alpha, require_data,
+                          seed_option, val_fraction_option)
+from .exit_codes import BadInput, Failed
+from .train.datasets import DATASETS, DataError
 from .train.reproduce import PAPERS
 from .train.resample import SAMPLERS
 
@@ -18,13 +22,9 @@ LOSS_NAMES = ("ce", "focal", "classwise_focal", "dice")
 SAMPLER_NAMES = SAMPLERS
 PAPER_NAMES = tuple(PAPERS)
 
-_data_dir = click.option(
-    "--data-dir", type=click.Path(file_okay=False), envvar=DATA_DIR_ENV,
-    help=f"Folder with the dataset folders (nsl-kdd/, wustl-ehms-2020/, ...); "
-         f"default ${DATA_DIR_ENV}.")
 
-
-@click.command()
+@click.command(epilog=exit_codes.epilog(),
+               short_help="Train one model, loss and imbalance method; test it.")
 @click.option("--dataset", type=click.Choice(DATASET_NAMES), required=True,
               help="Dataset (bot-iot and wustl-iiot need their official files in --data-dir).")
 @click.option("--model", type=click.Choice(MODEL_NAMES), required=True,
@@ -35,25 +35,22 @@ _data_dir = click.option(
               show_default=True, help="Imbalance method applied to the training rows only.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder: model.keras, features.json, training.json, bundle/.")
-@_data_dir
+@data_dir_option
 @click.option("--train-set", type=click.Choice(["KDDTrain+", "KDDTrain+_20Percent"]),
               default=None, help="NSL-KDD only: which training file (default KDDTrain+).")
 @click.option("--hidden", default=None,
               help="Hidden layer sizes, comma-separated (fnn/dnn; default: the paper's).")
 @click.option("--gamma", type=click.FloatRange(0), default=None,
               help="Focal loss gamma (default 2).")
-@click.option("--alpha", type=click.FloatRange(0, min_open=True), default=None,
-              help="Focal loss alpha (default 1).")
+@alpha_option
 @click.option("--ratio", type=click.FloatRange(0, 1, min_open=True), default=1.0,
               show_default=True, help="Resampling target per minority class, as a share of "
               "the majority class (1 = balanced).")
 @click.option("--epochs", type=click.IntRange(1), default=None,
               help="At most this many epochs (default: the paper's); early stopping on the "
                    "validation loss ends sooner.")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              default=0.2, show_default=True,
-              help="Stratified share of the training file held out for validation.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@val_fraction_option
+@seed_option
 @click.option("--bundle/--no-bundle", default=True, show_default=True,
               help="Also quantize to int8 and write OUT/bundle (checked on the edge runtime).")
 def train(dataset, model, loss, resample, out, data_dir, train_set, hidden, gamma, alpha, ratio,
@@ -67,37 +64,42 @@ def train(dataset, model, loss, resample, out, data_dir, train_set, hidden, gamm
     Example: edge-ids train --dataset nsl-kdd --train-set KDDTrain+_20Percent \\
                --model dnn --resample cflvae --out out/cflvae-dnn
     """
-    from .training import run_training
-
     if train_set and dataset != "nsl-kdd":
         raise click.BadParameter("only NSL-KDD has more than one training file",
                                  param_hint="--train-set")
     model_options = {"hidden": _sizes(hidden)} if hidden else {}
-    if model == "fnn" and not hidden:
-        from .train.models import FNN_HIDDEN
-        model_options = {"hidden": FNN_HIDDEN[dataset]}
-    loss_options = {k: v for k, v in (("gamma", gamma), ("alpha", alpha)) if v is not None}
+    loss_options = {k: v for k, v in (("gamma", gamma), ("alpha", parse_alpha(alpha, dataset)))
+                    if v is not None}
     if loss_options and loss != "focal":
         raise click.BadParameter("--gamma/--alpha apply to --loss focal",
                                  param_hint="--gamma/--alpha")
     resample_options = {"ratio": ratio} if resample != "none" else {}
     training = {"epochs": epochs} if epochs else {}
+    require_data(dataset, data_dir, train_set)
+    from .training import run_training
+
+    if model == "fnn" and not hidden:
+        from .train.models import FNN_HIDDEN
+        model_options = {"hidden": FNN_HIDDEN[dataset]}
     try:
         run_training(dataset, model, loss, resample, out, data_dir=data_dir,
                      train_set=train_set, seed=seed, val_fraction=val_fraction,
                      model_options=model_options, loss_options=loss_options,
                      resample_options=resample_options, training=training, bundle=bundle,
                      echo=click.echo)
-    except (DataError, ValueError, RuntimeError) as e:
-        raise click.ClickException(str(e)) from None
+    except DataError as e:
+        raise BadInput(str(e)) from None
+    except (ValueError, RuntimeError) as e:
+        raise Failed(str(e)) from None
 
 
-@click.command()
+@click.command(epilog=exit_codes.epilog(),
+               short_help="A paper's method grid over seeds: results.md and plots.")
 @click.argument("paper", type=click.Choice(PAPER_NAMES))
 @click.option("--dataset", type=click.Choice(DATASET_NAMES), default=None,
               help="dina2023: wustl-ehms (the one of its datasets we have); khanam2022: "
                    "nsl-kdd. Default: that one.")
-@_data_dir
+@data_dir_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder (default benchmarks/results/PAPER).")
 @click.option("--seeds", default="0,1,2", show_default=True,
@@ -108,27 +110,36 @@ def reproduce(paper, dataset, data_dir, out, seeds, quick):
     """Run a paper's method grid and write results.md, results.json and PNGs.
 
     \b
-    khanam2022  DNN (CE), ROS-, SMOTE-, ADASYN-, CFLVAE-DNN; NSL-KDD 20 %, KDDTest+ / -21
-    dina2023    FNN-ORG/-RND/-CTGANSamp/-Dice/-Focal, CNN-ORG/-Focal; WUSTL-EHMS-2020
+    khanam2022  DNN (CE), ROS-, SMOTE-, ADASYN-, CFLVAE-DNN;
+                NSL-KDD 20 %, tested on KDDTest+ and KDDTest-21
+    dina2023    FNN-ORG/-RND/-CTGANSamp/-Dice/-Focal, CNN-ORG/-Focal;
+                WUSTL-EHMS-2020
 
     Our figures sit beside the paper's published ones. All tuning uses validation rows carved
     from the training data. The full run takes about an hour for both papers on 2 CPU cores.
     """
+    seed_list = tuple(_sizes(seeds, positive=False, option="--seeds"))
+    setup = PAPERS[paper]
+    if dataset is not None and dataset != setup.dataset:
+        raise click.BadParameter(f"{paper} runs on {setup.dataset}", param_hint="--dataset")
+    require_data(setup.dataset, data_dir, setup.train_set)
     from .train.reproduce import reproduce as run
 
-    seed_list = tuple(_sizes(seeds, positive=False))
     try:
         run(paper, out or Path("benchmarks/results") / paper, data_dir=data_dir,
             dataset=dataset, seeds=seed_list, quick=quick, echo=click.echo)
-    except (DataError, ValueError, RuntimeError) as e:
-        raise click.ClickException(str(e)) from None
+    except DataError as e:
+        raise BadInput(str(e)) from None
+    except (ValueError, RuntimeError) as e:
+        raise Failed(str(e)) from None
 
 
-def _sizes(text: str, positive: bool = True) -> list[int]:
+def _sizes(text: str, positive: bool = True, option: str = "--hidden") -> list[int]:
     try:
         values = [int(v) for v in text.split(",")]
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}",
+                                 param_hint=option) from None
     if positive and min(values) < 1:
-        raise click.BadParameter("sizes must be positive")
+        raise click.BadParameter("sizes must be positive", param_hint=option)
     return values

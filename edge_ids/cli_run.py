@@ -2,13 +2,41 @@
 prometheus_client and the standard library only."""
 from __future__ import annotations
 
+import gzip
 import logging
 import sys
+import zlib
 from pathlib import Path
 
 import click
 
-EXIT_CANNOT_START = 1
+from . import exit_codes
+from .cli_options import bundle_option, device_option
+from .exit_codes import BadInput, Failed
+
+# What a damaged .gz raises while it is read (the records file is at fault, not the machine)
+DAMAGED_INPUT = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def _check_metrics(ctx, param, address):
+    if address is not None:
+        from .edge_runtime.metrics import parse_address
+        try:
+            parse_address(address)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+    return address
+
+
+def _check_input(ctx, param, spec):
+    """The --input spec is one we know, and a file: or pcap: file is there (exit 2 if not)."""
+    kind, _, path = spec.partition(":")
+    if spec != "-" and (not path or kind not in ("file", "follow", "unix", "argus", "pcap")):
+        raise click.BadParameter(f"unknown input {spec!r}: use -, file:PATH, follow:PATH, "
+                                 f"unix:PATH, argus:INTERFACE or pcap:FILE")
+    if kind in ("file", "pcap") and (not Path(path).exists() or Path(path).is_dir()):
+        raise click.BadParameter(f"{kind}:{path}: no such file")
+    return spec
 
 
 def _output_options(command):
@@ -17,7 +45,7 @@ def _output_options(command):
         click.option("--alerts", default="-", show_default=True, metavar="DEST",
                      help="EVE JSON lines go here: a file (appended; reopened on SIGHUP, for "
                           "logrotate) or '-' for stdout."),
-        click.option("--metrics", default=None, metavar="[HOST:]PORT",
+        click.option("--metrics", default=None, metavar="[HOST:]PORT", callback=_check_metrics,
                      help="Serve Prometheus metrics at http://HOST:PORT/metrics. A bare port "
                           "listens on 127.0.0.1 only; name another address (0.0.0.0:9108) to "
                           "expose them."),
@@ -49,7 +77,10 @@ def _output_options(command):
 
 def _serve(bundle, input_, alerts, metrics, emit, max_batch, max_delay, threads, log_rejects,
            allowed_signers, require_signature, verbose, from_start=False, flow_report=5,
-           name="run", record=None):
+           record=None):
+    """Run the daemon; exit as the table says. When the input ends by itself (file:, stdin,
+    pcap:) the status tells what became of its records, as classify's does; stopped by SIGTERM
+    or Ctrl-C, it is 0 (systemd counts anything else as a failure)."""
     from .edge_runtime.bundle import BundleError
     from .edge_runtime.daemon import Daemon, DaemonOptions
     from .edge_runtime.signature import TrustPolicy
@@ -63,18 +94,29 @@ def _serve(bundle, input_, alerts, metrics, emit, max_batch, max_delay, threads,
                             flow_report_seconds=flow_report,
                             trust=TrustPolicy(allowed_signers, require_signature),
                             **(record or {}))
+    daemon = Daemon(options)
     try:
-        code = Daemon(options).run()
-    except (BundleError, OSError, ValueError) as e:
-        click.echo(f"edge-ids {name}: cannot start: {e}", err=True)
-        sys.exit(EXIT_CANNOT_START)
-    sys.exit(code)
+        daemon.run()
+    except BundleError as e:
+        raise BadInput(f"cannot start: {e}") from None
+    except (OSError, ValueError) as e:
+        raise Failed(f"cannot start: {e}") from None
+    error, records = daemon.reader_error, daemon.counts["records"]
+    if isinstance(error, DAMAGED_INPUT):
+        raise BadInput(f"{input_} is truncated or corrupt ({error}); the {records:,} records "
+                       f"before it were classified")
+    if error is not None:
+        raise Failed(f"reading {input_} failed: {error}")
+    if daemon.counts["rejected"] and not daemon.stopped_by_signal:
+        sys.exit(exit_codes.REJECTED)
 
 
-@click.command()
-@click.option("--bundle", required=True, type=click.Path(path_type=Path),
-              help="Bundle directory or .tar.gz. SIGHUP loads it again from the same path.")
+@click.command(epilog=exit_codes.epilog(exit_codes.REJECTED),
+               short_help="The daemon: raw records in, EVE alerts and metrics out.")
+@bundle_option(help="The model: a bundle folder or .tar.gz (model.tflite, features.json, "
+               "manifest.json). SIGHUP loads it again from the same path.")
 @click.option("--input", "input_", default="-", show_default=True, metavar="SRC",
+              callback=_check_input,
               help="Where raw records come from: '-' (stdin), file:PATH (read once, plain or "
                    ".gz), follow:PATH (a growing, rotated file, like tail -F), unix:PATH (a "
                    "stream socket that several writers may connect to), argus:INTERFACE or "
@@ -85,17 +127,18 @@ def _serve(bundle, input_, alerts, metrics, emit, max_batch, max_delay, threads,
 def run(bundle, input_, from_start, **outputs):
     """Run the detector as a daemon: raw records in, EVE alerts and metrics out.
 
-    \b
     Records are raw rows in the bundle's schema: CSV in its column order, or JSON objects keyed
     by column name, one per line. A bad line (wrong field count, not a number, NaN/inf, empty,
     over 64 KiB, invalid UTF-8, half-written) is rejected with a reason, counted in
     edge_ids_records_rejected_total{reason} and logged at a bounded rate; the daemon never
     stops for it. An unseen category is classified (all-zero one-hot) and counted.
-    \b
+
     Signals: SIGHUP reopens the alert file and reloads the bundle (verified first; a broken one
     is refused and the old model keeps serving). SIGTERM or Ctrl-C stops reading, classifies
     every line already accepted, and exits 0. Under systemd (Type=notify) it reports READY,
-    STATUS and WATCHDOG. Exits 0 when the input ends (file: or stdin).
+    STATUS and WATCHDOG. When the input ends (file:, stdin), it exits as classify does: 0, or
+    3 if records were rejected, or 5 if the file is truncated or corrupt.
+
     \b
     Example:
       edge-ids run --bundle out/bundle --input follow:/var/log/flows.csv \\
@@ -104,8 +147,9 @@ def run(bundle, input_, from_start, **outputs):
     _serve(bundle, input_, from_start=from_start, **outputs)
 
 
-@click.command()
-@click.option("--bundle", type=click.Path(path_type=Path),
+@click.command(epilog=exit_codes.epilog(exit_codes.REJECTED),
+               short_help="The daemon on live packets: Argus flows in, alerts out.")
+@click.option("--bundle", type=click.Path(exists=True, path_type=Path),
               help="A bundle of Argus flow columns (trained on wustl-ehms-net, or made by "
                    "`edge-ids learn`). Optional with --record: then flows are only recorded.")
 @click.option("--interface", metavar="IF", help="Capture live on this network interface.")
@@ -128,19 +172,21 @@ def capture(bundle, interface, pcap, flow_report, record, record_max_mb, record_
             print_config, **outputs):
     """Classify live traffic: packets -> Argus flows -> the detector -> EVE alerts.
 
-    \b
     Starts `argus` with a configuration that generates every column the bundle reads
     (jitter, inter-packet times, packet sizes, MACs, loss), pipes it through `ra` with the
     bundle's columns, and serves them like `edge-ids run` (same alerts, metrics, signals).
     A field Argus leaves empty for a flow is filled by the bundle's feature spec
     (raw.missing), the way the training data has it.
-    \b
+
     Needs Debian's argus-server and argus-client, and CAP_NET_RAW + CAP_NET_ADMIN for
     --interface (root, or the capture unit: edge-ids deploy --capture IF).
-    \b
+
     A learning period for `edge-ids learn` (benign traffic only: whatever happens while it
-    records is learned as normal):
+    records is learned as normal) records flows without a bundle:
+
+    \b
       edge-ids capture --interface eth0 --record /var/lib/edge-ids/flows.csv
+
     \b
     Example:
       edge-ids capture --interface eth0 --bundle out/ehms-net/bundle \\
@@ -149,28 +195,27 @@ def capture(bundle, interface, pcap, flow_report, record, record_max_mb, record_
     if bundle is None and (print_config or not record):
         raise click.UsageError("give --bundle B (or only --record FILE, to record flows "
                                "without classifying them)")
-    if print_config:
-        from .edge_runtime.argus import CaptureError, argus_config, ra_fields
-        from .edge_runtime.bundle import BundleError, load_bundle
-        from .edge_runtime.records import RawSchema
-
-        try:
-            schema = RawSchema.from_spec(load_bundle(bundle).raw)
-            fields = ra_fields(schema)[0]
-        except (BundleError, CaptureError) as e:
-            raise click.ClickException(str(e)) from None
-        click.echo(argus_config(schema, flow_report) + "# ra -r - -c , -n -L -1 -s " + " ".join(fields)
-                   + " - not man")
-        return
-    if (interface is None) == (pcap is None):
+    if not print_config and (interface is None) == (pcap is None):
         raise click.UsageError("give --interface IF or --pcap FILE")
     source = f"argus:{interface}" if interface else f"pcap:{pcap}"
     recording = {"record": record, "record_max_bytes": record_max_mb * 2**20,
                  "record_keep": record_keep} if record else None
     if bundle is None:
         _record_only(source, recording, flow_report, outputs["verbose"])
-    _serve(bundle, source, name="capture", flow_report=flow_report, record=recording,
-           **outputs)
+    from .cli_options import require_bundle
+    from .edge_runtime.argus import CaptureError, argus_config, ra_fields
+    from .edge_runtime.records import RawSchema
+
+    schema = RawSchema.from_spec(require_bundle(bundle).raw)
+    try:
+        fields = ra_fields(schema)[0]  # a model of columns Argus cannot measure: exit 5
+    except CaptureError as e:
+        raise BadInput(f"{bundle}: {e}") from None
+    if print_config:
+        click.echo(argus_config(schema, flow_report) + "# ra -r - -c , -n -L -1 -s "
+                   + " ".join(fields) + " - not man")
+        return
+    _serve(bundle, source, flow_report=flow_report, record=recording, **outputs)
 
 
 def _record_only(source: str, recording: dict, flow_report: int, verbose: bool) -> None:
@@ -185,14 +230,13 @@ def _record_only(source: str, recording: dict, flow_report: int, verbose: bool) 
                            recording["record_keep"], flow_report, Notifier(),
                            log=logging.getLogger("edge_ids.capture").info)
     except (CaptureError, OSError, ValueError) as e:
-        click.echo(f"edge-ids capture: cannot start: {e}", err=True)
-        sys.exit(EXIT_CANNOT_START)
+        raise Failed(f"cannot start: {e}") from None
     sys.exit(code)
 
 
-@click.command()
-@click.option("--device", default="pi4", show_default=True,
-              help="Device profile (see `edge-ids devices`).")
+@click.command(epilog=exit_codes.epilog(),
+               short_help="Print the hardened systemd unit for a device.")
+@device_option()
 @click.option("--prefix", default="/opt/edge-ids", show_default=True,
               help="Install prefix on the device (PREFIX/current/venv, PREFIX/current/bundle).")
 @click.option("--input", "input_", default="unix:/run/edge-ids/records.sock", show_default=True,
@@ -217,26 +261,32 @@ def unit(device, prefix, input_, metrics, alerts, capture, allowed_signers, requ
     \b
     Install it as /etc/systemd/system/edge-ids.service, then:
       systemctl daemon-reload && systemctl enable --now edge-ids
-      systemctl reload edge-ids      # reopen alerts.json and load the bundle again
+      systemctl reload edge-ids   # reopen alerts.json, load the bundle again
+
     MemoryMax= needs the memory cgroup, which Raspberry Pi kernels disable by default: add
     cgroup_enable=memory to /boot/firmware/cmdline.txt, or the limit is silently ignored.
     """
-    from .devices.profiles import ProfileError, load_profile
+    from .devices.profiles import load_profile
     from .devices.unit import render_unit
 
     try:
         output.write(render_unit(load_profile(device), prefix, input_, metrics, alerts, capture,
                                  allowed_signers, require_signature))
-    except (ProfileError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
 
 
-@click.command()
+@click.command(epilog=exit_codes.epilog())
 def devices():
-    """List the device profiles."""
+    """List the device profiles (`--device` of unit, deploy and bench)."""
     from .devices.profiles import load_profile, profile_names
 
+    rows = [("PROFILE", "ARCH", "CPU", "CORES", "MEMORY", "PYTHON", "DESCRIPTION")]
     for name in profile_names():
         p = load_profile(name)
-        click.echo(f"{name:<16} {p.architecture:<8} {p.cpu:<11} {p.cores} cores "
-                   f"{p.memory_mb:>5} MB  Python {', '.join(p.python):<16} {p.description}")
+        rows.append((name, p.architecture, p.cpu, str(p.cores), f"{p.memory_mb} MB",
+                     ", ".join(p.python), p.description))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join(cell.rjust(w) if i in (3, 4) else cell.ljust(w)
+                             for i, (cell, w) in enumerate(zip(row, widths))) + "  " + row[-1])

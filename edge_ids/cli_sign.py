@@ -5,6 +5,9 @@ from pathlib import Path
 
 import click
 
+from . import exit_codes
+from .exit_codes import BadInput, Failed
+
 allowed_signers_option = click.option(
     "--allowed-signers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
     metavar="FILE", help="The keys to trust, one `PRINCIPAL namespaces=\"edge-ids-bundle\" KEY` "
@@ -14,7 +17,7 @@ require_signature_option = click.option(
     help="Refuse an unsigned bundle (needs --allowed-signers).")
 
 
-@click.command()
+@click.command(epilog=exit_codes.epilog())
 @click.option("--key", required=True, type=click.Path(exists=True, dir_okay=False,
                                                       path_type=Path),
               help="Your OpenSSH private key (or its .pub, with the private key in ssh-agent). "
@@ -25,11 +28,11 @@ require_signature_option = click.option(
 def sign(key, principal, bundle):
     """Sign a bundle (directory or .tar.gz) with an OpenSSH key.
 
-    \b
     The signature covers manifest.json, which holds the SHA-256 of every other file, so it
     covers the whole bundle; it is stored in the bundle as manifest.json.sig (made by
     `ssh-keygen -Y sign -n edge-ids-bundle`). A signature already there is replaced.
     Devices check it before every load against their allowed-signers file.
+
     \b
     Example:
       ssh-keygen -t ed25519 -f ~/.ssh/edge-ids-release -C "releases@example.org"
@@ -41,8 +44,10 @@ def sign(key, principal, bundle):
 
     try:
         signer = sign_bundle(bundle, key)
-    except (BundleError, SignatureError, OSError) as e:
-        raise click.ClickException(str(e)) from None
+    except BundleError as e:
+        raise BadInput(str(e)) from None
+    except (SignatureError, OSError) as e:  # ssh-keygen refused the key, or the disk
+        raise Failed(str(e)) from None
     click.echo(f"signed {bundle} with {signer.key}")
     line = allowed_signers_line(key, principal)
     if line:
@@ -50,14 +55,14 @@ def sign(key, principal, bundle):
                    f"(edge-ids deploy --allowed-signers FILE):\n{line}")
 
 
-@click.command()
+@click.command(epilog=exit_codes.epilog())
 @allowed_signers_option
 @require_signature_option
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
 def verify(allowed_signers, require_signature, bundle):
     """Check a bundle as a device with these settings would, before deploying it.
 
-    Exits 0 and says who signed it when the device would load it; otherwise 1 with the reason
+    Exits 0 and says who signed it when the device would load it; otherwise 5 with the reason
     (unsigned, a key not in the allowed-signers file, changed after signing, bad hashes).
     """
     from .edge_runtime.bundle import BundleError, load_bundle
@@ -68,6 +73,6 @@ def verify(allowed_signers, require_signature, bundle):
     try:
         loaded = load_bundle(bundle, TrustPolicy(allowed_signers, require_signature))
     except BundleError as e:
-        raise click.ClickException(str(e)) from None
+        raise BadInput(str(e)) from None
     click.echo(f"{bundle}: {loaded.detector} model {loaded.model_sha256[:12]}, "
                + (f"signed by {loaded.signer}" if loaded.signer else "not signed"))

@@ -141,9 +141,10 @@ def _check_hash(path: Path, name: str, data: bytes, manifest: dict) -> None:
     expected = manifest.get("files", {}).get(name, {}).get("sha256")
     actual = sha256_bytes(data)
     if expected != actual:
-        raise BundleError(f"{path}: {name} has SHA-256 {actual[:16]}…, the manifest says "
-                          f"{str(expected)[:16]}…: the bundle was modified or corrupted; "
-                          f"refusing to load it")
+        raise BundleError(f"{path}: {name} was modified or corrupted, refusing to load it: "
+                          f"its SHA-256 is {actual}, the manifest says {expected}"
+                          f"{_first_difference(actual, expected)}. Copy the bundle again from "
+                          f"where it was built, or rebuild it")
 
 
 def _spec(path: Path, name: str, data: bytes) -> dict:
@@ -175,6 +176,14 @@ def _threshold(path: Path, manifest: dict) -> float:
     return float(threshold)
 
 
+def _first_difference(actual: str, expected) -> str:
+    """Where two hex digests part, so that a change in the last digit is not missed."""
+    if not isinstance(expected, str):
+        return ""
+    i = next((i for i, (a, b) in enumerate(zip(actual, expected)) if a != b), None)
+    return "" if i is None else f" (they differ from character {i + 1} on)"
+
+
 def bundle_files(path: str | Path) -> dict[str, bytes]:
     """The bundle's files' bytes, unverified (load_bundle verifies; deploy copies them)."""
     path = Path(path)
@@ -197,8 +206,13 @@ def _read_tar(path: Path) -> dict[str, bytes]:
                        if m.isfile() and len(Path(m.name).parts) <= 2}
             files = {name: tar.extractfile(members[name]).read() for name in ALL_FILES
                      if name in members}
-    except tarfile.TarError as e:
-        raise BundleError(f"{path}: not a bundle directory or a readable .tar.gz ({e})") from None
+    except tarfile.TarError:
+        raise BundleError(f"{path}: not a bundle. A bundle is a folder (or a .tar.gz of one) "
+                          f"holding {MANIFEST_FILE} with {MODEL_FILE} and {FEATURES_FILE} (a "
+                          f"classifier) and/or {ANOMALY_MODEL_FILE} and {ANOMALY_FEATURES_FILE} "
+                          f"(an anomaly model)"
+                          + (f"; give the folder {path.parent}" if path.name in ALL_FILES
+                             else "")) from None
     _require_manifest(path, files)
     return files
 

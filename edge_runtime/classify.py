@@ -5,8 +5,9 @@
      "anomaly_score": 0.0213}                                                   a hybrid
     {"record": 19, "verdict": "Normal", "anomaly_score": 0.0008}                anomaly only
 
-Bad records do not stop the run: each is reported on stderr (the first few in full, then only
-counted) and the good records around it are all classified.
+Bad records do not stop the run: each is counted, the first `name_rejects` are named on stderr,
+and the good records around them are all classified. A damaged .gz ends the run after every
+record before the damage is written, with the reason in the summary.
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from .detector import Detector
-from .records import parse_lines, read_chunks
+from .records import TruncatedInput, parse_lines, read_chunks
 
-REPORT_FIRST_REJECTS = 10
+NAME_FIRST_REJECTS = 10
 
 
 @dataclass
@@ -27,19 +28,24 @@ class ClassifySummary:
     rejected: Counter = field(default_factory=Counter)
     unknown: Counter = field(default_factory=Counter)
     by_class: Counter = field(default_factory=Counter)  # by verdict
+    named: int = 0  # rejected records named on stderr
+    lines: int = 0  # lines read
+    input_error: str | None = None  # why the input ended early (a damaged .gz)
 
 
 def classify_stream(detector: Detector, stream, out: TextIO, err: TextIO,
-                    chunk_size: int = 1024) -> ClassifySummary:
+                    chunk_size: int = 1024,
+                    name_rejects: int = NAME_FIRST_REJECTS) -> ClassifySummary:
     """Read raw lines from a binary stream, write one JSON line per good record."""
     summary = ClassifySummary()
     number = 1
-    for chunk in read_chunks(stream, chunk_size):
+    for chunk in _chunks_up_to_damage(stream, chunk_size, summary):
         records, rejected = parse_lines(chunk, detector.schema, first_number=number)
         number += len(chunk)
         for r in rejected:
-            if sum(summary.rejected.values()) < REPORT_FIRST_REJECTS:
+            if summary.named < name_rejects:
                 err.write(f"record {r.record} rejected ({r.reason}): {r.detail}\n")
+                summary.named += 1
             summary.rejected[r.reason] += 1
         if not len(records):
             continue
@@ -50,6 +56,16 @@ def classify_stream(detector: Detector, stream, out: TextIO, err: TextIO,
         out.write("\n".join(lines) + "\n")
         summary.classified += len(records)
     return summary
+
+
+def _chunks_up_to_damage(stream, chunk_size: int, summary: ClassifySummary):
+    """read_chunks, ending quietly at a damaged .gz with the reason in the summary."""
+    try:
+        for chunk in read_chunks(stream, chunk_size):
+            summary.lines += len(chunk)
+            yield chunk
+    except TruncatedInput as e:
+        summary.input_error = f"{e}; it ends after line {summary.lines:,}"
 
 
 def output_lines(detector: Detector, numbers, verdicts) -> list[str]:

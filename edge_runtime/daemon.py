@@ -127,7 +127,8 @@ class Daemon:
         writer = AlertWriter(self.options.alerts)
         source = open_source(self.options.input, self.options.follow_from_start,
                              self.model.detector.schema, self.options.flow_report_seconds)
-        intake = Intake(self.options.max_batch, self.options.max_delay)
+        intake = Intake(self.options.max_batch, self.options.max_delay,
+                        on_wait=self.metrics.input_blocked.inc)
         recorder = None if self.options.record is None else FlowRecorder(
             self.options.record, self.model.detector.schema.names,
             self.options.record_max_bytes, self.options.record_keep)
@@ -163,6 +164,16 @@ class Daemon:
         ours = {signal.SIGHUP: lambda *_: self._hup.set(), signal.SIGTERM: lambda *_: self.stop(),
                 signal.SIGINT: lambda *_: self.stop()}
         return {signum: signal.signal(signum, handler) for signum, handler in ours.items()}
+
+    @property
+    def reader_error(self) -> BaseException | None:
+        """Why the input failed, if it did (the run then ended early)."""
+        return self._reader_error
+
+    @property
+    def stopped_by_signal(self) -> bool:
+        """Stopped by SIGTERM/SIGINT (or stop()), not by the end of its input."""
+        return self._stop.is_set()
 
     def stop(self) -> None:
         self._stop.set()

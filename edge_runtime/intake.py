@@ -22,10 +22,13 @@ class Batch:
 
 class Intake:
     def __init__(self, max_batch: int = 256, max_delay: float = 0.005,
-                 capacity_bytes: int = 1 << 20):
+                 capacity_bytes: int = 1 << 20, on_wait=None):
+        """`on_wait(seconds)` is told how long each put() waited on a full intake: the time the
+        input's writers were held back because the classifier was behind."""
         self.max_batch = max_batch
         self.max_delay = max_delay
         self.capacity_bytes = capacity_bytes
+        self.on_wait = on_wait
         self._lines: list[bytes] = []
         self._arrivals: deque[list] = deque()  # [lines still waiting, arrival time] per put()
         self._bytes = 0
@@ -44,16 +47,21 @@ class Intake:
         if not lines:
             return
         size = sum(map(len, lines))
+        waited = 0.0
         with self._cond:
             if self._bytes >= self.capacity_bytes:  # full: wait until half empty, so the
-                while self._bytes > self.capacity_bytes // 2 and not self._closed:  # reader
-                    self._cond.wait()  # wakes for big reads, not for every batch taken
+                started = time.monotonic()  # reader wakes for big reads, not every batch
+                while self._bytes > self.capacity_bytes // 2 and not self._closed:
+                    self._cond.wait()
+                waited = time.monotonic() - started
             was = len(self._lines)
             self._lines.extend(lines)
             self._arrivals.append([len(lines), time.monotonic()])
             self._bytes += size
             if was == 0 or len(self._lines) >= self.max_batch:
                 self._cond.notify_all()
+        if waited and self.on_wait:
+            self.on_wait(waited)
 
     def close(self) -> None:
         """No more lines will come; what is waiting is still handed over."""

@@ -60,6 +60,10 @@ class Metrics:
         self.write_errors = Counter("edge_ids_alert_write_errors",
                                     "Batches of alert lines that could not be written.",
                                     registry=registry)
+        self.input_blocked = Counter("edge_ids_input_blocked_seconds",
+                                     "Time the input was not read because classification was "
+                                     "behind: its writers waited (back-pressure; nothing is "
+                                     "dropped).", registry=registry)
         self.model_loaded = Gauge("edge_ids_model_loaded_timestamp_seconds",
                                   "When the serving model was loaded (Unix time).",
                                   registry=registry)

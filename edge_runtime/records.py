@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import sys
+import zlib
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import itemgetter
@@ -181,15 +182,14 @@ def _clean_rows(lines: list[bytes | str], schema: RawSchema) -> list[list[str]] 
 
 
 def _decode(line: bytes | str) -> tuple[str, tuple[str, str] | None]:
+    if len(line) > MAX_LINE_BYTES:  # readers keep one byte over the limit, not the whole line
+        unit = "bytes" if isinstance(line, bytes) else "characters"
+        return "", (LINE_TOO_LONG, f"more than {MAX_LINE_BYTES:,} {unit} (the limit)")
     if isinstance(line, bytes):
-        if len(line) > MAX_LINE_BYTES:
-            return "", (LINE_TOO_LONG, f"{len(line)} bytes (limit {MAX_LINE_BYTES})")
         try:
             line = line.decode("utf-8")
         except UnicodeDecodeError as e:
             return "", (INVALID_UTF8, f"byte {e.start}: {e.reason}")
-    elif len(line) > MAX_LINE_BYTES:
-        return "", (LINE_TOO_LONG, f"{len(line)} characters (limit {MAX_LINE_BYTES})")
     text = line.rstrip("\r\n")
     if not text.strip():
         return "", (EMPTY_LINE, "empty line")
@@ -321,11 +321,22 @@ def open_input(path: str) -> BinaryIO:
     return f
 
 
+class TruncatedInput(Exception):
+    """The records file cannot be read to its end: a truncated or corrupt .gz. The lines
+    before the damage were all handed out first."""
+
+
 def read_chunks(stream: BinaryIO, size: int) -> Iterator[list[bytes]]:
-    """Yield lists of up to `size` raw lines; a line longer than the limit is not kept whole."""
+    """Yield lists of up to `size` raw lines; a line longer than the limit is not kept whole.
+    A damaged .gz yields the lines read so far, then raises TruncatedInput."""
     chunk: list[bytes] = []
     while True:
-        line = stream.readline(MAX_LINE_BYTES + 1)
+        try:
+            line = stream.readline(MAX_LINE_BYTES + 1)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+            if chunk:
+                yield chunk
+            raise TruncatedInput(f"truncated or corrupt ({e})") from None
         if not line:
             break
         if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):

@@ -37,10 +37,10 @@ class Notifier:
             return
         message = "\n".join(assignments).encode()
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-            try:
-                s.sendto(message, self.address)
+            try:  # never wait: a listener that does not read must not stop the daemon
+                s.sendto(message, socket.MSG_DONTWAIT, self.address)
             except OSError:
-                pass  # systemd went away; nothing useful to do about it here
+                pass  # systemd went away or is not reading; nothing useful to do about it
 
     def ready(self, status: str) -> None:
         self.notify("READY=1", f"STATUS={status}")

@@ -1,5 +1,9 @@
 """`edge-ids run` as a real process for the tests: started with a real NOTIFY_SOCKET (a UNIX
-datagram socket the test owns), its stderr in a file, its metrics read over HTTP."""
+datagram socket the test owns), its stderr in a file, its metrics read over HTTP.
+
+Each sd_notify datagram is time-stamped by the kernel when the daemon sends it (SO_TIMESTAMPNS:
+for a UNIX socket the stamp is taken in the sender's sendmsg), so intervals between messages
+are the daemon's, not the test's reading schedule."""
 from __future__ import annotations
 
 import json
@@ -7,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -16,11 +21,15 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 
+SO_TIMESTAMPNS = 35  # Linux asm-generic/socket.h (SO_TIMESTAMPNS_OLD); Python does not name it
+
+
 class DaemonProcess:
     def __init__(self, tmp: Path, *args: str, env: dict | None = None, wait_ready: bool = True):
         self.tmp = tmp
         self.notify_path = tmp / f"notify-{time.monotonic_ns()}.sock"
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.notify.bind(str(self.notify_path))
         self.messages: list[tuple[float, str]] = []
         self.terminated = False
@@ -39,10 +48,10 @@ class DaemonProcess:
         while time.monotonic() < deadline:
             self.notify.settimeout(max(0.01, deadline - time.monotonic()))
             try:
-                message = self.notify.recv(4096).decode()
+                sent, message = self._receive()
             except socket.timeout:
                 break
-            self.messages.append((time.monotonic(), message))
+            self.messages.append((sent, message))
             if text in message:
                 return message
             if self.process.poll() is not None and text != "STOPPING=1":
@@ -55,9 +64,17 @@ class DaemonProcess:
         while (left := end - time.monotonic()) > 0:
             self.notify.settimeout(left)
             try:
-                self.messages.append((time.monotonic(), self.notify.recv(4096).decode()))
+                self.messages.append(self._receive())
             except socket.timeout:
                 return
+
+    def _receive(self) -> tuple[float, str]:
+        """(when the daemon sent it, by the kernel's clock; the message)."""
+        data, ancillary, _, _ = self.notify.recvmsg(4096, socket.CMSG_SPACE(16))
+        stamps = [struct.unpack("qq", d[:16]) for level, kind, d in ancillary
+                  if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS]
+        assert stamps, "the kernel gave no send time stamp"
+        return stamps[0][0] + stamps[0][1] / 1e9, data.decode()
 
     def log_text(self) -> str:
         if not self._log_file.closed:

@@ -11,11 +11,12 @@ UNIX socket.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 from daemon_process import DaemonProcess, read_alerts, send
 from edge_ids.edge_runtime import Classifier, load_bundle
@@ -157,3 +158,55 @@ def test_the_worst_lines_over_the_socket_and_a_writer_that_hangs_up(bundle, kdd_
     assert [e["flow_id"] for e in read_alerts(alerts)] == [1, 3, 5, 8, 9, 11]
     log = daemon.log_text()
     assert "line_too_long" in log and "invalid_utf8" in log and "not_finite" in log
+
+
+@pytest.mark.slow
+def test_over_100000_generated_bad_lines_through_the_daemon_process(bundle, classifier,
+                                                                    kdd_test_lines, tmp_path):
+    """Slow (about 3 minutes): `pytest -m slow tests/test_bad_input.py -k 100000`. One daemon
+    process, fed example after example over its UNIX socket: after each, every count must be
+    exact (per reason, records, alerts) and every good line classified as alone, in order."""
+    sock, alerts = tmp_path / "in.sock", tmp_path / "alerts.json"
+    daemon = DaemonProcess(tmp_path, "--bundle", str(bundle), "--input", f"unix:{sock}",
+                           "--alerts", str(alerts), "--emit", "all", "--metrics", "127.0.0.1:0",
+                           "--log-rejects", "5")
+    pool, thrown, sent = kdd_test_lines[:5000], Counter(), {"lines": 0, "alert_bytes": 0}
+
+    # no shrinking: the daemon's counts run on across examples, so a shrunk re-run means
+    # nothing; a failure reports the example as generated
+    @settings(max_examples=int(os.environ.get("EDGE_IDS_FUZZ_EXAMPLES", 800)), deadline=None,
+              derandomize=True, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(st.lists(variant(pool), min_size=200, max_size=200))
+    def check(cases):
+        first = sent["lines"] + 1
+        send(sock, b"".join(line for line, _ in cases))
+        sent["lines"] += len(cases)
+        thrown.update(reason for _, reason in cases if reason)
+        good = [first + i for i, (_, reason) in enumerate(cases) if reason is None]
+        daemon.wait_metric("edge_ids_records_total", sent["lines"] - sum(thrown.values()), 20)
+        for reason in REJECT_REASONS:
+            daemon.wait_metric("edge_ids_records_rejected_total", thrown[reason], 20,
+                               reason=reason)
+            assert daemon.metric("edge_ids_records_rejected_total", reason=reason) == \
+                thrown[reason], reason
+        assert daemon.metric("edge_ids_records_total") == sent["lines"] - sum(thrown.values())
+        with open(alerts, "rb") as f:
+            f.seek(sent["alert_bytes"])
+            new = f.read()
+        sent["alert_bytes"] += len(new)
+        events = [json.loads(line) for line in new.splitlines()]
+        assert [e["flow_id"] for e in events] == good
+        alone, _ = r.parse_lines([cases[i - first][0] for i in good], classifier.schema)
+        names = classifier.bundle.class_names
+        assert [e["ml"]["class"] for e in events] == [names[c] for c in
+                                                      classifier.classify(alone).classes]
+
+    try:
+        check()
+        assert daemon.process.poll() is None  # never died
+    finally:
+        assert daemon.stop() == 0
+    print(f"{sum(thrown.values()):,} bad lines of {sent['lines']:,}: {dict(thrown)}")
+    assert sum(thrown.values()) >= 100_000
+    assert "more rejections not logged" in daemon.log_text()  # the log stayed bounded

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import re
 
 import numpy as np
 import pytest
@@ -34,8 +35,12 @@ def bench_args(bundle, out, data_dir, *extra) -> list[str]:
 
 @pytest.fixture(scope="module")
 def bench(small_pipeline, other_bundle, data_dir, tmp_path_factory):
+    """One run, with a data folder that holds the test file only: bench never reads the
+    training file."""
     out = tmp_path_factory.mktemp("bench")
-    result = CliRunner().invoke(main, bench_args(small_pipeline[0] / "bundle", out, data_dir,
+    only_test = tmp_path_factory.mktemp("only-test")
+    (only_test / "KDDTest+.txt.gz").symlink_to(data_dir / "nsl-kdd" / "KDDTest+.txt.gz")
+    result = CliRunner().invoke(main, bench_args(small_pipeline[0] / "bundle", out, only_test,
                                                  "--compare", str(other_bundle)),
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -77,6 +82,24 @@ def test_the_report_has_every_figure_and_each_is_positive(bench):
     for name in EXPECTED:
         assert report["runtimes"][name]["label"] in md
     assert "× int8" in md and "x faster than calling Keras directly" in output
+    started = re.findall(r"^\s*(\[\d/\d\]) .+ \.\.\.$", output, re.M)
+    assert len(started) >= 5
+    for step in started:  # every step of the measuring that starts says when it is done
+        assert re.search(rf"^\s*{re.escape(step)} .+ done in [\d.]+ s$", output, re.M), step
+
+
+def test_the_accuracy_size_plot_shows_every_model_at_its_real_size(bench):
+    from edge_ids.benchmarks.report import accuracy_size_points, f1_axis_range
+
+    report, out, _ = bench
+    points = accuracy_size_points(report)
+    labels = [label for label, _, _ in points]
+    for name in EXPECTED:
+        assert report["runtimes"][name]["label"] in labels
+    assert len(points) == len(EXPECTED) + len(report["compare"])
+    f1 = [v for _, _, v in points]
+    low, high = f1_axis_range(f1)
+    assert high - low >= 10 and low <= min(f1) and max(f1) <= high
 
 
 def test_latency_figures_come_from_this_runs_samples(bench):
@@ -187,7 +210,7 @@ def test_records_written_for_the_device_parse_to_the_same_features(data_dir, sma
 def test_bad_input_is_a_clear_error(small_pipeline, bundle_copy, data_dir, tmp_path):
     runner = CliRunner()
     no_float = runner.invoke(main, bench_args(bundle_copy, tmp_path / "a", data_dir))
-    assert no_float.exit_code != 0 and "no float model" in no_float.output
+    assert no_float.exit_code == 5 and "no float model" in no_float.output
     assert "--keras" in no_float.output
     wrong = runner.invoke(main, bench_args(bundle_copy, tmp_path / "b", data_dir, "--keras",
                                            str(tmp_path / "missing.keras")))
@@ -197,7 +220,7 @@ def test_bad_input_is_a_clear_error(small_pipeline, bundle_copy, data_dir, tmp_p
     assert device.exit_code == 2 and "pi4" in device.output  # lists the known profiles
     test_set = runner.invoke(main, bench_args(small_pipeline[0] / "bundle", tmp_path / "d",
                                               data_dir, "--test-set", "KDDTest-99"))
-    assert test_set.exit_code == 1 and "KDDTest+, KDDTest-21" in test_set.output
+    assert test_set.exit_code == 2 and "KDDTest+, KDDTest-21" in test_set.output
     assert not (tmp_path / "d").exists()
 
 

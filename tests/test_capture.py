@@ -144,8 +144,7 @@ def test_capture_without_permission_says_which_capabilities(net_bundle):
     assert "CAP_NET_RAW and CAP_NET_ADMIN" in done.stderr and "deploy --capture" in done.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv")
-                    or not unit_sandbox.available(), reason="needs root, setpriv, systemd-analyze")
+@pytest.mark.skipif(unit_sandbox.missing() is not None, reason=str(unit_sandbox.missing()))
 def test_argus_runs_under_the_capture_units_system_call_filter():
     """argus drops to its own uid with setuid(2), which @privileged holds: the unit allows that
     one call back. Without it, argus stops at once (the control)."""
@@ -164,11 +163,44 @@ def test_argus_runs_under_the_capture_units_system_call_filter():
     assert "setuid Operation not permitted" in said, said
 
 
+class StreamLines:
+    """Every line of a child's text stream, read by a thread, so that waiting for one has a
+    deadline: a daemon that hangs before it serves fails the test instead of hanging it."""
+
+    def __init__(self, stream):
+        self.lines: list[str] = []
+        self._new = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            with self._new:
+                self.lines.append(line)
+                self._new.notify_all()
+        with self._new:  # the end: a waiter stops waiting
+            self._new.notify_all()
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        with self._new:
+            found = self._new.wait_for(lambda: any(text in line for line in self.lines)
+                                       or not self._thread.is_alive(), timeout)
+        assert found and any(text in line for line in self.lines), \
+            f"no {text!r} within {timeout} s:\n{''.join(self.lines)}"
+
+    def text(self, timeout: float) -> str:
+        """All of it, once the stream has ended."""
+        self._thread.join(timeout)
+        return "".join(self.lines)
+
+
 @pytest.fixture
 def veth_pair():
     """Two ends of a veth pair: one here, one in a network namespace made for this test."""
-    if os.geteuid() != 0 or not all(map(shutil.which, ("ip", "tcpreplay", "setpriv"))):
-        pytest.skip("needs root, iproute2, tcpreplay and setpriv")
+    if unit_sandbox.missing():  # the daemon runs in the capture unit's sandbox
+        pytest.skip(unit_sandbox.missing())
+    if not all(map(shutil.which, ("ip", "tcpreplay"))):
+        pytest.skip("needs ip and tcpreplay (apt-get install iproute2 tcpreplay)")
     tag = f"eids{os.getpid() % 100000}"
     here, there, namespace = f"{tag}a", f"{tag}b", f"{tag}ns"
     commands = [["ip", "netns", "add", namespace],
@@ -197,10 +229,9 @@ def test_replayed_traffic_on_an_interface_arrives_as_alerts(veth_pair, captures,
         [EDGE_IDS, "capture", "--interface", here, "--bundle", str(net_bundle), "--alerts",
          str(alerts), "--emit", "all", "--flow-report", "1", "--metrics", "127.0.0.1:0"], unit),
         stderr=subprocess.PIPE, text=True, cwd="/")
+    said = StreamLines(daemon.stderr)
     try:
-        for line in daemon.stderr:  # "serving ..." comes once argus has opened the interface
-            if "serving" in line:
-                break
+        said.wait_for("serving", 60)  # once argus has opened the interface
         replay = subprocess.run(["ip", "netns", "exec", namespace, "tcpreplay", "-i", there,
                                  "--topspeed", str(captures["mirai-irc"])],
                                 capture_output=True, text=True, timeout=120)
@@ -213,7 +244,8 @@ def test_replayed_traffic_on_an_interface_arrives_as_alerts(veth_pair, captures,
                 break
     finally:
         daemon.send_signal(signal.SIGTERM)
-        rest = daemon.communicate(timeout=30)[1]
+        daemon.wait(timeout=30)
+        rest = said.text(timeout=10)
         events = [json.loads(line) for line in alerts.read_text().splitlines()] \
             if alerts.exists() else []
         shutil.rmtree(folder)

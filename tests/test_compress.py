@@ -11,6 +11,7 @@ from edge_ids.cli import main
 from edge_ids.cli_compress import EXIT_GATE_REFUSED
 from edge_ids.compress.size_report import gzip_size, tflite_weight_sparsity
 from edge_ids.edge_runtime import load_bundle
+from conftest import majority_baseline
 
 
 def run(*args):
@@ -20,7 +21,8 @@ def run(*args):
 def test_gate_passes_and_the_manifest_holds_both_metrics_and_the_sizes(small_pipeline,
                                                                        data_dir, tmp_path):
     model_dir, out = small_pipeline[0], tmp_path / "p50"
-    result = run("--model", model_dir, "--sparsity", 0.5, "--epochs", 1, "--max-f1-drop", 100,
+    # a gate that can refuse: measured here 3.5 points lost (README: up to 3.9 over seeds)
+    result = run("--model", model_dir, "--sparsity", 0.5, "--epochs", 1, "--max-f1-drop", 5,
                  "--qat", "auto", "--calibration-percentiles", "100,95",
                  "--data-dir", data_dir, "--out", out)
     assert result.exit_code == 0, result.output
@@ -32,7 +34,8 @@ def test_gate_passes_and_the_manifest_holds_both_metrics_and_the_sizes(small_pip
     assert set(manifest["metrics"]["compressed"]) == {"KDDTest+", "KDDTest-21"}
     assert manifest["gate"]["passed"] and manifest["gate"]["test_set"] == "KDDTest+"
     assert manifest["gate"]["f1_drop"] == pytest.approx(100 * (float_f1 - compressed_f1))
-    assert compressed_f1 > 0.4  # a working classifier, not a collapsed one
+    assert manifest["gate"]["max_f1_drop"] == 5 and manifest["gate"]["f1_drop"] <= 5
+    assert compressed_f1 > 0.4  # working: "always Normal" scores macro-F1 0.12 on KDDTest+
 
     sizes = manifest["compression"]["sizes"]
     assert sizes["tflite_bytes"] == len(bundle.model)
@@ -46,7 +49,7 @@ def test_gate_passes_and_the_manifest_holds_both_metrics_and_the_sizes(small_pip
     assert manifest["model"]["quantization"] == "int8"
     assert bundle.spec["input_quantization"] is None  # float I/O by default
     assert "parameters" in result.output and "sparsity in .tflite" in result.output
-    # auto QAT judged the validation drop, which a 100-point gate cannot exceed
+    # auto QAT judged the validation drop of int8 alone, well within 5 points: not run
     assert manifest["compression"]["qat"] is None and "qat" not in manifest["compression"][
         "fine_tuning"]
     calibration = manifest["compression"]["calibration"]
@@ -67,12 +70,31 @@ def test_gate_refuses_and_ships_nothing(small_pipeline, data_dir, tmp_path):
     assert f"dropped {drop:.2f} points" in result.output and "refused" in result.output
 
 
+def test_auto_qat_runs_when_the_validation_drop_exceeds_the_gate(small_pipeline, data_dir,
+                                                                 tmp_path):
+    """One calibration row gives int8 ranges that lose macro-F1 on the validation rows (1.0
+    points measured here), more than the 0.5-point gate: auto QAT runs, and its model passes."""
+    out = tmp_path / "qat"
+    result = run("--model", small_pipeline[0], "--qat", "auto", "--max-f1-drop", 0.5,
+                 "--calibration-rows", 1, "--calibration-percentiles", 100,
+                 "--data-dir", data_dir, "--out", out)
+    assert result.exit_code == 0, result.output
+    compression = load_bundle(out).manifest["compression"]
+    reason = compression["qat"]
+    assert reason.startswith("validation macro-F1 drop") and reason.endswith("> 0.50")
+    assert float(reason.split()[3]) > 0.5
+    assert list(compression["fine_tuning"]) == ["qat"]
+    assert f"quantization-aware fine-tuning ({reason})" in result.output
+
+
 @pytest.mark.parametrize("model", ["fnn", "cnn", "dnn"])
 def test_every_model_compresses(model, data_dir, tmp_path):
     from edge_ids.training import run_training
+    from edge_ids.train.datasets import load_dataset
 
+    # three epochs: after one, the CNN and DNN still answer "Normal" to everything
     run_training("wustl-ehms", model, "ce", "none", tmp_path / "m", data_dir=data_dir,
-                 training={"epochs": 1}, bundle=False, echo=lambda _: None)
+                 training={"epochs": 3}, bundle=False, echo=lambda _: None)
     result = run("--model", tmp_path / "m", "--sparsity", 0.5, "--epochs", 1, "--qat", "always",
                  "--qat-epochs", 1, "--data-dir", data_dir, "--out", tmp_path / "b")
     assert result.exit_code == 0, result.output
@@ -82,7 +104,10 @@ def test_every_model_compresses(model, data_dir, tmp_path):
     assert set(manifest["compression"]["fine_tuning"]) == {"pruning", "qat"}
     layers = manifest["compression"]["sizes"]["layers"]
     assert len(layers) >= 2 and all(l["sparsity"] >= 0.49 for l in layers)
-    assert manifest["metrics"]["compressed"]["test"]["accuracy"] > 0.8
+    data = load_dataset("wustl-ehms", data_dir)  # 87.5 % Normal: above "always Normal"
+    accuracy, macro_f1 = majority_baseline(data.train.y, data.tests["test"].y)
+    compressed = manifest["metrics"]["compressed"]["test"]
+    assert compressed["accuracy"] > accuracy + 0.02 and compressed["macro_f1"] > macro_f1 + 0.15
 
 
 def test_refusals_before_any_work(small_pipeline, tmp_path):
@@ -95,7 +120,7 @@ def test_refusals_before_any_work(small_pipeline, tmp_path):
     assert result.exit_code == 2 and "--overwrite" in result.output
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
     result = run("--model", tmp_path, "--out", tmp_path / "y")
-    assert result.exit_code == 1 and "missing model.keras" in result.output
+    assert result.exit_code == 5 and "missing model.keras" in result.output
     result = run("--model", model_dir, "--layer-sparsity", "dense", "--out", tmp_path / "z")
     assert result.exit_code == 2 and "NAME=SPARSITY" in result.output
     result = run("--model", model_dir, "--calibration-percentiles", "99,x", "--out", tmp_path / "w")

@@ -88,5 +88,5 @@ def test_pi4_package_installs_and_classifies_like_the_host(aarch64_root, small_p
     agreement = sum(a == b for a, b in zip(emulated, host)) / len(host)
     print(f"aarch64 ({profile.cpu}, emulated) vs host on KDDTest+: {agreement:.4%} agree "
           f"({sum(a != b for a, b in zip(emulated, host))} of {len(host)} differ)")
-    assert agreement >= 0.99
+    assert emulated == host  # what the README claims: 22,544 of 22,544 agree
     shutil.rmtree(aarch64_root)

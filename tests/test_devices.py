@@ -2,7 +2,7 @@
 with the hardening and limits the daemon is meant to run under."""
 from __future__ import annotations
 
-import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +17,9 @@ from edge_ids.devices.profiles import ProfileError, load_profile, profile_names
 from edge_ids.devices.unit import render_unit
 
 import unit_sandbox
+from conftest import REPO
+
+README = (REPO / "README.md").read_text()
 
 REQUIRED = ["Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure",
             "DynamicUser=yes", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
@@ -42,6 +45,20 @@ def test_an_unknown_device_names_the_valid_ones():
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+@pytest.mark.parametrize("capture, quoted", [(None, "0.9 SAFE"), ("eth0", "1.8 OK")])
+def test_systemd_analyze_security_rates_the_unit_as_the_readme_says(capture, quoted, tmp_path):
+    unit = tmp_path / "edge-ids.service"
+    unit.write_text(render_unit(load_profile("pi4"), capture=capture))
+    rated = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)],
+                           capture_output=True, text=True)
+    found = re.search(r"Overall exposure level for edge-ids.service: ([\d.]+ \w+)",
+                      rated.stdout)
+    assert found, rated.stdout + rated.stderr
+    assert found.group(1) == quoted
+    assert f"rates it **{quoted}**" in README or f"rates it {quoted}" in README
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
 @pytest.mark.parametrize("capture", [None, "eth0"])
 @pytest.mark.parametrize("device", ["pi4", "pi-zero-2w", "x86_64"])
 def test_unit_passes_systemd_analyze_verify(device, capture, tmp_path):
@@ -50,6 +67,8 @@ def test_unit_passes_systemd_analyze_verify(device, capture, tmp_path):
     (prefix / "current/venv/bin/edge-ids").symlink_to(Path(sys.executable).with_name("edge-ids"))
     profile = load_profile(device)
     text = render_unit(profile, str(prefix), capture=capture)
+    assert "Documentation=man:systemd.exec(5)" in text  # manuals that exist, not a dead link
+    assert f"{prefix}/current/venv/bin/edge-ids run --help" in text
     for line in REQUIRED + [f"WatchdogSec={profile.watchdog_sec}", f"CPUQuota={profile.cpu_quota}",
                             f"--max-batch {profile.max_batch}", "IPAddressDeny=any"]:
         assert line in text, line
@@ -95,8 +114,7 @@ def test_the_unit_command_prints_the_unit(tmp_path):
     assert listing.exit_code == 0 and "cortex-a72" in listing.output
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv")
-                    or not unit_sandbox.available(), reason="needs root, setpriv, systemd-analyze")
+@pytest.mark.skipif(unit_sandbox.missing() is not None, reason=str(unit_sandbox.missing()))
 def test_the_daemon_runs_under_the_units_user_capabilities_and_system_call_filter(
         small_pipeline, kdd_test_lines):
     """No running systemd here: tests/unit_sandbox.py rebuilds the unit's user, capabilities

@@ -311,7 +311,7 @@ def test_fleet_deploy_without_hosts_or_with_a_bad_batch_is_a_clear_error(small_p
     broken = Path(shutil.copytree(bundle, tmp_path / "broken"))
     (broken / "features.json").write_text("{}")
     result = cli("fleet", "deploy", "-i", hosts_ini, "--bundle", broken)
-    assert result.exit_code == 1 and "features.json has SHA-256" in result.output
+    assert result.exit_code == 5 and "features.json has SHA-256" in result.output
     assert "PLAY" not in result.output  # stopped before Ansible started
 
 

@@ -61,7 +61,7 @@ def test_too_little_traffic_is_refused_and_nothing_is_written(tmp_path, flows, m
     path.write_text("".join(line + "\n" for line in _flow_lines(flows)))
     out = tmp_path / "site"
     result = run("--flows", path, "--out", out, "--epochs", 2)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 5, result.output  # the exit table: a file given is unusable
     assert message in result.output and "Error" in result.output
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".learn-")]
@@ -101,7 +101,7 @@ def test_a_capture_without_flows_says_so_and_writes_nothing(tmp_path):
     empty = tmp_path / "empty.pcap"  # a valid pcap header (Ethernet), not one packet
     empty.write_bytes(bytes.fromhex("d4c3b2a1020004000000000000000000ffff000001000000"))
     result = run("--pcap", empty, "--out", tmp_path / "site")
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 5, result.output
     assert "0 flows (argus | ra)" in result.output
     assert "no benign flows were read from" in result.output and "Nothing was written" in \
         result.output
@@ -172,7 +172,7 @@ def test_a_bundle_without_a_classifier_is_not_a_classifier(tmp_path, learned_nsl
     flows.write_text("1\n")
     result = run("--flows", flows, "--classifier", learned_nsl_kdd["anomaly"], "--out",
                  tmp_path / "out")
-    assert result.exit_code == 1 and "an anomaly-only bundle is not a classifier" in result.output
+    assert result.exit_code == 5 and "an anomaly-only bundle is not a classifier" in result.output
 
 
 def test_records_of_a_learned_bundle_parse_in_its_layout(learned_nsl_kdd, kdd_test_lines):

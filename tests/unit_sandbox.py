@@ -12,6 +12,7 @@ import ctypes
 import os
 import platform
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -21,9 +22,21 @@ from pathlib import Path
 HEADERS = {"x86_64": "/usr/include/x86_64-linux-gnu/asm/unistd_64.h"}
 
 
-def available() -> bool:
-    return Path(HEADERS.get(platform.machine(), "/nonexistent")).is_file() and \
-        subprocess.run(["systemd-analyze", "--version"], capture_output=True).returncode == 0
+def missing() -> str | None:
+    """What this machine lacks to build the sandbox (a skip reason that names the package), or
+    None. .ci/run installs all of it."""
+    header = HEADERS.get(platform.machine())
+    if os.geteuid() != 0:
+        return "needs root (the sandbox drops to the unit's user)"
+    if not shutil.which("setpriv"):
+        return "needs setpriv (apt-get install util-linux)"
+    if header is None:
+        return f"no system-call table known for {platform.machine()}"
+    if not Path(header).is_file():
+        return f"needs {header} (apt-get install linux-libc-dev)"
+    if not shutil.which("systemd-analyze"):
+        return "needs systemd-analyze (apt-get install systemd)"
+    return None
 
 
 @lru_cache(maxsize=None)

@@ -48,7 +48,7 @@ class Dataset:
     schema: RawSchema  # what the device reads: feature columns, then trailing label columns
     classes: tuple[str, ...]
     normal: str  # the benign class
-    train: LabelledSet
+    train: LabelledSet | None  # None when only the test sets were loaded (scoring)
     tests: dict[str, LabelledSet]  # in the order the papers report them
     # fit_feature_spec keyword defaults that reproduce the papers' setup (k, zero_ratio, ...)
     feature_defaults: dict = field(default_factory=dict)

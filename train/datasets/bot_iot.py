@@ -38,12 +38,17 @@ FEATURE_DEFAULTS = KEEP_ALL_FEATURES
 
 def load(data_dir=None) -> Dataset:
     """The official training and testing files, in DIR or DIR/bot-iot, plain or .gz."""
+    paths = find(data_dir)
+    return from_files(paths["train"], paths["test"])
+
+
+def find(data_dir=None) -> dict[str, Path]:
+    """{"train": path, "test": path}; DataError saying where to get them."""
     try:
-        paths = {part: find_data_file(f, data_dir, subdir=SUBDIR) for part, f in FILES.items()}
+        return {part: find_data_file(f, data_dir, subdir=SUBDIR) for part, f in FILES.items()}
     except DataError as e:
         raise DataError(f"{e}. The official Bot-IoT files are not included; get "
                         f"{' and '.join(FILES.values())} from {SOURCE}") from None
-    return from_files(paths["train"], paths["test"])
 
 
 def from_files(train_path: str | Path, test_path: str | Path) -> Dataset:

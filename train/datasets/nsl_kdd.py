@@ -51,17 +51,28 @@ TEST_SETS = ("KDDTest+", "KDDTest-21")
 FEATURE_DEFAULTS = {"k": 87, "zero_ratio": 0.9, "zero_scope": "numeric"}
 
 
-def dataset(data_dir=None, train_set: str = "KDDTrain+") -> Dataset:
-    """The official split: one training file, both test files."""
-    if train_set not in TRAIN_SETS:
+def dataset(data_dir=None, train_set: str | None = "KDDTrain+",
+            tests: tuple[str, ...] = TEST_SETS) -> Dataset:
+    """The official split: one training file, both test files. `train_set=None` with fewer
+    `tests`: only those test files (what scoring a bundle needs); `train` is then None."""
+    if train_set is not None and train_set not in TRAIN_SETS:
         raise DataError(f"unknown NSL-KDD training file {train_set!r}; choose from "
                         f"{', '.join(TRAIN_SETS)}")
+    paths = files(data_dir, train_set, tests)  # all found before any is read
     notes = (f"NSL-KDD, official split: trained on {train_set}, tested on "
              f"{' and '.join(TEST_SETS)}. All 41 features are read; the difficulty level is not "
              f"used; attack names seen only in the test files are mapped to the five classes.")
-    return Dataset(NAME, SCHEMA, CLASSES, NORMAL, load(train_set, data_dir),
-                   {name: load(name, data_dir) for name in TEST_SETS}, dict(FEATURE_DEFAULTS),
-                   notes)
+    return Dataset(NAME, SCHEMA, CLASSES, NORMAL,
+                   load_file(paths[train_set], train_set) if train_set else None,
+                   {name: load_file(paths[name], name) for name in tests},
+                   dict(FEATURE_DEFAULTS), notes)
+
+
+def files(data_dir=None, train_set: str | None = "KDDTrain+",
+          tests: tuple[str, ...] = TEST_SETS) -> dict[str, Path]:
+    """Where the files of this split are (DataError naming the first one missing)."""
+    names = ([train_set] if train_set else []) + list(tests)
+    return {name: find_data_file(FILES[name], data_dir, subdir=NAME) for name in names}
 
 
 def load(name: str, data_dir=None) -> LabelledSet:

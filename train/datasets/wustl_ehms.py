@@ -54,14 +54,18 @@ FEATURE_DEFAULTS = KEEP_ALL_FEATURES
 
 def load(data_dir=None) -> Dataset:
     """Find the file (either name, plain or .gz, in DIR or DIR/wustl-ehms-2020) and split it."""
+    return from_file(find(data_dir))
+
+
+def find(data_dir=None) -> Path:
+    """The one file: its training and test sets are both carved from it."""
     try:
-        path = find_data_file(FILES[0], data_dir, subdir=SUBDIR)
+        return find_data_file(FILES[0], data_dir, subdir=SUBDIR)
     except DataError as e:
         try:
-            path = find_data_file(FILES[1], data_dir, subdir=SUBDIR)
+            return find_data_file(FILES[1], data_dir, subdir=SUBDIR)
         except DataError:
             raise DataError(f"{e} (nor the original {FILES[1]})") from None
-    return from_file(path)
 
 
 def load_network_only(data_dir=None) -> Dataset:

@@ -39,7 +39,12 @@ FEATURE_DEFAULTS = KEEP_ALL_FEATURES
 
 def load(data_dir=None) -> Dataset:
     """Find wustl_iiot_2021.csv (plain or .gz, in DIR or DIR/wustl-iiot-2021) and split it."""
-    return from_file(find_data_file(FILE, data_dir, subdir=SUBDIR))
+    return from_file(find(data_dir))
+
+
+def find(data_dir=None) -> Path:
+    """The one file: its training and test sets are both carved from it."""
+    return find_data_file(FILE, data_dir, subdir=SUBDIR)
 
 
 def from_file(path: str | Path) -> Dataset:
