@@ -247,6 +247,53 @@ def test_a_canary_that_fails_its_health_check_stops_the_rollout(
         assert (current(hosts[host][1]), releases(hosts[host][1])) == before[host]
 
 
+def test_the_health_check_on_the_device_verifies_the_signature(rolled_out, devices,
+                                                                signed_bundle, keys, tmp_path):
+    """A package whose bundle was swapped after the host's own check (re-signed by another key,
+    changed after signing, or its signature removed) fails the health check on the device:
+    install.py probes with the unit's ExecStart, which carries --allowed-signers and
+    --require-signature. The reason is named and the device is back on its release. (The
+    package's install.py runs as deploy and the role run it on a device; the devices here are
+    this machine, and dev1's venv is reused.)"""
+    _, folder = devices[1]["dev1"]
+    first = current(folder)
+    package = tmp_path / "dev1.tar.gz"
+    result = cli("deploy", "--device", "x86_64", "--bundle", signed_bundle, "--output", package,
+                 "--prefix", folder / "opt", "--input", f"unix:{folder}/in.sock", "--alerts",
+                 folder / "alerts.json", "--allowed-signers", keys["allowed"],
+                 "--require-signature")
+    assert result.exit_code == 0, result.output
+    sshd.keygen(tmp_path / "stranger")
+
+    def resign(bundle: Path):
+        assert cli("sign", "--key", tmp_path / "stranger", bundle).exit_code == 0
+
+    def edit(bundle: Path):
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        (bundle / "manifest.json").write_text(json.dumps(manifest | {"dataset": "edited"}))
+
+    def unsign(bundle: Path):
+        (bundle / "manifest.json.sig").unlink()
+
+    for swap, reason in ((resign, "which is not in the allowed-signers file"),
+                         (edit, "the bundle was changed after signing"),
+                         (unsign, "the bundle is not signed")):
+        unpacked = tmp_path / swap.__name__
+        unpacked.mkdir()
+        shutil.unpack_archive(package, unpacked)
+        [top] = unpacked.iterdir()
+        swap(top / "bundle")
+        done = subprocess.run(["/usr/bin/python3", top / "install.py", "install", "--prefix",
+                               folder / "opt", "--systemd", "no", "--timeout", "120"],
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 1, done.stdout + done.stderr
+        outcome = json.loads(done.stdout.split("RESULT ")[-1])
+        assert outcome["ok"] is False and outcome["rolled_back_to"] == first
+        assert outcome["reason"].startswith("the daemon cannot start") and reason in \
+            outcome["reason"], outcome["reason"]
+        assert current(folder) == first
+
+
 def test_status_says_which_hosts_it_cannot_read(devices, tmp_path):
     root, hosts = devices
     hosts_ini = inventory(devices, tmp_path / "hosts.ini")
@@ -311,7 +358,7 @@ def test_fleet_deploy_without_hosts_or_with_a_bad_batch_is_a_clear_error(small_p
     broken = Path(shutil.copytree(bundle, tmp_path / "broken"))
     (broken / "features.json").write_text("{}")
     result = cli("fleet", "deploy", "-i", hosts_ini, "--bundle", broken)
-    assert result.exit_code == 5 and "features.json has SHA-256" in result.output
+    assert result.exit_code == 5 and "features.json was modified or corrupted" in result.output
     assert "PLAY" not in result.output  # stopped before Ansible started
 
 

@@ -4,7 +4,6 @@ refusal naming its reason."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -57,6 +56,11 @@ def signed(source: Path, dest: Path, key: Path) -> Path:
 @pytest.fixture
 def trusted(small_pipeline, keys, tmp_path) -> Path:
     return signed(small_pipeline[0] / "bundle", tmp_path / "trusted", keys["release"])
+
+
+@pytest.fixture
+def signed_hybrid(learned_nsl_kdd, keys, tmp_path) -> Path:
+    return signed(learned_nsl_kdd["hybrid"], tmp_path / "hybrid", keys["release"])
 
 
 def required(keys) -> TrustPolicy:
@@ -115,13 +119,17 @@ def test_a_manifest_changed_after_signing_is_refused(trusted, keys):
             load_bundle(trusted, policy)
 
 
-def test_a_model_changed_after_signing_is_refused(trusted, keys):
-    model = trusted / "model.tflite"
-    data = bytearray(model.read_bytes())
+@pytest.mark.parametrize("bundle, model", [("trusted", "model.tflite"),
+                                           ("signed_hybrid", "anomaly.tflite")])
+def test_a_model_changed_after_signing_is_refused(request, keys, bundle, model):
+    """A classifier's model.tflite, or a hybrid's anomaly.tflite (schema 2)."""
+    bundle = request.getfixturevalue(bundle)
+    data = bytearray((bundle / model).read_bytes())
     data[-100] ^= 1
-    model.write_bytes(bytes(data))
-    with pytest.raises(BundleError, match=r"model\.tflite has SHA-256 .* modified or corrupted"):
-        load_bundle(trusted, required(keys))
+    (bundle / model).write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=rf"{model} was modified or corrupted, refusing to "
+                                          rf"load it: its SHA-256 is "):
+        load_bundle(bundle, required(keys))
 
 
 def test_a_signature_for_another_purpose_is_refused(bundle_copy, keys):
@@ -132,6 +140,33 @@ def test_a_signature_for_another_purpose_is_refused(bundle_copy, keys):
     (bundle_copy / SIGNATURE_FILE).write_bytes(made.stdout)
     with pytest.raises(BundleError, match="not an edge-ids bundle signature .*namespace"):
         load_bundle(bundle_copy, required(keys))
+
+
+def test_a_hybrid_bundle_is_signed_and_checked_like_a_classifier(signed_hybrid, keys,
+                                                                 kdd_test_lines, tmp_path):
+    """Schema 2 with anomaly.tflite: the signature covers the anomaly model and its threshold
+    (both in the manifest), the daemon serves it signed, and a raised threshold is refused."""
+    bundle = load_bundle(signed_hybrid, required(keys))
+    assert (bundle.detector, bundle.manifest["schema_version"]) == ("hybrid", 2)
+    assert bundle.signer.principal == "releases@example.org"
+    records = tmp_path / "records.csv"
+    records.write_bytes(b"".join(kdd_test_lines[:200]))
+    done = subprocess.run([sys.executable, "-m", "edge_ids", "run", "--bundle", str(signed_hybrid),
+                           "--input", f"file:{records}", "--alerts", "-", "--emit", "all",
+                           "--allowed-signers", str(keys["allowed"]), "--require-signature"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(lines) == 200 and lines[0]["ml"]["model_sha256"] == bundle.model_sha256
+    assert "signed by releases@example.org" in done.stderr
+
+    manifest = json.loads((signed_hybrid / "manifest.json").read_text())
+    manifest["anomaly"]["threshold"] *= 10  # fewer Unknown alerts: what an attacker would want
+    (signed_hybrid / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="the bundle was changed after signing"):
+        load_bundle(signed_hybrid, required(keys))
+    result = cli("verify", "--allowed-signers", keys["allowed"], signed_hybrid)
+    assert result.exit_code == 5 and "changed after signing" in result.output
 
 
 def test_required_without_an_allowed_signers_file_is_a_configuration_error(trusted):
@@ -164,6 +199,9 @@ def test_sighup_to_a_bad_signature_keeps_the_old_model_and_counts_the_failure(
     good = signed(small_pipeline[0] / "bundle", tmp_path / "good", keys["release"])
     stranger = signed(other_bundle, tmp_path / "stranger", keys["stranger"])
     unsigned = Path(shutil.copytree(other_bundle, tmp_path / "unsigned"))
+    changed = signed(other_bundle, tmp_path / "changed", keys["release"])
+    manifest = json.loads((changed / "manifest.json").read_text())
+    (changed / "manifest.json").write_text(json.dumps(manifest | {"dataset": "edited"}))
     next_good = signed(other_bundle, tmp_path / "next", keys["release"])
     current, sock = tmp_path / "current", tmp_path / "in.sock"
     point(current, good)
@@ -175,7 +213,8 @@ def test_sighup_to_a_bad_signature_keeps_the_old_model_and_counts_the_failure(
     try:
         assert "signed by releases@example.org (ED25519 key" in daemon.log_text()
         for failures, bundle, reason in ((1, stranger, "which is not in the allowed-signers"),
-                                         (2, unsigned, "the bundle is not signed")):
+                                         (2, unsigned, "the bundle is not signed"),
+                                         (3, changed, "the bundle was changed after signing")):
             point(current, bundle)
             daemon.signal(signal.SIGHUP)
             daemon.wait_metric("edge_ids_reloads_total", failures, result="failed")
@@ -208,6 +247,25 @@ def test_the_daemon_refuses_to_start_on_a_bundle_it_does_not_trust(small_pipelin
     assert "cannot start" in done.stderr and "not in the allowed-signers file" in done.stderr
 
 
+def test_a_profile_that_requires_signatures_sets_the_policy_and_needs_trusted_keys(keys):
+    """[signatures] require = true in a device profile: deploy refuses to go on without keys,
+    and with them the unit requires signatures; --no-require-signature overrides the profile."""
+    from dataclasses import replace
+
+    from edge_ids.devices.deploy import DeployOptions, NoTrustedKeys
+
+    profile = replace(load_profile("pi4"), require_signature=True)
+    with pytest.raises(NoTrustedKeys, match="device profile pi4 requires signed bundles: give "
+                                            "--allowed-signers FILE"):
+        DeployOptions("pi4", Path("b")).trust(profile)
+    options = DeployOptions("pi4", Path("b"), allowed_signers=keys["allowed"])
+    assert options.trust(profile) == TrustPolicy(keys["allowed"], required=True)
+    assert options.unit_options["require_signature"] is True
+    assert options.unit_options["allowed_signers"] == "/opt/edge-ids/current/allowed_signers"
+    assert DeployOptions("pi4", Path("b"), require_signature=False).trust(profile) == \
+        TrustPolicy(None, required=False)
+
+
 def test_the_unit_carries_the_signature_policy():
     unit = render_unit(load_profile("pi4"), allowed_signers="/opt/edge-ids/current/allowed_"
                        "signers", require_signature=True)
@@ -218,8 +276,7 @@ def test_the_unit_carries_the_signature_policy():
         render_unit(load_profile("pi4"), require_signature=True)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv")
-                    or not unit_sandbox.available(), reason="needs root, setpriv, systemd-analyze")
+@pytest.mark.skipif(unit_sandbox.missing() is not None, reason=str(unit_sandbox.missing()))
 def test_ssh_keygen_checks_signatures_inside_the_units_sandbox(small_pipeline, keys,
                                                                 kdd_test_lines):
     """As the unit's user (nobody here) and under its system-call filter, the daemon runs
