@@ -180,7 +180,8 @@ def _fine_tune(model, prep, record: dict, opts: CompressOptions, kind: str, echo
     rate = opts.learning_rate or recipe["learning_rate"] / 10
     history = fit_classifier(target, loss, x, y, prep.x_val, prep.y_val, epochs=epochs,
                              batch_size=recipe["batch_size"], learning_rate=rate, patience=None,
-                             seed=prep.seed, callbacks=(callback,), echo=echo)
+                             seed=prep.seed, callbacks=(callback,), echo=echo,
+                             steps_per_execution=1)  # the masks act after every step
     if kind == "qat":
         copy_back(target, model)
     return history | {"learning_rate": rate, "steps": steps}

@@ -58,7 +58,9 @@ class Autoencoder:
     def fit(self, x: np.ndarray, x_early_stop: np.ndarray) -> dict:
         import keras
 
-        keras.utils.set_random_seed(self.seed)
+        from .determinism import seed_everything
+
+        seed_everything(self.seed)
         self.keras_model = model = self.build(x.shape[1])
         # steps_per_execution: a small model's step is mostly per-step dispatch otherwise
         model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="mse",
