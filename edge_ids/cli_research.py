@@ -56,11 +56,15 @@ _data_dir = click.option(
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=0.2, show_default=True,
               help="Stratified share of the training file held out for validation.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--budget", type=click.Choice(BUDGET_NAMES), default="reduced", show_default=True,
+              help="reduced: batch 256 (DNN), early stopping; paper: the paper's batch size "
+                   "and epochs, no early stopping, as `edge-ids reproduce` runs it.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds everything; the same seed gives the same figures on this machine.")
 @click.option("--bundle/--no-bundle", default=True, show_default=True,
               help="Also quantize to int8 and write OUT/bundle (checked on the edge runtime).")
 def train(dataset, model, loss, resample, out, data_dir, train_set, hidden, gamma, alpha, ratio,
-          epochs, val_fraction, seed, bundle):
+          epochs, val_fraction, budget, seed, bundle):
     """Train one model, loss and imbalance method; evaluate it on the test sets.
 
     The feature spec is fitted on the training rows, the validation rows are carved from the
@@ -90,7 +94,7 @@ def train(dataset, model, loss, resample, out, data_dir, train_set, hidden, gamm
                      train_set=train_set, seed=seed, val_fraction=val_fraction,
                      model_options=model_options, loss_options=loss_options,
                      resample_options=resample_options, training=training, bundle=bundle,
-                     echo=click.echo)
+                     budget=budget, echo=click.echo)
     except (DataError, ValueError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
 

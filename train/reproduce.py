@@ -145,8 +145,8 @@ def reproduce(paper_key: str, out: Path, data_dir=None, dataset: str | None = No
                          f"under {AUDIT_DIR}/ (the default)")
     _refuse_mixing(out, protocol)
     started = time.monotonic()
-    data = apply_protocol(load_dataset(paper.dataset, data_dir, train_set=paper.train_set),
-                          protocol)
+    official = load_dataset(paper.dataset, data_dir, train_set=paper.train_set)
+    data = apply_protocol(official, protocol)
     out.mkdir(parents=True, exist_ok=True)
     overrides = QUICK if quick else {}
     runs: dict[str, list[dict]] = {m.name: [] for m in chosen}
@@ -178,7 +178,7 @@ def reproduce(paper_key: str, out: Path, data_dir=None, dataset: str | None = No
                 first_seed[method.name] = {"scores": result["scores"]}
     results = {
         "paper": paper.key, "title": paper.title, "dataset": data.name,
-        "protocol": protocol, "protocol_note": describe(protocol, data),
+        "protocol": protocol, "protocol_note": describe(protocol, official),
         "budget": budget, "budget_settings": BUDGETS[budget],
         "classes": list(data.classes), "normal": data.normal,
         "train_set": paper.train_set or "train split", "tests": list(data.tests),
@@ -199,6 +199,9 @@ def reproduce(paper_key: str, out: Path, data_dir=None, dataset: str | None = No
     saved = {k: v for k, v in results.items() if k != "previous"}
     (out / "results.json").write_text(json.dumps(saved, indent=1, default=_plain) + "\n")
     echo(f"results: {out / 'results.md'}   total {results['seconds']:.0f} s")
+    if protocol != "official" and out.parent.resolve() == AUDIT_DIR.resolve():
+        from .audit import write_audit
+        echo(f"audit summary: {write_audit()}")
     return results
 
 

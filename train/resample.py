@@ -123,21 +123,27 @@ class CFLVAESampler:
         self.vae = None
 
     def fit_resample(self, x, y):
-        from .cflvae import CFLVAE
-        from .fit import split_validation
-
         x, y = np.asarray(x, dtype=np.float32), np.asarray(y)
         goal = targets(y, self.ratio)
         if not goal:
             return NoResampling().fit_resample(x, y)
-        n_classes = int(y.max()) + 1
+        self.fit(x, y)
+        return self.generate(x, y, goal)
+
+    def fit(self, x, y, callbacks: tuple = ()) -> dict:
+        """Train the CFLVAE alone (the fidelity study generates from it in several ways)."""
+        from .cflvae import CFLVAE
+        from .fit import split_validation
+
+        x, y = np.asarray(x, dtype=np.float32), np.asarray(y)
         fit_rows, val_rows = split_validation(len(y), _stratifiable(y), 0.2, self.seed)
-        self.vae = vae = CFLVAE(x.shape[1], n_classes, gamma=self.gamma, alpha=self.alpha,
-                                seed=self.seed)
+        self.vae = vae = CFLVAE(x.shape[1], int(y.max()) + 1, gamma=self.gamma,
+                                alpha=self.alpha, seed=self.seed)
         self.history = vae.fit(x[fit_rows], y[fit_rows], x[val_rows], y[val_rows],
                                epochs=self.epochs, batch_size=self.batch_size,
-                               patience=self.patience, schedule=self.schedule, echo=self.echo)
-        return self.generate(x, y, goal)
+                               patience=self.patience, schedule=self.schedule,
+                               callbacks=callbacks, echo=self.echo)
+        return self.history
 
     def generate(self, x, y, goal: dict[int, int]):
         """The rows, then the generated rows that bring each class in `goal` to its target."""
