@@ -281,9 +281,15 @@ def main(argv=None) -> None:
     parser.add_argument("--official", type=Path,
                         default=Path("benchmarks/results/khanam2022/results.json"),
                         help="the official reproduction, for the comparison table")
+    parser.add_argument("--markdown-only", action="store_true",
+                        help="rewrite OUT/results.md from OUT/results.json (e.g. once the "
+                             "official reproduction it compares with has finished)")
     args = parser.parse_args(argv)
-    results = run(args.data_dir, args.seed, [int(s) for s in args.test_seeds.split(",")],
-                  args.out)
+    if args.markdown_only:
+        results = json.loads((args.out / "results.json").read_text())
+    else:
+        results = run(args.data_dir, args.seed, [int(s) for s in args.test_seeds.split(",")],
+                      args.out)
     official = json.loads(args.official.read_text()) if args.official.is_file() else None
     write_results(args.out, results, markdown(results, official), "results.md")
 

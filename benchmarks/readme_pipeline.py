@@ -2,10 +2,12 @@
 
     edge-ids pipeline --data-dir ../shared/datasets --out out/nsl-kdd
     python -m edge_ids.benchmarks.readme_pipeline out/nsl-kdd
+    python -m edge_ids.benchmarks.readme_pipeline --seeds out/nsl-kdd out/nsl-kdd-s1 out/nsl-kdd-s2
 
 The README's table under "Produced by command 1" must be exactly the run's summary.md table,
 and its agreement percentages and bundle sizes those of the run. Exits 1 and prints the
-differences otherwise (tests/test_readme_figures.py runs command 1 and this check, slow set).
+differences otherwise (tests/test_pipeline.py runs command 1 and this check, slow set).
+With --seeds it prints the README's table over seeds from runs with `--seed 0`, `1`, `2`.
 """
 from __future__ import annotations
 
@@ -59,8 +61,34 @@ def differences(run: Path, readme: Path = README) -> list[str]:
     return problems
 
 
+def seeds_table(runs: list[Path]) -> str:
+    """The README's table over seeds: mean ± sample std of each run's manifest metrics."""
+    import json
+
+    import numpy as np
+
+    manifests = [json.loads((Path(r) / "bundle" / "manifest.json").read_text()) for r in runs]
+    lines = ["| test set | model | acc | macro-F1 | FPR | DR DoS | DR Probe | DR R2L | DR U2R "
+             "| int8 agrees with float |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for test in manifests[0]["int8_float_agreement"]:
+        for variant in ("float", "int8"):
+            ms = [m["metrics"][variant][test] for m in manifests]
+            cells = []
+            for key, digits in (("accuracy", 2), ("macro_f1", 2), ("fpr", 2), ("DoS", 1),
+                                ("Probe", 1), ("R2L", 1), ("U2R", 1)):
+                v = 100 * np.array([m[key] if key in m else m["recall"][key] for m in ms])
+                cells.append(f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}")
+            agree = (", ".join(f"{100 * m['int8_float_agreement'][test]:.2f}" for m in manifests)
+                     if variant == "int8" else "")
+            lines.append(f"| {test} | {variant} | " + " | ".join(cells) + f" | {agree} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--seeds":
+        print(seeds_table([Path(r) for r in argv[1:]]))
+        return 0
     run = Path(argv[0] if argv else "out/nsl-kdd")
     problems = differences(run)
     for p in problems:

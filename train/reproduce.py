@@ -14,7 +14,7 @@ import numpy as np
 
 from .experiment import Method, prepare, run_method
 from .protocols import apply_protocol, check_protocol, describe, protocol_callbacks
-from .results import write_results
+from .results import attach_previous, write_results
 
 RESULTS_DIR = Path("benchmarks/results")
 AUDIT_DIR = RESULTS_DIR / "audit"
@@ -190,10 +190,7 @@ def reproduce(paper_key: str, out: Path, data_dir=None, dataset: str | None = No
         "runs": runs,
         "seconds": round(time.monotonic() - started, 1),
     }
-    previous = out / "reduced-budget" / "results.json"
-    if budget == "paper" and previous.is_file():
-        results["previous"] = {"path": "reduced-budget/results.json",
-                               **json.loads(previous.read_text())}
+    attach_previous(results, out)
     test_labels = {name: s.y for name, s in data.tests.items()}
     write_results(results, first_seed, test_labels, out)
     saved = {k: v for k, v in results.items() if k != "previous"}

@@ -2,6 +2,8 @@
 tables, plus the pictures (first seed)."""
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +167,25 @@ def write_results(results: dict, first_seed: dict, test_labels: dict, out: Path)
 
 def _slug(name: str) -> str:
     return name.replace("+", "plus").replace(" ", "_").lower()
+
+
+def attach_previous(results: dict, out: Path) -> None:
+    """A paper-budget run shows the reduced-budget run kept in OUT/reduced-budget/ beside it."""
+    previous = Path(out) / "reduced-budget" / "results.json"
+    if results.get("budget") == "paper" and previous.is_file():
+        results["previous"] = {"path": "reduced-budget/results.json",
+                               **json.loads(previous.read_text())}
+
+
+def rewrite_markdown(out: Path) -> Path:
+    """OUT/results.md again from OUT/results.json (the pictures stay as they are)."""
+    out = Path(out)
+    results = json.loads((out / "results.json").read_text())
+    attach_previous(results, out)
+    (out / "results.md").write_text(markdown(results))
+    return out / "results.md"
+
+
+if __name__ == "__main__":  # python -m edge_ids.train.results FOLDER...
+    for folder in sys.argv[1:]:
+        print(rewrite_markdown(Path(folder)))
