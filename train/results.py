@@ -130,9 +130,10 @@ def budget_effect(results: dict) -> list[str]:
     minority = [c for c in results["classes"] if c != results["normal"]][-2:]
     rare = " / ".join(minority)
     lines = ["## Effect of the budget", "",
-             f"The previous run at the reduced budget ({previous['path']}: batch 256, at most "
-             "100 DNN / 200 CFLVAE epochs, early stopping) beside this one; mean ± std over "
-             "seeds, in %.", "",
+             f"The previous run at the reduced budget ({previous['path']}; `reduced` in "
+             "train/models.py: early stopping on the validation loss, Khanam et al.'s DNN in "
+             "batches of 256 for at most 100 epochs and their CFLVAE at most 200) beside this "
+             "one; mean ± std over seeds, in %.", "",
              "| method | test set | reduced: acc | this: acc | reduced: macro-F1 "
              f"| this: macro-F1 | reduced: DR {rare} | this: DR {rare} |",
              "|---|---|---|---|---|---|---|---|"]
