@@ -120,3 +120,6 @@ def test_audit_summary_tags_every_row_with_its_protocol(audit_runs):
     assert "### merged-resplit: NOT the official split" in markdown
     assert "### test-selected: NOT the official protocol" in markdown
     assert "is a quick run" in markdown
+    seen = audit["seen_attack_types"]["khanam2022"]["KDDTest+"]
+    assert seen["Normal"] == 1.0 and 0.3 < seen["Probe"] < 0.6  # mscan, saint, ... unseen
+    assert "Share of each test set's rows whose attack name occurs" in markdown

@@ -4,7 +4,7 @@
 `edge-ids reproduce PAPER --protocol ...`) into benchmarks/results/audit/results.{json,md}:
 one row per (paper, protocol, method, test set, seed), macro and weighted averages side by side.
 
-    python -m edge_ids.train.audit        # rebuild the summary (reproduce does it too)
+    python -m edge_ids.train.audit [--data-dir DIR]   # rebuild it (reproduce does it too)
 """
 from __future__ import annotations
 
@@ -105,7 +105,22 @@ def markdown(audit: dict) -> str:
                             else "—" for k, _ in COLUMNS) + " | |")
             lines.append("")
         lines += _reading(audit, paper, mine)
+        lines += _seen_types(audit.get("seen_attack_types", {}).get(paper))
     return "\n".join(lines) + "\n"
+
+
+def _seen_types(seen: dict | None) -> list[str]:
+    if not seen:
+        return []
+    classes = list(next(iter(seen.values())))
+    lines = ["Share of each test set's rows whose attack name occurs in the training file (the "
+             "rest are attack types the official protocol never shows in training; "
+             "merged-resplit shows them):", "",
+             "| test set | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+    for test, shares in seen.items():
+        lines.append(f"| {test} | " + " | ".join(f"{100 * shares[c]:.1f} %" for c in classes)
+                     + " |")
+    return lines + [""]
 
 
 def _as_weighted(published: dict) -> dict:
@@ -139,14 +154,31 @@ def _reading(audit: dict, paper: str, rows: list[dict]) -> list[str]:
     return lines
 
 
-def write_audit(results_dir: Path = RESULTS_DIR) -> Path:
+def write_audit(results_dir: Path = RESULTS_DIR, seen: dict | None = None) -> Path:
+    """Rebuild the summary. `seen`: {paper: protocols.seen_attack_types(official dataset)};
+    without it, the shares already in the summary are kept."""
     audit = collect(results_dir)
     out = results_dir / AUDIT_DIR.name
     out.mkdir(parents=True, exist_ok=True)
+    old = out / "results.json"
+    kept = json.loads(old.read_text()).get("seen_attack_types", {}) if old.is_file() else {}
+    audit["seen_attack_types"] = kept | (seen or {})
     (out / "results.json").write_text(json.dumps(audit, indent=1) + "\n")
     (out / "results.md").write_text(markdown(audit))
     return out / "results.md"
 
 
-if __name__ == "__main__":
-    print(write_audit(Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS_DIR))
+def _seen_from_data(data_dir) -> dict:
+    from .datasets import load_dataset
+    from .protocols import seen_attack_types
+
+    return {key: seen_attack_types(load_dataset(p.dataset, data_dir, train_set=p.train_set))
+            for key, p in PAPERS.items() if p.dataset == "nsl-kdd"}
+
+
+if __name__ == "__main__":  # python -m edge_ids.train.audit [RESULTS_DIR] [--data-dir DIR]
+    args = sys.argv[1:]
+    data = args[args.index("--data-dir") + 1] if "--data-dir" in args else None
+    folders = [a for a in args if a != "--data-dir" and a != data]
+    print(write_audit(Path(folders[0]) if folders else RESULTS_DIR,
+                      _seen_from_data(data) if data else None))

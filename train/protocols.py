@@ -111,3 +111,12 @@ def test_selected_epoch(x_test, y_test, name: str):
             self.kept_epoch = self.best + 1
 
     return TestSelectedEpoch()
+
+
+def seen_attack_types(dataset: Dataset) -> dict:
+    """{test set: {class: share of its rows whose attack name occurs in the training file}}:
+    what no protocol that keeps the test files out of training can learn from examples."""
+    seen = set(dataset.train.labels)
+    return {name: {c: float(np.mean(np.isin(test.labels[test.y == i], list(seen))))
+                   for i, c in enumerate(dataset.classes) if np.any(test.y == i)}
+            for name, test in dataset.tests.items()}

@@ -13,7 +13,8 @@ from typing import Callable
 import numpy as np
 
 from .experiment import Method, prepare, run_method
-from .protocols import apply_protocol, check_protocol, describe, protocol_callbacks
+from .protocols import (apply_protocol, check_protocol, describe, protocol_callbacks,
+                        seen_attack_types)
 from .results import attach_previous, write_results
 
 RESULTS_DIR = Path("benchmarks/results")
@@ -198,7 +199,8 @@ def reproduce(paper_key: str, out: Path, data_dir=None, dataset: str | None = No
     echo(f"results: {out / 'results.md'}   total {results['seconds']:.0f} s")
     if protocol != "official" and out.parent.resolve() == AUDIT_DIR.resolve():
         from .audit import write_audit
-        echo(f"audit summary: {write_audit()}")
+        seen = {paper.key: seen_attack_types(official)} if paper.dataset == "nsl-kdd" else None
+        echo(f"audit summary: {write_audit(seen=seen)}")
     return results
 
 
