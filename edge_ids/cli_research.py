@@ -132,9 +132,9 @@ def reproduce(paper, dataset, data_dir, out, seeds, budget, protocol, methods, q
     dina2023    FNN-ORG/-RND/-CTGANSamp/-Dice/-Focal, CNN-ORG/-Focal; WUSTL-EHMS-2020
 
     Our figures sit beside the paper's published ones. All tuning uses validation rows carved
-    from the training data, and --seed gives the same figures on the same machine. At the
-    papers' budget on 2 CPU cores khanam2022 takes about an hour and dina2023 about half
-    that (measured times: README).
+    from the training data, and the same seeds give the same figures, bit for bit, on the
+    same machine and software. At the papers' budget on 2 CPU cores dina2023 took 36 min and
+    khanam2022 PLACEHOLDER (README, "Reproducing the papers").
     """
     from .train.reproduce import default_out, reproduce as run
 

@@ -187,6 +187,42 @@ def rewrite_markdown(out: Path) -> Path:
     return out / "results.md"
 
 
-if __name__ == "__main__":  # python -m edge_ids.train.results FOLDER...
-    for folder in sys.argv[1:]:
-        print(rewrite_markdown(Path(folder)))
+def readme_table(out: Path) -> str:
+    """The README's compact table of a reproduction: each test set's accuracy and macro-F1
+    (the first also weighted-F1 and the two rarest classes' detection rates), the reduced
+    budget's figures beside them and the paper's published ones."""
+    results = json.loads((Path(out) / "results.json").read_text())
+    attach_previous(results, out)
+    first, tests = results["tests"][0], results["tests"]
+    rare = [c for c in results["classes"] if c != results["normal"]][-2:]
+    head = ["method"]
+    for test in tests:
+        head += [f"{test} acc", "macro-F1"] + (
+            ["weighted-F1"] + [f"DR {c}" for c in rare] if test == first else [])
+    head += ["reduced budget: acc / macro-F1", "paper: acc / F1"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, runs in results["runs"].items():
+        row = [method]
+        for test in tests:
+            s = summarise(runs, test)
+            row += [_cell(k, *s[k][:2]) for k in ("accuracy", "macro_f1")]
+            if test == first:
+                row += [_cell("weighted_f1", *s["weighted_f1"][:2])]
+                row += [f"{100 * s[f'recall:{c}'][0]:.1f}" for c in rare]
+        old = results.get("previous", {}).get("runs", {}).get(method)
+        if old:
+            s = summarise(old, first)
+            row.append(f"{100 * s['accuracy'][0]:.2f} / {100 * s['macro_f1'][0]:.2f}")
+        else:
+            row.append("—")
+        paper = results["published"].get(method, {}).get(first)
+        row.append(f"{100 * paper['accuracy']:.2f} / {100 * paper['macro_f1']:.2f}"
+                   if paper else "—")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m edge_ids.train.results [--readme] FOLDER...
+    readme = "--readme" in sys.argv
+    for folder in (a for a in sys.argv[1:] if a != "--readme"):
+        print(readme_table(Path(folder)) if readme else rewrite_markdown(Path(folder)))
