@@ -124,7 +124,12 @@ def train(dataset, model, loss, resample, out, data_dir, train_set, hidden, gamm
                    "'DNN (CE),CFLVAE-DNN'.")
 @click.option("--quick", is_flag=True,
               help="Smoke run: 10 epochs, small generation, a training subset (what CI runs).")
-def reproduce(paper, dataset, data_dir, out, seeds, budget, protocol, methods, quick):
+@click.option("--resume", is_flag=True,
+              help="Reuse the runs an interrupted grid finished (kept in OUT/runs/ with their "
+                   "settings; only runs under the same paper, protocol, budget and --quick "
+                   "are reused). Seeds can also run as parallel processes, one --seeds each, "
+                   "then one --resume over all seeds writes the tables.")
+def reproduce(paper, dataset, data_dir, out, seeds, budget, protocol, methods, quick, resume):
     """Run a paper's method grid and write results.md, results.json and PNGs.
 
     \b
@@ -143,7 +148,7 @@ def reproduce(paper, dataset, data_dir, out, seeds, budget, protocol, methods, q
     try:
         run(paper, out or default_out(paper, protocol), data_dir=data_dir, dataset=dataset,
             seeds=seed_list, quick=quick, budget=budget, protocol=protocol, methods=names,
-            echo=click.echo)
+            resume=resume, echo=click.echo)
     except (DataError, ValueError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
 

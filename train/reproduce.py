@@ -16,6 +16,7 @@ from .experiment import Method, prepare, run_method
 from .protocols import (apply_protocol, check_protocol, describe, protocol_callbacks,
                         seen_attack_types)
 from .results import attach_previous, write_results
+from .run_cache import RunCache
 
 RESULTS_DIR = Path("benchmarks/results")
 AUDIT_DIR = RESULTS_DIR / "audit"
@@ -130,11 +131,13 @@ QUICK = {"training": {"epochs": 10, "patience": 3},
 def reproduce(paper_key: str, out: Path, data_dir=None, dataset: str | None = None,
               seeds=(0, 1, 2), quick: bool = False, budget: str = "paper",
               protocol: str = "official", methods: list[str] | None = None,
-              echo: Callable[[str], None] = print) -> dict:
+              resume: bool = False, echo: Callable[[str], None] = print) -> dict:
     """Run the paper's grid (or the named `methods` of it) over `seeds` under a budget
     (models.BUDGETS) and an evaluation protocol (protocols.PROTOCOLS); write
-    OUT/results.{json,md} and PNGs; return the results. A protocol other than official never
-    writes into a folder that holds official results (and official never into an audit one)."""
+    OUT/results.{json,md} and PNGs; return the results. Each finished run is kept in
+    OUT/runs/; `resume` reuses those that ran under the same settings. A protocol other than
+    official never writes into a folder that holds official results (and official never into
+    an audit one)."""
     from .datasets import load_dataset
     from .models import BUDGETS
 
@@ -154,12 +157,25 @@ def reproduce(paper_key: str, out: Path, data_dir=None, dataset: str | None = No
     first_seed: dict[str, dict] = {}
     total = len(seeds) * len(chosen)
     done = 0
+    cache = RunCache(out / "runs", {"paper": paper.key, "protocol": protocol,
+                                    "budget": budget, "quick": quick})
     for seed in seeds:
-        prep = prepare(data, seed, paper.val_fraction, echo=echo,
-                       max_train_rows=8000 if quick else None)
+        prep = None
         for method in chosen:
             done += 1
             echo(f"[{done}/{total}] {method.name}, seed {seed} ({protocol}, {budget} budget)")
+            cached = cache.load(method.name, seed) if resume else None
+            if cached:
+                run, scores = cached
+                echo(f"      finished earlier ({run['seconds']:.0f} s): reused from "
+                     f"{cache.folder}")
+                runs[method.name].append(run)
+                if seed == seeds[0]:
+                    first_seed[method.name] = {"scores": scores}
+                continue
+            if prep is None:
+                prep = prepare(data, seed, paper.val_fraction, echo=echo,
+                               max_train_rows=8000 if quick else None)
             callbacks = protocol_callbacks(protocol, prep)
             result = run_method(prep, method, echo=echo, overrides=overrides, budget=budget,
                                 callbacks=callbacks)
@@ -175,6 +191,7 @@ def reproduce(paper_key: str, out: Path, data_dir=None, dataset: str | None = No
             for callback in callbacks:  # test-selected: the test-accuracy curve it chose from
                 run["test_accuracy_by_epoch"] = {callback.test_name: callback.accuracies}
             runs[method.name].append(run)
+            cache.save(method.name, seed, run, result["scores"])
             if seed == seeds[0]:
                 first_seed[method.name] = {"scores": result["scores"]}
     results = {
