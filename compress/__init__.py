@@ -2,5 +2,6 @@
 import logging
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# 3: as train/__init__.py says (the C++ log's info, warning and harmless error lines)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 logging.getLogger("tensorflow").setLevel(logging.ERROR)  # as train/__init__.py says why

@@ -159,7 +159,9 @@ def _fine_tune(model, prep, record: dict, opts: CompressOptions, kind: str, echo
     from .qat import copy_back, quantization_aware_model
 
     method = record["method"]
-    recipe = TRAINING[method["model"]] | (method.get("training") or {})
+    # the recipe the model was trained with (its budget, since issue 17), else the default
+    recipe = (record.get("budget") or {}).get("classifier") or (
+        TRAINING[method["model"]] | (method.get("training") or {}))
     sampler = make_sampler(method.get("resample", "none"), seed=prep.seed, echo=echo,
                            **(method.get("resample_options") or {}))
     x, y = sampler.fit_resample(prep.x_fit, prep.y_fit)
@@ -180,7 +182,8 @@ def _fine_tune(model, prep, record: dict, opts: CompressOptions, kind: str, echo
     rate = opts.learning_rate or recipe["learning_rate"] / 10
     history = fit_classifier(target, loss, x, y, prep.x_val, prep.y_val, epochs=epochs,
                              batch_size=recipe["batch_size"], learning_rate=rate, patience=None,
-                             seed=prep.seed, callbacks=(callback,), echo=echo)
+                             seed=prep.seed, callbacks=(callback,), echo=echo,
+                             steps_per_execution=1)  # the masks act after every step
     if kind == "qat":
         copy_back(target, model)
     return history | {"learning_rate": rate, "steps": steps}

@@ -16,7 +16,7 @@ def run_training(dataset: str, model: str, loss: str, resample: str, out: Path, 
                  data_dir=None, train_set: str | None = None, seed: int = 0,
                  val_fraction: float = 0.2, model_options: dict | None = None,
                  loss_options: dict | None = None, resample_options: dict | None = None,
-                 training: dict | None = None, bundle: bool = True,
+                 training: dict | None = None, bundle: bool = True, budget: str = "reduced",
                  echo: Callable[[str], None] = print) -> dict:
     from .train.datasets import load_dataset
     from .train.evaluate import metrics_table
@@ -31,7 +31,7 @@ def run_training(dataset: str, model: str, loss: str, resample: str, out: Path, 
     prep = prepare(data, seed, val_fraction, echo=echo)
     method = Method(f"{model}/{loss}/{resample}", model, loss, resample, model_options or {},
                     loss_options or {}, resample_options or {}, training or {})
-    result = run_method(prep, method, echo=echo)
+    result = run_method(prep, method, echo=echo, budget=budget)
     keras_model = result["model"]
     keras_model.save(out / "model.keras")
     (out / "features.json").write_text(json.dumps(prep.spec, indent=1) + "\n")
@@ -41,7 +41,8 @@ def run_training(dataset: str, model: str, loss: str, resample: str, out: Path, 
               "method": {"model": model, "loss": loss, "resample": resample,
                          "model_options": model_options, "loss_options": loss_options,
                          "resample_options": resample_options, "training": training},
-              "history": result["history"], "rows_after_resampling":
+              "history": result["history"], "budget": result["budget"],
+              "rows_after_resampling":
                   result["rows_after_resampling"], "notes": data.notes}
     if bundle:
         metrics["int8"] = _write_bundle(out / "bundle", keras_model, prep, data, record, echo)

@@ -181,8 +181,10 @@ def test_pipeline_rejects_bad_options(tmp_path, args, message):
 
 
 def test_research_choices_match_the_registries():
-    from edge_ids.cli_research import LOSS_NAMES, MODEL_NAMES
+    from edge_ids.cli_research import BUDGET_NAMES, LOSS_NAMES, MODEL_NAMES
     from edge_ids.train.losses import LOSSES
     from edge_ids.train.models import MODELS
 
     assert MODEL_NAMES == tuple(MODELS) and LOSS_NAMES == LOSSES
+    from edge_ids.train.models import BUDGETS
+    assert BUDGET_NAMES == tuple(BUDGETS)

@@ -59,7 +59,9 @@ class Autoencoder:
         """`echo`, if given, gets a progress line every tenth of the epochs."""
         import keras
 
-        keras.utils.set_random_seed(self.seed)
+        from .determinism import seed_everything
+
+        seed_everything(self.seed)
         self.keras_model = model = self.build(x.shape[1])
         # steps_per_execution: a small model's step is mostly per-step dispatch otherwise
         model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="mse",

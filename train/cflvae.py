@@ -13,6 +13,10 @@ a continuous one keeps BCE's minimum at x_hat = x.
 
 Encoder and decoder are functional Keras models (TOOLCHAIN.md section 1: a subclassed VAE does
 not convert to TFLite); `deploy_graph` gives x_hat = decoder([z_mean(x, c), c]) for export.
+
+Generation (`generate`): "prior" decodes z drawn from N(0, I) with the class, as the paper's
+section 3.3.3 describes; "encoded" decodes z drawn from q(z | x, c) of real rows of the class,
+so each new row is a variation of a real one (the fidelity study compares both).
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from .fit import _EpochLine
+from .determinism import seed_everything
+from .fit import STEPS_PER_EXECUTION, _EpochLine
 from .losses import default_classwise, focal_term
 
 
@@ -68,13 +73,13 @@ class CFLVAE:
                                                                    latent, seed)
 
         def dense(units, i, activation="relu6"):
-            return keras.layers.Dense(units, activation=activation,
+            return keras.layers.Dense(units, activation=activation, name=f"dense_{i}",
                                       kernel_initializer=keras.initializers.GlorotNormal(seed + i),
                                       bias_regularizer=keras.regularizers.L2(bias_l2))
 
         x_in = keras.Input((n_features,), name="x")
         c_in = keras.Input((n_classes,), name="c")
-        h = keras.layers.Concatenate()([x_in, c_in])
+        h = keras.layers.Concatenate(name="x_and_c")([x_in, c_in])
         for i, units in enumerate(hidden):
             h = dense(units, i)(h)
         z_mean = dense(latent, 10, activation=None)(h)
@@ -83,7 +88,7 @@ class CFLVAE:
 
         z_in = keras.Input((latent,), name="z")
         c_dec = keras.Input((n_classes,), name="c")
-        h = keras.layers.Concatenate()([z_in, c_dec])
+        h = keras.layers.Concatenate(name="z_and_c")([z_in, c_dec])
         for i, units in enumerate(reversed(hidden)):
             h = dense(units, 20 + i)(h)
         x_hat = dense(n_features, 30, activation="sigmoid")(h)
@@ -94,29 +99,57 @@ class CFLVAE:
         self.trainer = keras.Model([x_in, c_in], self.decoder([z, c_in]), name="cflvae")
 
     def fit(self, x, y, x_val, y_val, *, epochs: int = 500, batch_size: int = 64,
-            learning_rate: float = 1e-3, patience: int = 10,
+            learning_rate: float = 1e-3, patience: int | None = 10,
+            schedule: str | None = None, decay_epochs: int = 10,
+            steps_per_execution: int = STEPS_PER_EXECUTION, callbacks: tuple = (),
             echo: Callable[[str], None] | None = None) -> dict:
-        """Train on (x, y) with early stopping on the validation loss; keep the best weights."""
-        keras.utils.set_random_seed(self.seed)
-        self.trainer.compile(optimizer=keras.optimizers.Adam(learning_rate),
+        """Train on (x, y). patience: early stopping on the validation loss, best weights kept;
+        None runs every epoch (the paper). schedule "polynomial": Adam's rate decays to 1e-5
+        over `decay_epochs` epochs, as for the paper's DNN (its table 1 covers both models)."""
+        seed_everything(self.seed)
+        rate = learning_rate
+        if schedule == "polynomial":
+            steps = decay_epochs * int(np.ceil(len(y) / batch_size))
+            rate = keras.optimizers.schedules.PolynomialDecay(learning_rate, steps, 1e-5,
+                                                              power=0.5)
+        elif schedule is not None:
+            raise ValueError(f"unknown learning-rate schedule {schedule!r}; use 'polynomial' "
+                             "or None")
+        self.trainer.compile(optimizer=keras.optimizers.Adam(rate),
                              loss=_ClassWiseFocalReconstruction(self.n_features, self.gamma,
-                                                                self.alpha))
+                                                                self.alpha),
+                             steps_per_execution=steps_per_execution)
         c, c_val = self._one_hot(y), self._one_hot(y_val)
-        stop = keras.callbacks.EarlyStopping(patience=patience, min_delta=1e-3,
-                                             restore_best_weights=True)
-        callbacks = [stop] + ([_EpochLine(epochs, echo)] if echo else [])
+        callbacks = list(callbacks) + ([_EpochLine(epochs, echo)] if echo else [])
+        if patience is not None:
+            callbacks.append(keras.callbacks.EarlyStopping(patience=patience, min_delta=1e-3,
+                                                           restore_best_weights=True))
         history = self.trainer.fit([x, c], np.hstack([x, c]), batch_size=batch_size,
                                    epochs=epochs, verbose=0, shuffle=True, callbacks=callbacks,
                                    validation_data=([x_val, c_val], np.hstack([x_val, c_val])))
         val_loss = history.history["val_loss"]
         best = int(np.argmin(val_loss))
         return {"epochs_run": len(val_loss), "best_epoch": best + 1,
-                "best_val_loss": float(val_loss[best])}
+                "best_val_loss": float(val_loss[best]),
+                "weights_from_epoch": len(val_loss) if patience is None else best + 1}
 
-    def generate(self, cls: int, n: int, rng: np.random.Generator) -> np.ndarray:
-        """n new samples of class `cls`: z from the prior N(0, I), decoded with the class."""
-        z = rng.standard_normal((n, self.latent)).astype(np.float32)
+    def generate(self, cls: int, n: int, rng: np.random.Generator, mode: str = "prior",
+                 real: np.ndarray | None = None) -> np.ndarray:
+        """n new samples of class `cls`, decoded with the class from z drawn from the prior
+        N(0, I) ("prior"), or from q(z | x, c) of `real` rows of the class taken in turn
+        ("encoded"; real rows are cycled in a random order)."""
         c = self._one_hot(np.full(n, cls))
+        if mode == "prior":
+            z = rng.standard_normal((n, self.latent)).astype(np.float32)
+        elif mode == "encoded":
+            if real is None or not len(real):
+                raise ValueError("mode 'encoded' needs real rows of the class")
+            rows = real[np.resize(rng.permutation(len(real)), n)]
+            mean, log_var = self.encoder.predict([rows, c], batch_size=4096, verbose=0)
+            eps = rng.standard_normal(mean.shape).astype(np.float32)
+            z = (mean + np.exp(0.5 * log_var) * eps).astype(np.float32)
+        else:
+            raise ValueError(f"unknown generation mode {mode!r}; use 'prior' or 'encoded'")
         return self.decoder.predict([z, c], batch_size=4096, verbose=0).astype(np.float32)
 
     def deploy_graph(self) -> keras.Model:

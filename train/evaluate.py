@@ -8,13 +8,16 @@ from sklearn.metrics import (accuracy_score, confusion_matrix, matthews_corrcoef
 
 def classification_metrics(y_true, y_pred, class_names, normal_class: str,
                            scores=None) -> dict:
-    """accuracy, macro precision/recall/F1, MCC, FPR (normal traffic flagged as an attack),
+    """accuracy, macro and (support-)weighted precision/recall/F1, MCC, FPR (normal traffic flagged as an attack),
     per-class recall (the papers' detection rate) and the confusion matrix (rows = truth);
     with class scores (n, classes) also the one-vs-rest ROC-AUC per class and its macro mean."""
     labels = list(range(len(class_names)))
     precision, recall, f1, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, average="macro", zero_division=0)
     per_class = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)[1]
+    # weighted by class support, as some papers report them (a weighted recall is the accuracy)
+    weighted = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="weighted",
+                                               zero_division=0)[:3]
     normal = class_names.index(normal_class)
     is_normal = np.asarray(y_true) == normal
     fpr = float(np.mean(np.asarray(y_pred)[is_normal] != normal)) if is_normal.any() else 0.0
@@ -23,6 +26,9 @@ def classification_metrics(y_true, y_pred, class_names, normal_class: str,
         "macro_precision": float(precision),
         "macro_recall": float(recall),
         "macro_f1": float(f1),
+        "weighted_precision": float(weighted[0]),
+        "weighted_recall": float(weighted[1]),
+        "weighted_f1": float(weighted[2]),
         "mcc": float(matthews_corrcoef(y_true, y_pred)),
         "fpr": fpr,
         "recall": {name: float(r) for name, r in zip(class_names, per_class)},

@@ -70,20 +70,24 @@ def prepare(dataset, seed: int, val_fraction: float = 0.2, max_train_rows: int |
 
 
 def run_method(prep: Prepared, method: Method, echo: Callable[[str], None] = print,
-               overrides: dict | None = None) -> dict:
+               overrides: dict | None = None, budget: str = "reduced",
+               callbacks: tuple = ()) -> dict:
     """Resample, train, evaluate. Returns {"metrics": {test: ...}, "scores": {test: probs},
-    "history", "rows_after_resampling", "seconds", "model"}. `overrides` (quick runs) replace
-    training settings and sampler options for every method."""
+    "history", "budget", "rows_after_resampling", "seconds", "model"}. `budget` names one of
+    models.BUDGETS; `overrides` (quick runs) replace training settings and sampler options for
+    every method; `callbacks` go to the classifier's fit."""
     from .evaluate import classification_metrics
-    from .fit import fit_classifier
+    from .fit import STEPS_PER_EXECUTION, fit_classifier
     from .losses import make_loss
-    from .models import TRAINING, build_model
+    from .models import BUDGETS, build_model, training_recipe
     from .resample import make_sampler
 
     overrides = overrides or {}
     started = time.monotonic()
     classes = list(prep.dataset.classes)
     sampler_options = dict(method.resample_options)
+    if method.resample == "cflvae":
+        sampler_options = BUDGETS[budget]["cflvae"] | sampler_options
     if method.resample != "none":
         sampler_options |= overrides.get("samplers", {}) | overrides.get(method.resample, {})
     sampler = make_sampler(method.resample, seed=prep.seed, echo=echo, **sampler_options)
@@ -93,14 +97,22 @@ def run_method(prep: Prepared, method: Method, echo: Callable[[str], None] = pri
         echo(f"      {method.resample}: {len(prep.y_fit):,} -> {len(y):,} rows ({counts})")
     model = build_model(method.model, x.shape[1], len(classes), seed=prep.seed,
                         **method.model_options)
-    training = TRAINING[method.model] | method.training | overrides.get("training", {})
+    training = ({"steps_per_execution": STEPS_PER_EXECUTION}
+                | training_recipe(method.model, budget) | method.training
+                | overrides.get("training", {}))
     loss = make_loss(method.loss, n_classes=len(classes), **method.loss_options)
     history = fit_classifier(model, loss, x, y, prep.x_val, prep.y_val, seed=prep.seed,
-                             **training)
+                             callbacks=callbacks, **training)
     metrics, scores = {}, {}
     for name, (x_test, y_test) in prep.tests.items():
         scores[name] = model.predict(x_test, batch_size=4096, verbose=0)
         metrics[name] = classification_metrics(y_test, scores[name].argmax(1), classes,
                                                prep.dataset.normal, scores=scores[name])
+    used = {"name": budget, "classifier": training}
+    if method.resample == "cflvae":
+        used["cflvae"] = {"steps_per_execution": STEPS_PER_EXECUTION} | {
+            k: v for k, v in sampler_options.items() if k != "echo"}
+        used["cflvae_history"] = sampler.history
     return {"metrics": metrics, "scores": scores, "history": history, "model": model,
-            "rows_after_resampling": int(len(y)), "seconds": time.monotonic() - started}
+            "budget": used, "rows_after_resampling": int(len(y)),
+            "seconds": time.monotonic() - started}

@@ -104,38 +104,54 @@ class CTGANSampler:
 
 
 class CFLVAESampler:
-    """Train a CFLVAE on all training rows (20 % held out for its early stopping), then
-    generate each minority class up to its target. The paper trains 500 epochs in batches of
-    64; we stop early on the held-out loss (at most 200 epochs, batches of 256: compute budget)."""
+    """Train a CFLVAE on all training rows (20 % held out for its validation loss), then
+    generate each minority class up to its target, from the prior or from encoded real rows
+    of the class (`mode`, see train/cflvae.py). The defaults are the reduced budget
+    (models.BUDGETS): at most 200 epochs in batches of 256 with early stopping; the paper's
+    is 500 epochs in batches of 64 under the polynomial decay, which `reproduce` uses."""
 
     name = "cflvae"
 
     def __init__(self, ratio: float = 1.0, seed: int = 0, epochs: int = 200,
-                 batch_size: int = 256, patience: int = 10, gamma=None, alpha=None,
+                 batch_size: int = 256, patience: int | None = 10, schedule: str | None = None,
+                 mode: str = "prior", gamma=None, alpha=None,
                  echo: Callable[[str], None] | None = None):
         self.ratio, self.seed, self.epochs, self.batch_size = ratio, seed, epochs, batch_size
-        self.patience, self.gamma, self.alpha, self.echo = patience, gamma, alpha, echo
+        self.patience, self.schedule, self.mode = patience, schedule, mode
+        self.gamma, self.alpha, self.echo = gamma, alpha, echo
         self.history: dict = {}
+        self.vae = None
 
     def fit_resample(self, x, y):
-        from .cflvae import CFLVAE
-        from .fit import split_validation
-
         x, y = np.asarray(x, dtype=np.float32), np.asarray(y)
         goal = targets(y, self.ratio)
         if not goal:
             return NoResampling().fit_resample(x, y)
-        n_classes = int(y.max()) + 1
+        self.fit(x, y)
+        return self.generate(x, y, goal)
+
+    def fit(self, x, y, callbacks: tuple = ()) -> dict:
+        """Train the CFLVAE alone (the fidelity study generates from it in several ways)."""
+        from .cflvae import CFLVAE
+        from .fit import split_validation
+
+        x, y = np.asarray(x, dtype=np.float32), np.asarray(y)
         fit_rows, val_rows = split_validation(len(y), _stratifiable(y), 0.2, self.seed)
-        vae = CFLVAE(x.shape[1], n_classes, gamma=self.gamma, alpha=self.alpha, seed=self.seed)
+        self.vae = vae = CFLVAE(x.shape[1], int(y.max()) + 1, gamma=self.gamma,
+                                alpha=self.alpha, seed=self.seed)
         self.history = vae.fit(x[fit_rows], y[fit_rows], x[val_rows], y[val_rows],
                                epochs=self.epochs, batch_size=self.batch_size,
-                               patience=self.patience, echo=self.echo)
+                               patience=self.patience, schedule=self.schedule,
+                               callbacks=callbacks, echo=self.echo)
+        return self.history
+
+    def generate(self, x, y, goal: dict[int, int]):
+        """The rows, then the generated rows that bring each class in `goal` to its target."""
         rng = np.random.default_rng(self.seed)
         new_x, new_y = [x], [y]
         for cls, target in goal.items():
             n = target - int(np.sum(y == cls))
-            new_x.append(vae.generate(cls, n, rng))
+            new_x.append(self.vae.generate(cls, n, rng, self.mode, real=x[y == cls]))
             new_y.append(np.full(n, cls, dtype=y.dtype))
         return np.vstack(new_x), np.concatenate(new_y)
 
