@@ -141,8 +141,9 @@ def reproduce(paper, dataset, data_dir, out, seeds, budget, protocol, methods, q
 
     Our figures sit beside the paper's published ones. All tuning uses validation rows carved
     from the training data, and the same seeds give the same figures, bit for bit, on the
-    same machine and software. At the papers' budget on 2 CPU cores dina2023 took 36 min and
-    khanam2022 PLACEHOLDER (README, "Reproducing the papers").
+    same machine and software. At the papers' budget on 2 shared CPU cores dina2023 took 36
+    min and khanam2022 112 min of training (74 min as two processes; README, "Reproducing the
+    papers").
     """
     seed_list = tuple(_sizes(seeds, positive=False, option="--seeds"))
     setup = PAPERS[paper]

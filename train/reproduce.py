@@ -157,6 +157,7 @@ def reproduce(paper_key: str, out: Path, data_dir=None, dataset: str | None = No
     first_seed: dict[str, dict] = {}
     total = len(seeds) * len(chosen)
     done = 0
+    reused_seconds = 0.0  # a reused run counts with its own training time
     cache = RunCache(out / "runs", {"paper": paper.key, "protocol": protocol,
                                     "budget": budget, "quick": quick})
     for seed in seeds:
@@ -167,6 +168,7 @@ def reproduce(paper_key: str, out: Path, data_dir=None, dataset: str | None = No
             cached = cache.load(method.name, seed) if resume else None
             if cached:
                 run, scores = cached
+                reused_seconds += run["seconds"]
                 echo(f"      finished earlier ({run['seconds']:.0f} s): reused from "
                      f"{cache.folder}")
                 runs[method.name].append(run)
@@ -206,7 +208,8 @@ def reproduce(paper_key: str, out: Path, data_dir=None, dataset: str | None = No
         "methods": [asdict(m) for m in chosen],
         "published": paper.published if protocol != "merged-resplit" else {},
         "runs": runs,
-        "seconds": round(time.monotonic() - started, 1),
+        "seconds": round(time.monotonic() - started + reused_seconds, 1),
+        "reused_seconds": round(reused_seconds, 1),
     }
     attach_previous(results, out)
     test_labels = {name: s.y for name, s in data.tests.items()}

@@ -100,7 +100,10 @@ def markdown(results: dict) -> str:
             lines.append(f"| {method} | {r['seed']} | {batch} | {h['epochs_run']} | "
                          f"{h.get('weights_from_epoch', '—')} | {h['best_epoch']} | "
                          f"{r['rows_after_resampling']:,} | {r['seconds']} |")
-    lines += ["", f"Total time: {results['seconds'] / 60:.1f} min."]
+    reused = results.get("reused_seconds", 0)
+    lines += ["", f"Total time: {results['seconds'] / 60:.1f} min" + (
+        f" (of which {reused / 60:.1f} min in runs an earlier invocation finished and "
+        "`--resume` reused, counted with their own training time)." if reused else ".")]
     return "\n".join(lines) + "\n"
 
 
