@@ -127,6 +127,17 @@ def latency(bundle: Path, lines: list[bytes], n: int, rate: float, max_batch: in
             "p99_seconds": float(np.percentile(ok, 99)), "max_seconds": float(ok.max())}
 
 
+def daemon_core(cpu: int | None = None) -> int:
+    """The core the daemon under test is pinned to (default the last one); this process (the
+    feeder, the reader, the sampling) moves off it so that it does not compete with what it
+    measures. os.sched_setaffinity(0, all cores) gives the core back."""
+    cpus = sorted(os.sched_getaffinity(0))
+    cpu = cpus[-1] if cpu is None else cpu
+    if len(cpus) > 1:
+        os.sched_setaffinity(0, set(cpus) - {cpu})
+    return cpu
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", required=True, type=Path)
@@ -139,10 +150,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--cpu", type=int, default=None, help="core the daemon is pinned to")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)
-    cpus = sorted(os.sched_getaffinity(0))
-    cpu = args.cpu if args.cpu is not None else cpus[-1]
-    if len(cpus) > 1:  # keep this process (feeder, reader) off the daemon's core
-        os.sched_setaffinity(0, set(cpus) - {cpu})
+    cpu = daemon_core(args.cpu)
     lines = kdd_lines(args.data_dir)
     results = {"bundle": str(args.bundle), "cpu": cpu, "throughput": [], "latency": []}
     with tempfile.TemporaryDirectory(prefix="edge-ids-bench-") as tmp:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .daemon import _edge_ids, _pinned, kdd_lines, throughput, write_records
+from .daemon import _edge_ids, _pinned, daemon_core, kdd_lines, throughput, write_records
 
 CHUNK_LINES = 512  # one write; the writer paces itself in these steps
 SAMPLE_SECONDS = 1.0
@@ -255,10 +255,7 @@ def main(argv=None) -> dict:
                         help="one core's rate R (records/s); measured when not given")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)
-    cpus = sorted(os.sched_getaffinity(0))
-    cpu = cpus[-1]
-    if len(cpus) > 1:  # the writer and the sampling stay off the daemon's core
-        os.sched_setaffinity(0, set(cpus) - {cpu})
+    cpu = daemon_core()
     lines = kdd_lines(args.data_dir)
     rate = args.rate or one_core_rate(args.bundle, lines, cpu)
     print(f"one core (cpu {cpu}) classifies {rate:,.0f} records/s (file input)", flush=True)

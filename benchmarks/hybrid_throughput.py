@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .daemon import kdd_lines, throughput, write_records
+from .daemon import daemon_core, kdd_lines, throughput, write_records
 
 REPEATS = 3
 
@@ -25,10 +25,8 @@ def throughput_comparison(seed_dir: Path, data_dir: Path, records: int,
                           budget: str = "0.01") -> dict:
     bundles = {"classifier": seed_dir / "classifier" / "bundle",
                "hybrid": seed_dir / f"hybrid@{budget}"}
-    cpus = sorted(os.sched_getaffinity(0))
-    cpu = cpus[-1]
-    if len(cpus) > 1:  # keep this process off the daemon's core
-        os.sched_setaffinity(0, set(cpus) - {cpu})
+    cpus = os.sched_getaffinity(0)
+    cpu = daemon_core()
     runs = {name: [] for name in bundles}
     try:
         with tempfile.TemporaryDirectory(prefix="edge-ids-hybrid-") as tmp:
@@ -37,7 +35,7 @@ def throughput_comparison(seed_dir: Path, data_dir: Path, records: int,
                 for name, bundle in bundles.items():
                     runs[name].append(throughput(bundle, path, records, cpu, Path(tmp)))
     finally:
-        os.sched_setaffinity(0, set(cpus))
+        os.sched_setaffinity(0, cpus)
     out = {"records": records, "repeats": REPEATS, "cpu": cpu}
     for name, rs in runs.items():
         out[name] = {"records_per_second": float(np.median([r["records_per_second"]

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .daemon import kdd_lines
+from .daemon import daemon_core, kdd_lines
 from .flood import ALERTS_KEEP_BYTES, RunningDaemon, Writer, chunks_of, sample_metrics
 from .flood import status_field
 
@@ -67,16 +67,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--input", choices=("unix", "stdin"), default="unix")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)
-    cpus = sorted(os.sched_getaffinity(0))
-    cpu = cpus[-1]
-    if len(cpus) > 1:  # the writer and the sampling stay off the daemon's core
-        os.sched_setaffinity(0, set(cpus) - {cpu})
+    cpu = daemon_core()
     with tempfile.TemporaryDirectory(prefix="edge-ids-soak-") as tmp:
         result = soak(args.bundle, kdd_lines(args.data_dir), args.records, args.input, cpu,
                       Path(tmp))
     growth = result["rss_growth_after_first_million_bytes"]
+    rate = result["records_per_second"]  # None under two millions: no rate after the first
     print(f"{result['classified']:,} of {result['written']:,} records classified "
-          f"({result['records_per_second']:,.0f} /s after the first million), exit "
+          f"({f'{rate:,.0f} /s' if rate else 'no rate'} after the first million), exit "
           f"{result['exit_code']}; RSS growth after the first million {growth / 2**20:+.2f} MiB "
           f"({growth / 1e6:+.2f} MB), peak {result['peak_rss_bytes'] / 2**20:.1f} MiB")
     if args.out:
