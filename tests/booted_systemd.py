@@ -230,19 +230,8 @@ Subsystem sftp internal-sftp
         self.known_hosts = keys / "known_hosts"
         self.known_hosts.write_text(f"[127.0.0.1]:{self.ssh_port} {host_public}\n")
         self.ssh_config = keys / "ssh_config"
-        self.ssh_config.write_text(f"""\
-Host {HOST_ALIAS}
-    HostName 127.0.0.1
-    Port {self.ssh_port}
-    User root
-    IdentityFile {keys}/client_key
-    IdentitiesOnly yes
-    UserKnownHostsFile {self.known_hosts}
-    GlobalKnownHostsFile /dev/null
-    StrictHostKeyChecking yes
-    BatchMode yes
-    LogLevel ERROR
-""")
+        self.ssh_config.write_text(sshd.client_config(self.ssh_port, "root", keys / "client_key",
+                                                      self.known_hosts, alias=HOST_ALIAS))
 
     def ssh_args(self) -> list[str]:
         """CLI options that point edge-ids deploy/status/rollback at this system."""

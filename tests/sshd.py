@@ -29,6 +29,24 @@ def keygen(path: Path) -> str:
     return path.with_suffix(".pub").read_text().strip()
 
 
+def client_config(port: int, user: str, key: Path, known_hosts: Path,
+                  alias: str = HOST_ALIAS) -> str:
+    """An ssh_config for `alias` on 127.0.0.1:port: this key only, this known_hosts only,
+    never a prompt (what edge-ids' --ssh-config gets in every test)."""
+    return f"""\
+Host {alias}
+    HostName 127.0.0.1
+    Port {port}
+    User {user}
+    IdentityFile {key}
+    IdentitiesOnly yes
+    UserKnownHostsFile {known_hosts}
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes
+    BatchMode yes
+    LogLevel ERROR
+"""
+
 class SSHServer:
     def __init__(self, directory: Path):
         self.dir = directory
@@ -54,19 +72,8 @@ PermitRootLogin prohibit-password
 Subsystem sftp internal-sftp
 """)
         self.config = directory / "ssh_config"
-        self.config.write_text(f"""\
-Host {HOST_ALIAS}
-    HostName 127.0.0.1
-    Port {self.port}
-    User {getpass.getuser()}
-    IdentityFile {directory}/client_key
-    IdentitiesOnly yes
-    UserKnownHostsFile {self.known_hosts}
-    GlobalKnownHostsFile /dev/null
-    StrictHostKeyChecking yes
-    BatchMode yes
-    LogLevel ERROR
-""")
+        self.config.write_text(client_config(self.port, getpass.getuser(),
+                                             directory / "client_key", self.known_hosts))
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
         self.log = directory / "sshd.log"
