@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..edge_runtime.bundle import bundle_files, load_bundle
+from ..edge_runtime.bundle import load_bundle
 from ..edge_runtime.records import Records, RawSchema
 from .runtimes import RUNTIMES
 
@@ -111,7 +111,7 @@ def prepare(opts: BenchOptions, work: Path, log: Log) -> dict:
                          f"of a classifier. Measure a hybrid (edge-ids learn --classifier B) or "
                          f"the daemon with it: python -m edge_ids.benchmarks.daemon --bundle B")
     (work / "bundle").mkdir()
-    for name, data in bundle_files(opts.bundle).items():
+    for name, data in bundle.files.items():
         (work / "bundle" / name).write_bytes(data)
     shutil.copy(work / "bundle" / "model.tflite", work / "model.tflite")
     shutil.copy(work / "bundle" / "features.json", work / "features.json")
@@ -148,7 +148,7 @@ def prepare(opts: BenchOptions, work: Path, log: Log) -> dict:
             raise BenchInputError(f"{path} is a {other.manifest['dataset']} bundle; --compare "
                                   f"takes bundles of the same dataset ({manifest['dataset']})")
         (work / f"compare-{i}").mkdir()
-        for name, data_ in bundle_files(path).items():
+        for name, data_ in other.files.items():
             (work / f"compare-{i}" / name).write_bytes(data_)
         compare.append(f"compare-{i}")
     plan = {"runtimes": list(RUNTIMES), "latency_records": opts.latency_records,
@@ -168,7 +168,7 @@ def classifier_only(bundle, dest: Path) -> None:
     from ..compress.bundle_writer import write_files
     from ..edge_runtime.bundle import FEATURES_FILE, MODEL_FILE
 
-    files = bundle_files(bundle.path)
+    files = bundle.files
     keep = ("dataset", "raw_schema", "class_names", "normal_class", "model", "training")
     write_files(dest, {name: files[name] for name in (MODEL_FILE, FEATURES_FILE)},
                 {k: bundle.manifest[k] for k in keep if k in bundle.manifest})

@@ -47,7 +47,10 @@ class DeployOptions:
     alerts: str = DEFAULT_ALERTS
     capture: str | None = None  # an interface: the capture unit instead of --input
     allowed_signers: Path | None = None  # trusted keys, installed with the release
-    require_signature: bool | None = None  # None: as the device profile says
+    # True: signatures required (keys needed); False: the explicit opt-out (unsigned bundles
+    # load although keys are installed); None: as the device profile says. Keys given without
+    # the opt-out always mean signatures are required.
+    require_signature: bool | None = None
     python: str | None = None  # for --output/--dry-run; otherwise the target says
     wheelhouse: Path | None = None
     ssh_config: Path | None = None
@@ -61,7 +64,7 @@ class DeployOptions:
         self.unit_options = {"prefix": self.prefix, "input_": self.input,
                              "metrics": self.metrics, "alerts": self.alerts,
                              "capture": self.capture, "allowed_signers": None,
-                             "require_signature": False}
+                             "allow_unsigned": False}
 
     def trust(self, profile: DeviceProfile) -> TrustPolicy:
         """The signature policy the device will apply (also set in the unit's options)."""
@@ -72,10 +75,12 @@ class DeployOptions:
                    else f"device profile {profile.name}")
             raise NoTrustedKeys(f"{who} requires signed bundles: give --allowed-signers FILE "
                               f"(the keys the device trusts)")
-        self.unit_options |= {"require_signature": required, "allowed_signers": (
+        allow_unsigned = self.require_signature is False or (
+            self.require_signature is None and profile.allow_unsigned)
+        self.unit_options |= {"allow_unsigned": allow_unsigned, "allowed_signers": (
             f"{self.prefix.rstrip('/')}/current/{ALLOWED_SIGNERS_FILE}"
             if self.allowed_signers else None)}
-        return TrustPolicy(self.allowed_signers, required)
+        return TrustPolicy(self.allowed_signers, allow_unsigned)
 
 
 class Steps:
@@ -182,7 +187,7 @@ def package_step(options, profile, target: Target, steps: Steps, tmp: str) -> tu
     with steps(f"build the package for {target.architecture} CPython {target.python}"):
         release, package = build_package(Path(tmp), profile, options.bundle, target,
                                          options.unit_options, options.wheelhouse, steps.detail,
-                                         options.allowed_signers)
+                                         options.allowed_signers, options.trust(profile))
         steps.detail(f"release {release['id']}: {len(release['wheels'])} wheels, "
                      f"{_size(package) / 1e6:.1f} MB")
     return release, package

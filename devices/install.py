@@ -336,18 +336,21 @@ def manual_command(prefix: Prefix) -> str:
 
 
 def same_as_current(prefix: Prefix, package: Path, release: dict) -> bool:
-    """The current release is healthy and has this package's model, wheels, unit and trusted
-    keys: installing it again would change nothing (for Ansible's "ok" instead of "changed")."""
+    """The current release is healthy and has this package's whole bundle (its manifest, which
+    hashes every file, and its signature), wheels, unit and trusted keys: installing it again
+    would change nothing (for Ansible's "ok" instead of "changed"). A release from before
+    bundle_sha256 was recorded is never the same."""
     current = prefix.current()
     if current is None or current not in prefix.release_ids():
         return False
     info, directory = prefix.info(current), prefix.releases / current
     if not (info["health"] or {}).get("ok"):
         return False
-    keys = ("model_sha256", "wheelhouse_sha256", "metrics")
+    keys = ("model_sha256", "bundle_sha256", "wheelhouse_sha256", "metrics")
     files = (UNIT_NAME, ALLOWED_SIGNERS_FILE)
     read = (lambda path: path.read_bytes() if path.is_file() else None)
-    return all(info.get(k) == release.get(k) for k in keys) and \
+    return release.get("bundle_sha256") is not None and \
+        all(info.get(k) == release.get(k) for k in keys) and \
         all(read(directory / f) == read(package / f) for f in files)
 
 
@@ -359,7 +362,7 @@ def command_install(args) -> dict:
     systemd = has_systemd() if args.systemd == "auto" else args.systemd == "yes"
     before = prefix.current()
     if args.skip_unchanged and same_as_current(prefix, package, release):
-        say(f"unchanged: the current release {before} has this model, wheels, unit and keys")
+        say(f"unchanged: the current release {before} has this bundle, wheels, unit and keys")
         return {"ok": True, "changed": False, "release": before, "previous": before,
                 "systemd": systemd, "memory_cgroup": memory_cgroup()}
     venv = install_venv(prefix, package, release)
@@ -445,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.choices["install"].add_argument("--keep", type=int, default=3)
     commands.choices["install"].add_argument(
         "--skip-unchanged", action="store_true",
-        help="do nothing when the current release has the same model, wheels, unit and keys")
+        help="do nothing when the current release has the same bundle (manifest and "
+             "signature), wheels, unit and keys")
     commands.choices["rollback"].add_argument("--to", default=None)
     args = parser.parse_args(argv)
     handler = {"install": command_install, "rollback": command_rollback,

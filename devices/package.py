@@ -18,7 +18,8 @@ from importlib import metadata
 from pathlib import Path
 
 from .. import __version__
-from ..edge_runtime.bundle import bundle_files, load_bundle
+from ..edge_runtime.bundle import load_bundle
+from ..edge_runtime.signature import TrustPolicy
 from .install import ALLOWED_SIGNERS_FILE
 from .profiles import DeviceProfile
 from .unit import render_unit
@@ -145,10 +146,13 @@ def probe_records(spec: dict) -> list[str]:
 
 def build_package(parent: Path, profile: DeviceProfile, bundle_path: Path, target: Target,
                   unit_options: dict, wheelhouse: Path | None = None, log=print,
-                  allowed_signers: Path | None = None) -> tuple[dict, Path]:
+                  allowed_signers: Path | None = None,
+                  trust: TrustPolicy = TrustPolicy()) -> tuple[dict, Path]:
     """Write the package into parent/<release id>; returns its release.json and its path.
-    `allowed_signers` (the keys the device trusts) goes into the release beside the unit."""
-    bundle = load_bundle(bundle_path)
+    `allowed_signers` (the keys the device trusts) goes into the release beside the unit. The
+    bundle is verified under `trust` (the device's policy) and the bytes verified are the bytes
+    written."""
+    bundle = load_bundle(bundle_path, trust)
     if target.architecture != profile.architecture:
         raise PackageError(f"profile {profile.name} is {profile.architecture}, the target "
                            f"is {target.architecture}")
@@ -157,7 +161,7 @@ def build_package(parent: Path, profile: DeviceProfile, bundle_path: Path, targe
     dest = parent / release_id
     dest.mkdir(parents=True)
     (dest / "bundle").mkdir()
-    for name, data in bundle_files(bundle_path).items():
+    for name, data in bundle.files.items():
         (dest / "bundle" / name).write_bytes(data)
     wheels_dir = dest / "wheels"
     check_wheel_inputs(wheelhouse)
@@ -180,6 +184,8 @@ def build_package(parent: Path, profile: DeviceProfile, bundle_path: Path, targe
         "device": profile.name, "architecture": target.architecture, "python": target.python,
         "edge_ids_version": __version__, "dataset": bundle.manifest.get("dataset"),
         "model_sha256": bundle.model_sha256,
+        # the manifest (hashing every file) and its signature: any change to the bundle
+        "bundle_sha256": bundle.content_sha256,
         "metrics": unit_options.get("metrics"),
         "wheels": [w.name for w in wheels], "wheelhouse_sha256": wheelhouse_sha256(wheels)}
     (dest / "release.json").write_text(json.dumps(release, indent=1) + "\n")

@@ -33,7 +33,10 @@ class DeviceProfile:
     watchdog_sec: int  # systemd WatchdogSec=
     flow_report_seconds: int  # capture: argus reports a long flow this often
     capture_memory_max: str  # capture: MemoryMax= with argus and ra in the unit
-    require_signature: bool = False  # [signatures] require: refuse unsigned bundles
+    # [signatures] require: refuse to deploy without trusted keys. Keys given always mean
+    # signatures are required on the device, unless [signatures] allow_unsigned (the opt-out).
+    require_signature: bool = False
+    allow_unsigned: bool = False
 
 
 def profile_names() -> list[str]:
@@ -59,6 +62,7 @@ def load_profile(name: str) -> DeviceProfile:
             cpu_quota=str(systemd["cpu_quota"]), watchdog_sec=int(systemd["watchdog_sec"]),
             flow_report_seconds=int(capture["flow_report_seconds"]),
             capture_memory_max=str(capture["memory_max"]),
-            require_signature=bool(raw.get("signatures", {}).get("require", False)))
+            require_signature=bool(raw.get("signatures", {}).get("require", False)),
+            allow_unsigned=bool(raw.get("signatures", {}).get("allow_unsigned", False)))
     except KeyError as e:
         raise ProfileError(f"device profile {path.name} lacks {e}") from None

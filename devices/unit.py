@@ -35,18 +35,17 @@ CAPTURE_SYSCALLS = "SystemCallFilter=setuid\n"
 def render_unit(profile: DeviceProfile, prefix: str = DEFAULT_PREFIX,
                 input_: str = DEFAULT_INPUT, metrics: str = DEFAULT_METRICS,
                 alerts: str = DEFAULT_ALERTS, capture: str | None = None,
-                allowed_signers: str | None = None, require_signature: bool = False) -> str:
+                allowed_signers: str | None = None, allow_unsigned: bool = False) -> str:
     """The unit text. With metrics on loopback the service may talk to localhost only
     (IPAddressDeny=any); another metrics address lifts that. Alerts or an input socket outside
     the unit's own directories get a ReadWritePaths= line (ProtectSystem=strict). With
     `capture` (an interface) it runs `edge-ids capture` on it instead of reading `input_`,
-    with the capabilities and memory that needs. `allowed_signers` (a path on the device) and
-    `require_signature` are the daemon's signature policy (edge_runtime/signature.py)."""
+    with the capabilities and memory that needs. `allowed_signers` (a path on the device: signatures
+    required) and `allow_unsigned` (the explicit opt-out) are the daemon's signature policy
+    (edge_runtime/signature.py)."""
     if not prefix.startswith("/") or not alerts.startswith("/"):
         raise ValueError(f"the prefix and the alerts file must be absolute paths, got "
                          f"{prefix!r} and {alerts!r}")
-    if require_signature and not allowed_signers:
-        raise ValueError("requiring signatures needs an allowed-signers file")
     if allowed_signers and not allowed_signers.startswith("/"):
         raise ValueError(f"the allowed-signers file must be an absolute path on the device, "
                          f"got {allowed_signers!r}")
@@ -74,4 +73,4 @@ def render_unit(profile: DeviceProfile, prefix: str = DEFAULT_PREFIX,
         memory_max=profile.capture_memory_max if capture else profile.memory_max,
         cpu_quota=profile.cpu_quota, ip_policy=ip_policy,
         trust=(f" --allowed-signers {allowed_signers}" if allowed_signers else "")
-        + (" --require-signature" if require_signature else ""))
+        + (" --allow-unsigned" if allow_unsigned and allowed_signers else ""))

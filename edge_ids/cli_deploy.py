@@ -51,9 +51,11 @@ def _check_python(ctx, param, version):
               metavar="FILE", help="Install these trusted keys with the release (ssh-keygen's "
               "allowed-signers format; `edge-ids sign` prints the line for your key): the daemon "
               "then refuses bundles signed by any other key, at start and on every reload.")
-@click.option("--require-signature/--no-require-signature", default=None,
-              help="Refuse unsigned bundles on the device (default: the device profile's "
-                   "[signatures] require). Needs --allowed-signers.")
+@click.option("--require-signature/--allow-unsigned", default=None,
+              help="With --allowed-signers the device refuses unsigned bundles anyway; "
+                   "--require-signature also refuses to deploy without keys, --allow-unsigned "
+                   "is the explicit opt-out that lets unsigned bundles load on a device with "
+                   "keys (default: the device profile's [signatures]).")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE.tar.gz", help="Write the package for carrying by hand instead of "
                                           "deploying (no --host needed).")

@@ -50,9 +50,11 @@ def fleet():
 @click.option("--allowed-signers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               metavar="FILE", help="Trusted keys for every host (overrides the inventory's "
                                    "edge_ids_allowed_signers).")
-@click.option("--require-signature/--no-require-signature", default=None,
-              help="Refuse unsigned bundles on every host (default: the inventory's "
-                   "edge_ids_require_signature, else the device profile's).")
+@click.option("--require-signature/--allow-unsigned", default=None,
+              help="Hosts given trusted keys refuse unsigned bundles anyway; "
+                   "--require-signature also refuses hosts without keys, --allow-unsigned is "
+                   "the explicit opt-out (default: the inventory's edge_ids_require_signature, "
+                   "else the device profile's [signatures]).")
 @click.option("--wheelhouse", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Wheels for the devices instead of downloading them (a host without "
                    "internet).")
@@ -68,7 +70,8 @@ def deploy(inventory, bundle, canary, batch, limit, allowed_signers, require_sig
     Python, copy, install, health check; rollback on failure). A batch in which any host
     fails is the last one: that host is back on its previous release, later batches are not
     touched, and the command exits 1 naming the host and the reason. A host whose current
-    release already has this model, wheels, unit and keys is left alone ("unchanged").
+    release already has this bundle (manifest and signature), wheels, unit and keys is left
+    alone ("unchanged").
 
     \b
     Example:
@@ -182,7 +185,7 @@ def path():
 @click.option("--metrics", default="127.0.0.1:9108", show_default=True)
 @click.option("--alerts", default="/var/log/edge-ids/alerts.json", show_default=True)
 @click.option("--allowed-signers", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--require-signature/--no-require-signature", default=None)
+@click.option("--require-signature/--allow-unsigned", default=None)
 @click.option("--wheelhouse", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def package(device, bundle, directory, probe, prefix, input_, capture, metrics, alerts,
             allowed_signers, require_signature, wheelhouse):

@@ -62,12 +62,14 @@ def _output_options(command):
                      metavar="N", help="Log at most N rejected lines a minute (all are "
                                        "counted)."),
         click.option("--allowed-signers", type=click.Path(dir_okay=False, path_type=Path),
-                     metavar="FILE", help="Trust bundles signed by these keys (ssh-keygen's "
+                     metavar="FILE", help="Trust only bundles signed by these keys (ssh-keygen's "
                      "allowed-signers format; `edge-ids sign`). Checked at start and on every "
-                     "reload; a bundle signed by another key is refused."),
-        click.option("--require-signature", is_flag=True,
-                     help="Refuse an unsigned bundle (needs --allowed-signers). Without it a "
-                          "signed bundle is still checked and a bad signature refused."),
+                     "reload; a bundle signed by another key, changed after signing or not "
+                     "signed at all is refused."),
+        click.option("--require-signature/--allow-unsigned", default=None,
+                     help="--allowed-signers already refuses unsigned bundles; --allow-unsigned "
+                          "is the explicit opt-out that loads them anyway (a signed bundle is "
+                          "still checked). --require-signature needs --allowed-signers."),
         click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
     ]
     for option in reversed(options):
@@ -85,6 +87,8 @@ def _serve(bundle, input_, alerts, metrics, emit, max_batch, max_delay, threads,
     from .edge_runtime.daemon import Daemon, DaemonOptions
     from .edge_runtime.signature import TrustPolicy
 
+    if require_signature and allowed_signers is None:
+        raise click.UsageError("--require-signature needs --allowed-signers FILE")
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="edge-ids: %(levelname)s %(message)s")
     options = DaemonOptions(bundle=bundle, input=input_, alerts=alerts, metrics=metrics,
@@ -92,8 +96,12 @@ def _serve(bundle, input_, alerts, metrics, emit, max_batch, max_delay, threads,
                             threads=threads, follow_from_start=from_start,
                             rejects_logged_per_minute=log_rejects,
                             flow_report_seconds=flow_report,
-                            trust=TrustPolicy(allowed_signers, require_signature),
+                            trust=TrustPolicy(allowed_signers, require_signature is False),
                             **(record or {}))
+    if allowed_signers is not None and require_signature is False:
+        logging.getLogger("edge_ids").warning(
+            "--allow-unsigned: unsigned bundles load although %s lists trusted keys",
+            allowed_signers)
     daemon = Daemon(options)
     try:
         daemon.run()
@@ -251,10 +259,11 @@ def _record_only(source: str, recording: dict, flow_report: int, verbose: bool) 
               "interface instead of --input, with CAP_NET_RAW/CAP_NET_ADMIN for argus.")
 @click.option("--allowed-signers", metavar="PATH", help="The daemon's --allowed-signers: the "
               "trusted keys' file, as a path on the device.")
-@click.option("--require-signature", is_flag=True, help="The daemon's --require-signature.")
+@click.option("--allow-unsigned", is_flag=True, help="The daemon's --allow-unsigned: the "
+              "explicit opt-out that loads unsigned bundles despite --allowed-signers.")
 @click.option("-o", "--output", type=click.File("w"), default="-",
               help="Write the unit here (default stdout).")
-def unit(device, prefix, input_, metrics, alerts, capture, allowed_signers, require_signature,
+def unit(device, prefix, input_, metrics, alerts, capture, allowed_signers, allow_unsigned,
          output):
     """Print the systemd unit for a device (Type=notify, watchdog, hardened).
 
@@ -271,7 +280,7 @@ def unit(device, prefix, input_, metrics, alerts, capture, allowed_signers, requ
 
     try:
         output.write(render_unit(load_profile(device), prefix, input_, metrics, alerts, capture,
-                                 allowed_signers, require_signature))
+                                 allowed_signers, allow_unsigned))
     except ValueError as e:
         raise click.UsageError(str(e)) from None
 

@@ -13,8 +13,10 @@ allowed_signers_option = click.option(
     metavar="FILE", help="The keys to trust, one `PRINCIPAL namespaces=\"edge-ids-bundle\" KEY` "
                          "line each (ssh-keygen(1), ALLOWED SIGNERS).")
 require_signature_option = click.option(
-    "--require-signature", is_flag=True,
-    help="Refuse an unsigned bundle (needs --allowed-signers).")
+    "--require-signature/--allow-unsigned", default=None,
+    help="With --allowed-signers an unsigned bundle is refused anyway; --allow-unsigned is the "
+         "explicit opt-out that lets unsigned bundles load on a device with trusted keys (a "
+         "signed one is still checked). --require-signature needs --allowed-signers.")
 
 
 @click.command(epilog=exit_codes.epilog())
@@ -63,7 +65,8 @@ def verify(allowed_signers, require_signature, bundle):
     """Check a bundle as a device with these settings would, before deploying it.
 
     Exits 0 and says who signed it when the device would load it; otherwise 5 with the reason
-    (unsigned, a key not in the allowed-signers file, changed after signing, bad hashes).
+    (unsigned where keys are trusted, a key not in the allowed-signers file, changed after
+    signing, bad hashes).
     """
     from .edge_runtime.bundle import BundleError, load_bundle
     from .edge_runtime.signature import TrustPolicy
@@ -71,7 +74,7 @@ def verify(allowed_signers, require_signature, bundle):
     if require_signature and allowed_signers is None:
         raise click.UsageError("--require-signature needs --allowed-signers FILE")
     try:
-        loaded = load_bundle(bundle, TrustPolicy(allowed_signers, require_signature))
+        loaded = load_bundle(bundle, TrustPolicy(allowed_signers, require_signature is False))
     except BundleError as e:
         raise BadInput(str(e)) from None
     click.echo(f"{bundle}: {loaded.detector} model {loaded.model_sha256[:12]}, "

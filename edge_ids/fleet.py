@@ -106,8 +106,8 @@ def deploy_fleet(options: FleetOptions, log: Log) -> list[dict]:
     that failed and why, and how many were not reached, when the rollout stopped."""
     # a broken bundle (BundleError) stops here, not on the canary; each host's own policy is
     # checked again there
-    load_bundle(options.bundle, TrustPolicy(options.allowed_signers, bool(
-        options.require_signature and options.allowed_signers)))
+    load_bundle(options.bundle, TrustPolicy(options.allowed_signers,
+                                            options.require_signature is False))
     hosts = play_hosts(options.inventory, options.limit)
     if not hosts:
         raise FleetError(f"no hosts in {options.inventory}" +

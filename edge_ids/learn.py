@@ -160,7 +160,7 @@ def write_learned_bundle(learned: Learned, val, bundle_dir: Path, *, max_fpr: fl
     from .compress.bundle_writer import spec_bytes, write_files
     from .edge_runtime.anomaly import AnomalyScorer
     from .edge_runtime.bundle import (ANOMALY_FEATURES_FILE, ANOMALY_MODEL_FILE, FEATURES_FILE,
-                                      MODEL_FILE, SCORE_MSE, AnomalyPart, bundle_files,
+                                      MODEL_FILE, SCORE_MSE, AnomalyPart,
                                       load_bundle)
     from .edge_runtime.classifier import Classifier
     from .train.operating_point import choose_operating_point
@@ -181,8 +181,7 @@ def write_learned_bundle(learned: Learned, val, bundle_dir: Path, *, max_fpr: fl
                                                                       val.numeric)[0])
         normal_probability = probabilities[:, model.normal_index]
         attack_named = probabilities.argmax(1) != model.normal_index
-        files |= {name: bundle_files(classifier.path)[name] for name in (MODEL_FILE,
-                                                                        FEATURES_FILE)}
+        files |= {name: classifier.files[name] for name in (MODEL_FILE, FEATURES_FILE)}
         manifest = {k: classifier.manifest[k] for k in ("dataset", "raw_schema", "class_names",
                                                         "normal_class", "model", "training")
                     if k in classifier.manifest}

@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .features import READABLE_SPEC_VERSIONS
@@ -55,6 +55,17 @@ class Bundle:
     model: bytes | None  # the classifier's .tflite flatbuffer
     anomaly: AnomalyPart | None = None
     signer: Signer | None = None  # who signed the manifest (None: unsigned)
+    # The bytes that were verified, by file name: what a copy of the bundle must write (reading
+    # the files again could pick up a change made after the check).
+    files: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def content_sha256(self) -> str:
+        """The whole signed content: the manifest (which hashes every other file) and its
+        signature. Two bundles with the same content hash are the same bundle."""
+        from .signature import SIGNATURE_FILE as sig
+        return sha256_bytes(sha256_bytes(self.files.get(MANIFEST_FILE, b"")).encode()
+                            + sha256_bytes(self.files.get(sig, b"")).encode())
 
     @property
     def detector(self) -> str:
@@ -133,8 +144,10 @@ def load_bundle(path: str | Path, trust: TrustPolicy = TrustPolicy()) -> Bundle:
             raise BundleError(f"{path}: {FEATURES_FILE} and {ANOMALY_FEATURES_FILE} describe "
                               f"different raw record layouts; both models must read the same "
                               f"records")
+    kept = {name: files[name] for name in (MANIFEST_FILE, SIGNATURE_FILE,
+                                           *DETECTOR_FILES[detector]) if name in files}
     return Bundle(path, manifest, specs.get(FEATURES_FILE), files.get(MODEL_FILE)
-                  if FEATURES_FILE in specs else None, anomaly, signer)
+                  if FEATURES_FILE in specs else None, anomaly, signer, kept)
 
 
 def _check_hash(path: Path, name: str, data: bytes, manifest: dict) -> None:

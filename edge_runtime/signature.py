@@ -7,10 +7,14 @@ allowed-signers file (ssh-keygen(1), ALLOWED SIGNERS). OpenSSH does the cryptogr
 every Raspberry Pi OS and every host that deploys over ssh, so the device needs no new Python
 dependency. This module is the standard library and the ssh-keygen binary only.
 
-The policy (`TrustPolicy`, from the daemon's --allowed-signers and --require-signature):
-  - signed, with an allowed-signers file: the key must be in it and the signature must match;
-  - signed, without one: the signature must still match the manifest (who signed is unchecked);
-  - unsigned: refused when signatures are required, else loaded as before.
+The policy (`TrustPolicy`, from the daemon's --allowed-signers and --allow-unsigned):
+  - a device given trusted keys (an allowed-signers file) requires signatures: an unsigned
+    bundle is refused, and a signed one must be signed by one of those keys and match;
+  - `allow_unsigned` is the explicit, documented opt-out: with it, unsigned bundles load on a
+    device that has keys (a signed one is still checked against them);
+  - without an allowed-signers file: a signed bundle's signature must still match the manifest
+    (who signed is unchecked), and an unsigned bundle loads.
+A device that was given trusted keys never falls back to "unsigned is fine" by itself.
 """
 from __future__ import annotations
 
@@ -35,7 +39,12 @@ class TrustPolicy:
     """What the device configuration says about signatures."""
 
     allowed_signers: Path | None = None
-    required: bool = False
+    allow_unsigned: bool = False  # the explicit opt-out: unsigned bundles load despite keys
+
+    @property
+    def required(self) -> bool:
+        """Trusted keys mean signatures are required, unless explicitly opted out."""
+        return self.allowed_signers is not None and not self.allow_unsigned
 
 
 @dataclass(frozen=True)
@@ -53,16 +62,15 @@ def check_signature(manifest: bytes, signature: bytes | None,
                     policy: TrustPolicy = TrustPolicy()) -> Signer | None:
     """The signer of this manifest under the policy; None for an unsigned bundle that the
     policy allows. SignatureError names the reason otherwise."""
-    if policy.required and policy.allowed_signers is None:
-        raise SignatureError("signatures are required here but no allowed-signers file is "
-                             "configured (--allowed-signers FILE)")
     if policy.allowed_signers is not None and not Path(policy.allowed_signers).is_file():
         raise SignatureError(f"the allowed-signers file {policy.allowed_signers} does not exist")
     if signature is None:
         if policy.required:
             raise SignatureError(f"the bundle is not signed ({SIGNATURE_FILE} is missing) and "
-                                 f"this device requires signatures; sign it with `edge-ids "
-                                 f"sign --key KEY BUNDLE`")
+                                 f"this device trusts only the keys in "
+                                 f"{policy.allowed_signers}: sign it with `edge-ids sign --key "
+                                 f"KEY BUNDLE` (or, to run unsigned bundles here, opt out "
+                                 f"explicitly with --allow-unsigned)")
         return None
     if shutil.which("ssh-keygen") is None:
         raise SignatureError("the bundle is signed but ssh-keygen is not installed to check it "

@@ -4,6 +4,7 @@ systemd runs here, so each install takes deploy's no-systemd path (the health ch
 unit's own ExecStart classifying probe records)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -128,8 +129,7 @@ def test_fleet_deploy_installs_on_three_devices_and_status_shows_them(
         assert info["model_sha256"] == model and info["device"] == "x86_64"
         unit = (release / "edge-ids.service").read_text()  # this host's own unit
         assert f"--input unix:{folder}/in.sock --bundle {folder}/opt/current/bundle" in unit
-        assert f"--allowed-signers {folder}/opt/current/allowed_signers --require-signature" \
-               in unit
+        assert f"--allowed-signers {folder}/opt/current/allowed_signers\n" in unit
         assert (release / "allowed_signers").read_bytes() == keys["allowed"].read_bytes()
         assert (release / "bundle" / "manifest.json.sig").is_file()
     # the role and playbooks are package data of the edge-ids wheel (inert YAML, so they also
@@ -177,6 +177,35 @@ def test_fleet_deploy_installs_on_three_devices_and_status_shows_them(
     assert header.split() == ["HOST", "RELEASE", "MODEL", "DAEMON", "RECORDS", "ALERTS", "HEALTH"]
     assert len(body) == 3 and all(ids["dev1"] in line and model[:12] in line for line in body)
     assert "500" in next(line for line in body if line.startswith("dev2"))
+
+
+def test_a_bundle_that_differs_only_in_features_json_is_installed(rolled_out, devices,
+                                                                  signed_bundle, keys, tmp_path):
+    """The review's case: a corrected features.json with the same model.tflite (the same
+    model_sha256) is a new bundle. The role always passes --skip-unchanged; "unchanged" means
+    the whole signed content (manifest and signature), so dev2 gets it installed."""
+    _, folder = devices[1]["dev2"]
+    before = current(folder)
+    corrected = Path(shutil.copytree(signed_bundle, tmp_path / "bundle"))
+    spec = json.loads((corrected / "features.json").read_text())
+    spec["kept"][0]["max"] = spec["kept"][0]["max"] * 1.5 + 1  # a corrected scale
+    (corrected / "features.json").write_text(json.dumps(spec))
+    manifest = json.loads((corrected / "manifest.json").read_text())
+    manifest["files"]["features.json"]["sha256"] = hashlib.sha256(
+        (corrected / "features.json").read_bytes()).hexdigest()
+    (corrected / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    assert cli("sign", "--key", keys["key"], corrected).exit_code == 0
+    assert load_bundle(corrected).model_sha256 == load_bundle(signed_bundle).model_sha256
+    result = cli("fleet", "deploy", "-i", rolled_out[0], "--bundle", corrected, "--limit",
+                 "dev2", "--allowed-signers", keys["allowed"])
+    assert result.exit_code == 0, result.output
+    assert "dev2  ok       installed, release " in result.output, result.output
+    assert current(folder) != before
+    installed = folder / "opt" / "current" / "bundle" / "features.json"
+    assert installed.read_bytes() == (corrected / "features.json").read_bytes()
+    again = cli("fleet", "deploy", "-i", rolled_out[0], "--bundle", corrected, "--limit",
+                "dev2", "--allowed-signers", keys["allowed"])
+    assert again.exit_code == 0 and "dev2  ok       unchanged" in again.output, again.output
 
 
 @pytest.mark.slow  # a third rollout costs minutes; `pytest -m slow tests/test_fleet.py`

@@ -64,7 +64,8 @@ def signed_hybrid(learned_nsl_kdd, keys, tmp_path) -> Path:
 
 
 def required(keys) -> TrustPolicy:
-    return TrustPolicy(keys["allowed"], required=True)
+    """A device given trusted keys: signatures are required (no opt-out)."""
+    return TrustPolicy(keys["allowed"])
 
 
 def test_sign_then_a_device_that_trusts_the_key_loads_it(trusted, keys, small_pipeline):
@@ -86,24 +87,78 @@ def test_sign_prints_the_allowed_signers_line_that_makes_a_device_trust_it(bundl
     line = result.output.strip().splitlines()[-1]
     assert line.startswith(f'ops@site namespaces="{NAMESPACE}" ssh-ed25519 ')
     (tmp_path / "printed").write_text(line + "\n")
-    assert load_bundle(bundle_copy, TrustPolicy(tmp_path / "printed", True)).signer.principal \
+    assert load_bundle(bundle_copy, TrustPolicy(tmp_path / "printed")).signer.principal \
         == "ops@site"
 
 
-def test_unsigned_is_refused_when_signatures_are_required(bundle_copy, keys):
+def test_unsigned_is_refused_on_a_device_given_trusted_keys(bundle_copy, keys):
+    """Trusted keys mean signatures are required; only the explicit opt-out loads it."""
     with pytest.raises(BundleError, match=r"refused: the bundle is not signed \(manifest\.json"
-                                          r"\.sig is missing\) and this device requires"):
+                                          r"\.sig is missing\) and this device trusts only"):
         load_bundle(bundle_copy, required(keys))
-    assert load_bundle(bundle_copy, TrustPolicy(keys["allowed"])).signer is None  # optional
-    result = cli("verify", "--allowed-signers", keys["allowed"], "--require-signature",
+    assert load_bundle(bundle_copy, TrustPolicy(keys["allowed"], allow_unsigned=True)
+                       ).signer is None
+    assert load_bundle(bundle_copy, TrustPolicy()).signer is None  # no keys: unsigned loads
+    for flags in ((), ("--require-signature",)):
+        result = cli("verify", "--allowed-signers", keys["allowed"], *flags, bundle_copy)
+        assert result.exit_code == 5 and "not signed" in result.output  # a bad input file
+    result = cli("verify", "--allowed-signers", keys["allowed"], "--allow-unsigned",
                  bundle_copy)
-    assert result.exit_code == 5 and "not signed" in result.output  # a bad input file
+    assert result.exit_code == 0 and "not signed" in result.output
+
+
+@pytest.mark.parametrize("tamper", ["delete the signature", "features.json", "manifest.json",
+                                    "model.tflite"])
+def test_a_signed_classifier_tampered_in_any_way_is_refused(trusted, keys, tamper):
+    _tamper(trusted, tamper)
+    with pytest.raises(BundleError, match=r"refused|modified or corrupted"):
+        load_bundle(trusted, required(keys))
+
+
+@pytest.mark.parametrize("tamper", ["delete the signature", "anomaly.json", "manifest.json",
+                                    "model.tflite", "features.json", "anomaly.tflite"])
+def test_a_signed_hybrid_tampered_in_any_way_is_refused(signed_hybrid, keys, tamper):
+    _tamper(signed_hybrid, tamper)
+    with pytest.raises(BundleError, match=r"refused|modified or corrupted"):
+        load_bundle(signed_hybrid, required(keys))
+
+
+def _tamper(bundle: Path, how: str) -> None:
+    """The review's attack: rename a class to the normal one (and delete the signature), or
+    change one byte of a file."""
+    if how == "delete the signature":
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        manifest["class_names"] = [manifest["normal_class"] if c != manifest["normal_class"]
+                                   else c for c in manifest["class_names"]]
+        (bundle / "manifest.json").write_text(json.dumps(manifest))
+        (bundle / SIGNATURE_FILE).unlink()
+    elif how == "manifest.json":
+        text = (bundle / how).read_text()
+        (bundle / how).write_text(text.replace('"normal_class": "', '"normal_class": "x', 1)
+                                  if '"normal_class": "' in text else text + " ")
+    else:
+        data = bytearray((bundle / how).read_bytes())
+        data[len(data) // 2] ^= 1
+        (bundle / how).write_bytes(bytes(data))
+
+
+def test_the_daemon_refuses_a_tampered_bundle_whose_signature_was_deleted(trusted, keys,
+                                                                            tmp_path):
+    """Black box, as the review did it: sign, rename DoS to the normal class, delete the .sig,
+    start `run --allowed-signers` without --require-signature: refused, exit 5."""
+    _tamper(trusted, "delete the signature")
+    (tmp_path / "none.csv").write_text("")
+    done = subprocess.run([sys.executable, "-m", "edge_ids", "run", "--bundle", str(trusted),
+                           "--input", f"file:{tmp_path / 'none.csv'}", "--allowed-signers",
+                           str(keys["allowed"])], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 5, done.stderr
+    assert "refused: the bundle is not signed" in done.stderr
 
 
 def test_a_key_the_device_does_not_trust_is_refused_even_when_not_required(
         small_pipeline, keys, tmp_path):
     stranger = signed(small_pipeline[0] / "bundle", tmp_path / "b", keys["stranger"])
-    for policy in (required(keys), TrustPolicy(keys["allowed"], required=False)):
+    for policy in (required(keys), TrustPolicy(keys["allowed"], allow_unsigned=True)):
         with pytest.raises(BundleError, match=r"refused: it is signed by ED25519 key SHA256:\S+, "
                                               r"which is not in the allowed-signers file"):
             load_bundle(stranger, policy)
@@ -169,9 +224,13 @@ def test_a_hybrid_bundle_is_signed_and_checked_like_a_classifier(signed_hybrid, 
     assert result.exit_code == 5 and "changed after signing" in result.output
 
 
-def test_required_without_an_allowed_signers_file_is_a_configuration_error(trusted):
-    with pytest.raises(BundleError, match="no allowed-signers file is configured"):
-        load_bundle(trusted, TrustPolicy(None, required=True))
+def test_requiring_signatures_without_an_allowed_signers_file_is_a_usage_error(trusted,
+                                                                              tmp_path):
+    for command in (("verify", "--require-signature", trusted),
+                    ("run", "--bundle", trusted, "--input", "-", "--require-signature")):
+        result = cli(*command)
+        assert result.exit_code == 2 and "needs --allowed-signers FILE" in result.output
+    assert not TrustPolicy(None).required  # no keys: nothing to require them against
 
 
 def test_a_tar_gz_bundle_carries_its_signature(small_pipeline, keys, tmp_path):
@@ -249,7 +308,8 @@ def test_the_daemon_refuses_to_start_on_a_bundle_it_does_not_trust(small_pipelin
 
 def test_a_profile_that_requires_signatures_sets_the_policy_and_needs_trusted_keys(keys):
     """[signatures] require = true in a device profile: deploy refuses to go on without keys,
-    and with them the unit requires signatures; --no-require-signature overrides the profile."""
+    and with them the unit requires signatures; --allow-unsigned overrides the profile, and
+    keys alone (the shipped profiles) already require signatures."""
     from dataclasses import replace
 
     from edge_ids.devices.deploy import DeployOptions, NoTrustedKeys
@@ -259,21 +319,26 @@ def test_a_profile_that_requires_signatures_sets_the_policy_and_needs_trusted_ke
                                             "--allowed-signers FILE"):
         DeployOptions("pi4", Path("b")).trust(profile)
     options = DeployOptions("pi4", Path("b"), allowed_signers=keys["allowed"])
-    assert options.trust(profile) == TrustPolicy(keys["allowed"], required=True)
-    assert options.unit_options["require_signature"] is True
+    assert options.trust(profile) == TrustPolicy(keys["allowed"])
+    assert options.trust(profile).required and not options.unit_options["allow_unsigned"]
     assert options.unit_options["allowed_signers"] == "/opt/edge-ids/current/allowed_signers"
     assert DeployOptions("pi4", Path("b"), require_signature=False).trust(profile) == \
-        TrustPolicy(None, required=False)
+        TrustPolicy(None, allow_unsigned=True)
+    shipped = DeployOptions("pi4", Path("b"), allowed_signers=keys["allowed"])
+    assert shipped.trust(load_profile("pi4")).required  # keys, no opt-out: required
+    opted_out = DeployOptions("pi4", Path("b"), allowed_signers=keys["allowed"],
+                              require_signature=False)
+    assert not opted_out.trust(load_profile("pi4")).required
+    assert opted_out.unit_options["allow_unsigned"] is True
 
 
 def test_the_unit_carries_the_signature_policy():
-    unit = render_unit(load_profile("pi4"), allowed_signers="/opt/edge-ids/current/allowed_"
-                       "signers", require_signature=True)
-    assert "--threads 1 --allowed-signers /opt/edge-ids/current/allowed_signers " \
-           "--require-signature\n" in unit
+    signers = "/opt/edge-ids/current/allowed_signers"
+    unit = render_unit(load_profile("pi4"), allowed_signers=signers)
+    assert f"--threads 1 --allowed-signers {signers}\n" in unit  # keys: signatures required
+    assert f"--allowed-signers {signers} --allow-unsigned\n" in render_unit(
+        load_profile("pi4"), allowed_signers=signers, allow_unsigned=True)
     assert "--allowed-signers" not in render_unit(load_profile("pi4"))
-    with pytest.raises(ValueError, match="needs an allowed-signers file"):
-        render_unit(load_profile("pi4"), require_signature=True)
 
 
 @pytest.mark.skipif(unit_sandbox.missing() is not None, reason=str(unit_sandbox.missing()))
@@ -290,8 +355,7 @@ def test_ssh_keygen_checks_signatures_inside_the_units_sandbox(small_pipeline, k
         (folder / "records.csv").write_bytes(b"".join(kdd_test_lines[:200]))
         for path in [folder, *folder.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
-        unit = render_unit(load_profile("pi4"), allowed_signers=str(folder / "allowed_signers"),
-                           require_signature=True)
+        unit = render_unit(load_profile("pi4"), allowed_signers=str(folder / "allowed_signers"))
         edge_ids = str(Path(sys.executable).with_name("edge-ids"))
         runs = {name: subprocess.run(unit_sandbox.sandboxed(
             [edge_ids, "run", "--bundle", str(folder / name), "--input",
@@ -330,5 +394,5 @@ def test_deploy_installs_the_trusted_keys_and_refuses_early_what_the_device_woul
         read = (lambda name: tar.extractfile(f"{top}/{name}").read())
         assert read("allowed_signers") == keys["allowed"].read_bytes()
         assert read("bundle/manifest.json.sig") == (trusted / SIGNATURE_FILE).read_bytes()
-        assert b" --allowed-signers /opt/edge-ids/current/allowed_signers --require-signature" \
-               b"\n" in read("edge-ids.service")
+        assert b" --allowed-signers /opt/edge-ids/current/allowed_signers\n" in \
+            read("edge-ids.service")
