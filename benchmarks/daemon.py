@@ -52,8 +52,10 @@ def _edge_ids() -> list[str]:
     return [sys.executable, "-m", "edge_ids"]
 
 
-def throughput(bundle: Path, records: Path, n: int, cpu: int, work: Path) -> dict:
-    """Run the daemon over a file; seconds from READY to exit, and the process's peak RSS."""
+def throughput(bundle: Path, records: Path, n: int, cpu: int, work: Path,
+               options: tuple[str, ...] = ()) -> dict:
+    """Run the daemon over a file (with more `options`); seconds from READY to exit, and the
+    process's peak RSS."""
     notify = work / f"notify-{n}.sock"
     notify.unlink(missing_ok=True)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
@@ -63,7 +65,7 @@ def throughput(bundle: Path, records: Path, n: int, cpu: int, work: Path) -> dic
         started = time.perf_counter()
         process = subprocess.Popen(
             _edge_ids() + ["run", "--bundle", str(bundle), "--input", f"file:{records}",
-                           "--alerts", str(alerts)],
+                           "--alerts", str(alerts), *options],
             env=os.environ | {"NOTIFY_SOCKET": str(notify)}, preexec_fn=_pinned(cpu),
             stderr=subprocess.DEVNULL)
         listener.settimeout(120)

@@ -6,6 +6,8 @@ verdict other than normal is an alarm. The 5-class accuracy counts `Unknown` as 
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..edge_runtime.detector import UNKNOWN
@@ -76,3 +78,29 @@ def normal_probability(bundle, records) -> np.ndarray:
 
     classifier = Classifier(bundle)
     return classifier.classify(records).probabilities[:, classifier.normal_index]
+
+
+# -- what the studies share -----------------------------------------------------------------------
+
+def short(epochs: int) -> dict:
+    """Training overrides for a smoke run (fewer epochs than the papers' recipes)."""
+    return {"epochs": epochs} if epochs < 100 else {}
+
+
+def indent(echo):
+    return lambda line: echo("    " + line.strip())
+
+
+def cached(folder: Path, settings, data_files, echo) -> bool:
+    """A classifier trained before in `folder` is reused only if the same settings, data files
+    and code made it (key.json, train/fingerprint.py); otherwise the folder is emptied, with
+    the reason, for a new one."""
+    from dataclasses import asdict, is_dataclass
+
+    from ..train.fingerprint import Stamp, code_version, files_fingerprint
+
+    record = asdict(settings) if is_dataclass(settings) else dict(settings)
+    record = {k: v for k, v in record.items() if k not in ("out", "data_dir")}
+    stamp = Stamp(folder, {"settings": record, "code": code_version(),
+                           "data": files_fingerprint(data_files)})
+    return stamp.ensure(echo) and (folder / "bundle" / "manifest.json").is_file()

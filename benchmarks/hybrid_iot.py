@@ -2,7 +2,7 @@
 
 The benign Philips Hue bridge capture is turned into flows by argus | ra, as `edge-ids capture`
 and `edge-ids learn --pcap` do. The first 70 % of its flows by start time are the learning
-period (a random 20 % of them set the thresholds), the remaining 30 % count false alarms.
+period (its last 20 % by time set the thresholds), the remaining 30 % count false alarms.
 Detection is counted on the Mirai bot capture's flows that Zeek labels C&C (joined by
 5-tuple, as benchmarks/capture.py does). That capture comes from another host on another
 network, so its detection rate is an upper bound for traffic that is merely new to this one.
@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .capture import CAPTURES, zeek_labels
-from .detection import normal_probability
-from .hybrid import _indent, _short
+from .detection import cached, indent as _indent, normal_probability, short as _short
 
 LEARN_SHARE = 0.7
 HUE, MIRAI = CAPTURES  # names of the two captures in benchmarks/capture.py
@@ -48,13 +47,16 @@ def iot23(data_dir: Path, seed: int, work: Path, budgets, echo, epochs: int = 20
     from ..edge_runtime.detector import Detector
     from ..edge_runtime.features import FeatureTransform
     from ..edge_runtime.records import RawSchema
-    from ..learn import fit_anomaly_model, split_rows, write_learned_bundle
+    from ..learn import fit_anomaly_model, split_by_time, write_learned_bundle
     from ..train.anomaly import IsolationForestScorer
     from ..train.operating_point import choose_operating_point
     from ..training import run_training
 
     classifier_dir = work / "classifier"
-    if not (classifier_dir / "bundle" / "manifest.json").is_file():
+    settings = {"dataset": "wustl-ehms-net", "model": "fnn", "loss": "focal", "seed": seed,
+                "hidden": [50], "training": _short(epochs)}
+    from ..train.datasets.wustl_ehms import find as find_wustl
+    if not cached(classifier_dir, settings, [find_wustl(data_dir)], echo):
         run_training("wustl-ehms-net", "fnn", "focal", "none", classifier_dir, data_dir=data_dir,
                      seed=seed, model_options={"hidden": (50,)}, training=_short(epochs),
                      echo=_indent(echo))
@@ -69,7 +71,7 @@ def iot23(data_dir: Path, seed: int, work: Path, budgets, echo, epochs: int = 20
     labels = zeek_labels(root / CAPTURES[MIRAI][1])
     cc = np.array([_is_cc(labels, row) for row in zip(*(mirai.columns[c] for c in TUPLE))])
     mirai = mirai.take(np.flatnonzero(cc))
-    fit_rows, val_rows = split_rows(len(learning), 0.2, seed)
+    fit_rows, val_rows = split_by_time(learning, 0.2)  # the learning period's last part
     fit, val = learning.take(fit_rows), learning.take(val_rows)
     echo(f"  iot-23 seed {seed}: {len(hue):,} Hue flows ({len(learning):,} learning: "
          f"{len(fit):,} fit, {len(val):,} validation; {len(holdout):,} held out), "

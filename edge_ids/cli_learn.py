@@ -9,6 +9,23 @@ from . import exit_codes
 from .exit_codes import BadInput, Failed
 
 
+def _check_incident_budget(ctx, param, value):
+    if not value > 0:
+        raise click.BadParameter(f"{value:g} is not a budget: give the number of false "
+                                 f"incidents per device per week you accept, > 0 (e.g. 1)")
+    return value
+
+
+def _check_home_net(ctx, param, cidrs):
+    from .edge_runtime.devices import parse_home_net
+    if cidrs:
+        try:
+            parse_home_net(cidrs)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+    return tuple(cidrs)
+
+
 @click.command(epilog=exit_codes.epilog(),
                short_help="Learn your network's normal traffic: an anomaly model.")
 @click.option("--pcap", "pcaps", multiple=True, type=click.Path(exists=True, dir_okay=False),
@@ -31,8 +48,20 @@ from .exit_codes import BadInput, Failed
                    "(0, 0.5]. The threshold is set so that exactly this share of held-out "
                    "validation flows is flagged (a hybrid's classifier may use half of it).")
 @click.option("--val-fraction", type=click.FloatRange(0.05, 0.5), default=0.2,
-              show_default=True, help="Random share of the benign flows held out to set the "
-                                      "threshold (never trained on).")
+              show_default=True, help="Share of the benign flows held out to set the "
+                                      "thresholds: the last part of the learning period by "
+                                      "time (never trained on; the same for every seed).")
+@click.option("--max-incidents-per-week", type=float, default=1.0, show_default=True,
+              metavar="N", callback=_check_incident_budget,
+              help="False-incident budget per device and week, > 0: the incident threshold is "
+                   "set so that the held-out tail of the learning period, replayed through the "
+                   "daemon's own incident code, opens at most this many incidents per device "
+                   "per week (extrapolated, with a warning, when the tail is too short to "
+                   "measure it).")
+@click.option("--home-net", "home_net", multiple=True, metavar="CIDR", callback=_check_home_net,
+              help="The protected networks: a flow belongs to its endpoints inside them, the "
+                   "devices (repeatable; default the private ranges 10/8, 172.16/12, "
+                   "192.168/16, fc00::/7, fe80::/10). Stored in the bundle.")
 @click.option("--epochs", type=click.IntRange(1), default=200, show_default=True,
               help="At most this many autoencoder epochs (early stopping ends sooner).")
 @click.option("--flow-report", type=click.IntRange(1), default=5, show_default=True,
@@ -41,7 +70,8 @@ from .exit_codes import BadInput, Failed
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seeds the split, the weights and the shuffling: the same seed gives the "
                    "same bundle.")
-def learn(pcaps, flow_files, classifier, out, max_fpr, val_fraction, epochs, flow_report, seed):
+def learn(pcaps, flow_files, classifier, out, max_fpr, val_fraction, max_incidents_per_week,
+          home_net, epochs, flow_report, seed):
     """Learn your network's normal traffic, to flag what does not fit it.
 
     A public dataset is not your network: a classifier trained on one testbed flags a third of
@@ -49,8 +79,15 @@ def learn(pcaps, flow_files, classifier, out, max_fpr, val_fraction, epochs, flo
     own benign flows, sets its threshold from the false-alarm budget on flows it never saw, and
     writes an int8 bundle that `classify`, `run`, `capture` and `deploy` take like any other.
 
+    Each device of the learning period (an address inside --home-net, by its MAC) gets its
+    own threshold when it has enough held-out flows, else the site's; the daemon then speaks
+    in incidents per device (one line when a device's evidence crosses the incident
+    threshold, --max-incidents-per-week), names a device it never saw once, and keeps the
+    per-flow alerts beside them.
+
     The learning period must be clean: whatever is in it (a compromised camera, a scan) is
-    learned as normal and never flagged. Needs at least 1,000 flows.
+    learned as normal and never flagged. It needs flow times, and at least
+    ceil(5 / max-fpr / val-fraction) flows: 2,500 at the defaults.
 
     \b
     Workflow:
@@ -75,7 +112,8 @@ def learn(pcaps, flow_files, classifier, out, max_fpr, val_fraction, epochs, flo
         require_bundle(classifier)  # checked before TensorFlow loads
     options = LearnOptions(out=out, pcaps=pcaps, flow_files=flow_files, classifier=classifier,
                            max_fpr=max_fpr, seed=seed, val_fraction=val_fraction,
-                           epochs=epochs, flow_report_seconds=flow_report)
+                           epochs=epochs, flow_report_seconds=flow_report,
+                           max_incidents_per_week=max_incidents_per_week, home_net=home_net)
     try:
         run_learn(options, echo=click.echo)
     except (LearnError, FlowError, BundleError, ValueError) as e:

@@ -28,6 +28,16 @@ def _check_metrics(ctx, param, address):
     return address
 
 
+def _check_home_net(ctx, param, cidrs):
+    if cidrs:
+        from .edge_runtime.devices import parse_home_net
+        try:
+            parse_home_net(cidrs)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+    return tuple(cidrs)
+
+
 def _check_input(ctx, param, spec):
     """The --input spec is one we know, and a file: or pcap: file is there (exit 2 if not)."""
     kind, _, path = spec.partition(":")
@@ -49,9 +59,19 @@ def _output_options(command):
                      help="Serve Prometheus metrics at http://HOST:PORT/metrics. A bare port "
                           "listens on 127.0.0.1 only; name another address (0.0.0.0:9108) to "
                           "expose them."),
-        click.option("--emit", type=click.Choice(["attacks", "all"]), default="attacks",
-                     show_default=True, help="Write a line for attacks only, or for every "
-                                             "record."),
+        click.option("--emit", type=click.Choice(["both", "attacks", "incidents", "all"]),
+                     default="both", show_default=True,
+                     help="What to write: 'attacks' a line per flagged record (event_type "
+                          "alert); 'incidents' one line when a device's trouble opens an "
+                          "incident, its updates and its close, and one per new device "
+                          "(event_type incident, new_device; needs a bundle of `edge-ids "
+                          "learn`); 'both' (the two; with a bundle that knows no devices, the "
+                          "same as attacks); 'all' a line for every record, and the incidents."),
+        click.option("--home-net", "home_net", multiple=True, metavar="CIDR",
+                     callback=_check_home_net,
+                     help="The protected networks whose addresses are devices (repeatable; "
+                          "default: the bundle's, which learn stored: the private ranges "
+                          "unless it was given others)."),
         click.option("--max-batch", type=click.IntRange(1, 65536), default=256,
                      show_default=True, help="Most records classified together."),
         click.option("--max-delay", type=click.FloatRange(0), default=0.005, show_default=True,
@@ -77,9 +97,9 @@ def _output_options(command):
     return command
 
 
-def _serve(bundle, input_, alerts, metrics, emit, max_batch, max_delay, threads, log_rejects,
-           allowed_signers, require_signature, verbose, from_start=False, flow_report=5,
-           record=None):
+def _serve(bundle, input_, alerts, metrics, emit, home_net, max_batch, max_delay, threads,
+           log_rejects, allowed_signers, require_signature, verbose, from_start=False,
+           flow_report=5, record=None):
     """Run the daemon; exit as the table says. When the input ends by itself (file:, stdin,
     pcap:) the status tells what became of its records, as classify's does; stopped by SIGTERM
     or Ctrl-C, it is 0 (systemd counts anything else as a failure)."""
@@ -92,7 +112,9 @@ def _serve(bundle, input_, alerts, metrics, emit, max_batch, max_delay, threads,
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="edge-ids: %(levelname)s %(message)s")
     options = DaemonOptions(bundle=bundle, input=input_, alerts=alerts, metrics=metrics,
-                            emit_all=emit == "all", max_batch=max_batch, max_delay=max_delay,
+                            emit_all=emit == "all", flow_alerts=emit != "incidents",
+                            incidents=emit != "attacks", home_net=home_net,
+                            max_batch=max_batch, max_delay=max_delay,
                             threads=threads, follow_from_start=from_start,
                             rejects_logged_per_minute=log_rejects,
                             flow_report_seconds=flow_report,

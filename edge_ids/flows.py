@@ -20,11 +20,12 @@ class FlowError(ValueError):
 
 def default_flow_schema() -> RawSchema:
     """The layout of an anomaly-only flow bundle: the network-only WUSTL-EHMS columns (what
-    `capture` gives, with the patient sensors ignored), so that a wustl-ehms-net classifier
-    and a learned anomaly model read the same records and can form a hybrid."""
-    from .train.datasets.wustl_ehms import BIOMETRIC, SCHEMA
+    `capture` gives, with the patient sensors ignored, and the flows' times and protocol), so
+    that a wustl-ehms-net classifier and a learned anomaly model read the same records and can
+    form a hybrid."""
+    from .train.datasets.wustl_ehms import network_schema
 
-    return SCHEMA.reading(BIOMETRIC)
+    return network_schema()
 
 
 def read_pcaps(pcaps, schema: RawSchema, flow_report_seconds: int,

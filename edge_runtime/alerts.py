@@ -4,10 +4,14 @@ One line per attack (or per record with emit_all):
 
     {"timestamp": "2026-11-23T17:20:00.123456+0000", "flow_id": 12, "event_type": "alert",
      "src_ip": …, "src_port": …, "dest_ip": …, "dest_port": …, "proto": "tcp",
+     "flow": {"start": "2026-11-23T17:19:55.010203+0000", "end": "…"},
      "alert": {"action": "allowed", "signature_id": 9100001, "signature": "edge-ids ml: DoS",
                "category": "DoS", "severity": 2},
      "ml": {"class": "DoS", "model_sha256": "…", "dataset": "nsl-kdd", "score": 0.9731}}
 
+`timestamp` is the flow's own end time (Argus LastTime) when the record has one, as Suricata
+stamps an event with its packet's time, so a replayed capture says when things happened; with
+it, `flow` gives the flow's start and end. A record without times gets the time it is processed.
 `ml.class` is the verdict. A bundle with an anomaly model adds `ml.anomaly_score` to every line,
 and an `Unknown` alert (the anomaly channel's: no class named, score over the threshold) also
 names `ml.anomaly_threshold`; an anomaly-only bundle has no `score`. `flow_id` is the record's
@@ -18,6 +22,7 @@ schema has those columns. A normal record (only with emit_all) has `"event_type"
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import time
@@ -71,21 +76,22 @@ class EveFormatter:
         """Raw columns the parser should keep as text for the 5-tuple."""
         return tuple(self.five_tuple.values())
 
-    def format(self, records: Records, verdicts: Verdicts) -> str:
-        """The lines to write (each ending in a newline), or "" when none is due."""
+    def format(self, records: Records, verdicts: Verdicts, times=None) -> str:
+        """The lines to write (each ending in a newline), or "" when none is due. `times`:
+        watch.flow_times of these records (end, start, own), for the flows' own times."""
         classes = verdicts.verdicts
         emit = np.ones(len(classes), bool) if self.emit_all or self.normal_index is None else (
             classes != self.normal_index)
         rows = np.flatnonzero(emit)
         if not len(rows):
             return ""
-        stamp = '{"timestamp":"' + timestamp() + '","flow_id":'
         tuples = self._tuples(records, rows)
         scores = _scores(verdicts, rows)
+        stamps = _stamps(rows, times)
         lines = []
         for k, r in enumerate(rows.tolist()):
             head, tail = self._tails[classes[r]]
-            lines.append(f'{stamp}{records.numbers[r]},{head}{tuples[k]}{tail}{scores[k]}}}}}')
+            lines.append(f'{stamps[k]}{records.numbers[r]},{head}{tuples[k]}{tail}{scores[k]}}}}}')
         return "\n".join(lines) + "\n"
 
     def _tuples(self, records: Records, rows: np.ndarray) -> list[str]:
@@ -102,6 +108,17 @@ class EveFormatter:
         return ["".join(p) for p in zip(*parts)]
 
 
+def _stamps(rows: np.ndarray, times) -> list[str]:
+    """Each line's start, up to its flow_id: its flow's own time (and a flow object), or now."""
+    if times is None:
+        return ['{"timestamp":"' + timestamp() + '","flow_id":'] * len(rows)
+    end, start, own = times
+    now = '{"timestamp":"' + timestamp() + '","flow_id":'
+    return [f'{{"timestamp":"{iso(e)}","flow":{{"start":"{iso(s)}","end":"{iso(e)}"}},'
+            f'"flow_id":' if o else now
+            for e, s, o in zip(end[rows].tolist(), start[rows].tolist(), own[rows].tolist())]
+
+
 def _scores(verdicts: Verdicts, rows: np.ndarray) -> list[str]:
     """The end of each line's ml object: the classifier's score and/or the anomaly score."""
     parts = []
@@ -116,14 +133,39 @@ _second: list = [None, ""]  # the last whole second formatted, and its text
 
 
 def timestamp() -> str:
-    """Now, the way Suricata writes it: 2026-11-23T17:20:00.123456+0000 (strftime once a
-    second: it is a good part of a single record's cost)."""
-    now = time.time()
-    second = int(now)
+    """Now, the way Suricata writes it: 2026-11-23T17:20:00.123456+0000."""
+    return iso(time.time())
+
+
+def iso(t: float) -> str:
+    """A Unix time the way Suricata writes it (strftime once a second: it is a good part of a
+    single record's cost)."""
+    second = math.floor(t)
     if second != _second[0]:
-        _second[:] = second, datetime.fromtimestamp(second, timezone.utc).strftime(
-            "%Y-%m-%dT%H:%M:%S")
-    return f"{_second[1]}.{int((now - second) * 1e6):06d}+0000"
+        try:
+            text = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        except (OverflowError, OSError, ValueError):  # a made-up time far outside the calendar
+            return iso(time.time())
+        _second[:] = second, text
+    return f"{_second[1]}.{min(round((t - second) * 1e6), 999999):06d}+0000"
+
+
+def event_lines(events: list[dict], ml: dict) -> str:
+    """Incident and new-device events (incidents.py) as EVE lines: times as Suricata writes
+    them, the device's addresses as src_ip / src_mac, and the model as in every alert."""
+    lines = []
+    for event in events:
+        device = event["device"]
+        body = {"timestamp": iso(event["time"]), "event_type": event["event_type"],
+                "src_ip": device["ip"], "src_mac": device["mac"], "device": device}
+        detail = dict(event.get("incident") or event.get("new_device"))
+        for key in ("opened", "first_flow", "last_flow"):
+            if detail.get(key) is not None:
+                detail[key] = iso(detail[key])
+        body[event["event_type"]] = detail
+        body["ml"] = ml
+        lines.append(json.dumps(body, separators=(",", ":")))
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 class AlertWriter:

@@ -37,8 +37,10 @@ class AnomalyScorer:
                               f"inputs but {self.model.n_outputs} outputs; an autoencoder "
                               f"reconstructs its input")
 
-    def is_anomalous(self, scores: np.ndarray) -> np.ndarray:
-        return scores > self.threshold
+    def is_anomalous(self, scores: np.ndarray, thresholds: np.ndarray | None = None
+                     ) -> np.ndarray:
+        """Over the bundle's threshold, or over each record's own (its devices')."""
+        return scores > (self.threshold if thresholds is None else thresholds)
 
     def score(self, records: Records, codes: dict | None = None
               ) -> tuple[np.ndarray, dict[str, int]]:
@@ -48,3 +50,12 @@ class AnomalyScorer:
 
     def score_features(self, x: np.ndarray) -> np.ndarray:
         return reconstruction_error(x, self.model.predict(x))
+
+    def score_explained(self, records: Records, codes: dict | None = None
+                        ) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
+        """(scores, unseen categories, input minus reconstruction per feature): the last is
+        what an incident's "why" is made of, and costs nothing more to keep."""
+        x, unknown = self.transform.transform(records.columns, records.numeric, codes)
+        difference = x - self.model.predict(x)
+        scores = np.einsum("ij,ij->i", difference, difference) / max(x.shape[1], 1)
+        return scores, unknown, difference

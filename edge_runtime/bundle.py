@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .features import READABLE_SPEC_VERSIONS
+from .incident_settings import IncidentSettings, SettingsError, read_settings
 from .signature import SIGNATURE_FILE, SignatureError, Signer, TrustPolicy, check_signature
 
 BUNDLE_SCHEMA_VERSION = 2  # 2 added the anomaly model (hybrid and anomaly-only bundles)
@@ -55,6 +56,7 @@ class Bundle:
     model: bytes | None  # the classifier's .tflite flatbuffer
     anomaly: AnomalyPart | None = None
     signer: Signer | None = None  # who signed the manifest (None: unsigned)
+    incidents: IncidentSettings | None = None  # devices and incidents (a bundle of `learn`)
     # The bytes that were verified, by file name: what a copy of the bundle must write (reading
     # the files again could pick up a change made after the check).
     files: dict = field(default_factory=dict, repr=False, compare=False)
@@ -97,6 +99,10 @@ class Bundle:
                     if name in files}
         decision |= {"anomaly_threshold": self.anomaly.threshold,
                      "normal_threshold": self.normal_threshold}
+        if self.incidents is not None:  # each device's threshold and the incident threshold
+            decision |= {"devices": self.manifest["devices"],
+                         "incidents": {k: v for k, v in self.manifest["incidents"].items()
+                                       if k != "validation"}}
         return sha256_bytes(json.dumps(decision, sort_keys=True).encode())
 
 
@@ -144,10 +150,15 @@ def load_bundle(path: str | Path, trust: TrustPolicy = TrustPolicy()) -> Bundle:
             raise BundleError(f"{path}: {FEATURES_FILE} and {ANOMALY_FEATURES_FILE} describe "
                               f"different raw record layouts; both models must read the same "
                               f"records")
+    try:
+        incidents = read_settings(manifest, anomaly.threshold if anomaly else None)
+    except SettingsError as e:
+        raise BundleError(f"{path}: inconsistent incident settings in {MANIFEST_FILE}: {e}") \
+            from None
     kept = {name: files[name] for name in (MANIFEST_FILE, SIGNATURE_FILE,
                                            *DETECTOR_FILES[detector]) if name in files}
     return Bundle(path, manifest, specs.get(FEATURES_FILE), files.get(MODEL_FILE)
-                  if FEATURES_FILE in specs else None, anomaly, signer, kept)
+                  if FEATURES_FILE in specs else None, anomaly, signer, incidents, kept)
 
 
 def _check_hash(path: Path, name: str, data: bytes, manifest: dict) -> None:

@@ -10,6 +10,10 @@ batches handles what signals asked for (signal handlers only set flags):
     SIGTERM, SIGINT  stop reading, classify every line already accepted, exit 0
 
 A bad line never stops it: it is rejected with a reason, counted, and logged at a bounded rate.
+With a bundle that knows its devices (`edge-ids learn`), each batch also goes through the
+device watch (watch.py): flows are held to their devices' own thresholds, and incident and
+new-device lines are written beside (or instead of) the flow alerts. When the input ends or the
+daemon stops, open incidents are closed with that reason.
 """
 from __future__ import annotations
 
@@ -25,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .alerts import AlertWriter, EveFormatter
-from .bundle import load_bundle
+from .alerts import AlertWriter, EveFormatter, event_lines
+from .bundle import BundleError, load_bundle
 from .detector import Detector
 from .intake import Batch, Intake
 from .metrics import Metrics
@@ -35,6 +39,7 @@ from .recorder import FlowRecorder
 from .signature import TrustPolicy
 from .sources import LineSource, open_source
 from .systemd import Notifier
+from .watch import DeviceWatch, anomaly_features, flow_times
 
 log = logging.getLogger("edge_ids.daemon")
 try:  # (edge_runtime imports nothing from outside itself, so not edge_ids.__version__)
@@ -51,7 +56,10 @@ class DaemonOptions:
     input: str
     alerts: str
     metrics: str | None = None
-    emit_all: bool = False
+    emit_all: bool = False  # a line for every record, not only the flagged ones
+    flow_alerts: bool = True  # flow alert lines (event_type "alert")
+    incidents: bool = True  # incident and new_device lines, when the bundle knows its devices
+    home_net: tuple[str, ...] = ()  # overrides the bundle's home networks
     max_batch: int = 256
     max_delay: float = 0.005
     threads: int = 1
@@ -73,6 +81,18 @@ class Model:
         self.detector = Detector(self.bundle, options.threads, options.max_batch)
         self.detector.warm_up()  # it runs
         self.formatter = EveFormatter(self.detector, options.emit_all)
+        if options.incidents and not options.flow_alerts and self.bundle.incidents is None:
+            raise BundleError(f"{path}: --emit incidents needs a bundle that knows its devices "
+                              f"(made by edge-ids learn from flows with times); this one has "
+                              f"no incident settings")
+        self.watching = options.incidents and self.bundle.incidents is not None
+        self.ml = {"model_sha256": self.bundle.model_sha256,
+                   "dataset": self.bundle.manifest.get("dataset")}
+
+    def new_watch(self, options: DaemonOptions) -> DeviceWatch | None:
+        if not self.watching:
+            return None
+        return DeviceWatch.for_bundle(self.bundle, self.detector, options.home_net or None)
 
     def describe(self) -> str:
         kind = "" if self.bundle.detector == "classifier" else f"{self.bundle.detector} "
@@ -123,6 +143,8 @@ class Daemon:
         """Serve until the input ends or SIGTERM; 0 when stopped cleanly, 1 if the input failed.
         Raises BundleError/OSError/ValueError when it cannot start."""
         self.model = Model(self.options.bundle, self.options)
+        self.watch = self.model.new_watch(self.options)
+        self._keep_text = self._text_columns()
         self._set_model_metrics()
         writer = AlertWriter(self.options.alerts)
         source = open_source(self.options.input, self.options.follow_from_start,
@@ -147,6 +169,7 @@ class Daemon:
             self.notifier.ready(self._status())
             self._serve(intake, writer)
             reader.join(timeout=5)
+            self._finish_incidents(writer)
         finally:
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
@@ -156,6 +179,46 @@ class Daemon:
                 recorder.close()
         log.info("stopped: %s", self._status())
         return 1 if self._reader_error else 0
+
+    def _text_columns(self) -> tuple[str, ...]:
+        """What the parser keeps as text: the 5-tuple for alerts, and with the device watch
+        the addresses, MACs and flow times."""
+        columns = self.model.formatter.text_columns
+        if self.watch is not None:
+            columns += tuple(c for c in self.watch.text_columns if c not in columns)
+        times = tuple(c for c in ("LastTime", "StartTime")
+                      if c in self.model.detector.schema.names and c not in columns)
+        return columns + times
+
+    def _finish_incidents(self, writer: AlertWriter) -> None:
+        if self.watch is None:
+            return
+        reason = "the daemon stopped" if self._stop.is_set() else "end of input"
+        self._write_events(self.watch.finish(reason), writer)
+
+    def _write_events(self, events: list, writer: AlertWriter) -> None:
+        if not events:
+            return
+        for event in events:
+            kind = event["event_type"]
+            if kind == "new_device":
+                self.metrics.new_devices.inc()
+                self.counts["new_devices"] += 1
+            elif event["incident"]["state"] == "open":
+                self.metrics.incidents.labels("opened").inc()
+                self.counts["incidents"] += 1
+            elif event["incident"]["state"] == "closed":
+                self.metrics.incidents.labels("closed").inc()
+        tracker = self.watch.tracker
+        self.metrics.incidents_open.set(tracker.opened - tracker.closed)
+        new = sum(1 for d in tracker.devices.values() if d.new)
+        self.metrics.devices.labels("new").set(new)
+        self.metrics.devices.labels("known").set(len(tracker.devices) - new)
+        try:
+            writer.write(event_lines(events, self.model.ml))
+        except OSError as e:
+            self.metrics.write_errors.inc()
+            log.error("writing incidents to %s failed: %s", self.options.alerts, e)
 
     def _install_signal_handlers(self) -> dict:
         """Ours in place of the current handlers, which are returned (restored at the end)."""
@@ -228,15 +291,20 @@ class Daemon:
         model = self.model
         records, rejected = parse_lines(batch.lines, model.detector.schema,
                                         first_number=batch.first_number,
-                                        keep_text=model.formatter.text_columns)
+                                        keep_text=self._keep_text)
         self.counts["lines"] += len(batch.lines)
         for r in rejected:
             self.metrics.rejected.labels(r.reason).inc()
             self._rejects_log.warning(f"record {r.record} rejected ({r.reason}): {r.detail}")
         self.counts["rejected"] += len(rejected)
         if len(records):
-            verdicts = model.detector.detect(records)
-            text = model.formatter.format(records, verdicts)
+            watch = self.watch
+            owners, thresholds = watch.devices(records) if watch is not None else (None, None)
+            verdicts = model.detector.detect(records, thresholds, explain=watch is not None)
+            times = flow_times(records) if self._keep_text and any(
+                c in records.columns for c in ("LastTime", "StartTime")) else None
+            text = model.formatter.format(records, verdicts, times) \
+                if self.options.flow_alerts else ""
             self.metrics.inference.observe(time.perf_counter() - start)
             if text:
                 try:
@@ -244,6 +312,8 @@ class Daemon:
                 except OSError as e:
                     self.metrics.write_errors.inc()
                     log.error("writing alerts to %s failed: %s", self.options.alerts, e)
+            if watch is not None:
+                self._write_events(watch.observe(records, verdicts, owners), writer)
             self._count(model, records, verdicts)
         self.metrics.batch_size.observe(len(batch.lines))
         self.metrics.latency.observe(time.monotonic() - batch.oldest_arrival)
@@ -280,6 +350,12 @@ class Daemon:
         else:
             old = self.model.describe()
             self.model = new
+            if new.watching and self.watch is not None:
+                self.watch.reconfigure(new.bundle.incidents.with_home_net(
+                    self.options.home_net or None), anomaly_features(new.bundle.anomaly.spec))
+            else:
+                self.watch = new.new_watch(self.options)
+            self._keep_text = self._text_columns()
             self._set_model_metrics()
             self.metrics.reloads.labels("ok").inc()
             log.info("reloaded: %s (was %s)", new.describe(), old)
@@ -292,5 +368,7 @@ class Daemon:
 
     def _status(self) -> str:
         c = self.counts
-        return (f"{c['records']:,} records, {c['alerts']:,} alerts, {c['rejected']:,} rejected; "
-                f"{self.model.describe()}")
+        incidents = (f", {c['incidents']:,} incidents, {c['new_devices']:,} new devices"
+                     if self.watch is not None else "")
+        return (f"{c['records']:,} records, {c['alerts']:,} alerts{incidents}, "
+                f"{c['rejected']:,} rejected; {self.model.describe()}")

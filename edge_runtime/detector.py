@@ -31,6 +31,8 @@ class Verdicts:
     classes: np.ndarray | None = None  # the classifier's class (index into class_names)
     scores: np.ndarray | None = None  # the classifier's probability of that class
     anomaly_scores: np.ndarray | None = None
+    normal_probability: np.ndarray | None = None  # the classifier's P(normal class)
+    differences: np.ndarray | None = None  # anomaly model input - reconstruction (explain=True)
 
 
 class Detector:
@@ -58,24 +60,34 @@ class Detector:
     def threshold(self) -> float | None:
         return self.anomaly.threshold if self.anomaly else None
 
-    def detect(self, records: Records) -> Verdicts:
+    def detect(self, records: Records, thresholds: np.ndarray | None = None,
+               explain: bool = False) -> Verdicts:
+        """`thresholds`: an anomaly threshold per record (its devices' own), else the
+        bundle's. `explain`: also keep the anomaly model's per-feature differences."""
         if self.classifier is None:
-            scores, unknown = self.anomaly.score(records)
-            verdicts = np.where(self.anomaly.is_anomalous(scores), len(self.class_names),
-                                self.normal_index)
-            return Verdicts(verdicts, unknown, anomaly_scores=scores)
+            scores, unknown, differences = self._score(records, None, explain)
+            verdicts = np.where(self.anomaly.is_anomalous(scores, thresholds),
+                                len(self.class_names), self.normal_index)
+            return Verdicts(verdicts, unknown, anomaly_scores=scores, differences=differences)
         codes = self.classifier.transform.codes(records.columns) if self.anomaly else None
         predictions = self.classifier.classify(records, codes)
         verdicts = predictions.classes.copy()
-        result = Verdicts(verdicts, predictions.unknown, predictions.classes, predictions.scores)
+        result = Verdicts(verdicts, predictions.unknown, predictions.classes, predictions.scores,
+                          normal_probability=None if self.normal_index is None else
+                          predictions.probabilities[:, self.normal_index])
         if self.anomaly is not None:
             # Scored for every record (not only those the classifier calls normal): the score is
             # in every output line, and the metrics' histogram shows drift in all traffic.
-            result.anomaly_scores, _ = self.anomaly.score(records, codes)
+            result.anomaly_scores, _, result.differences = self._score(records, codes, explain)
             unknown = (verdicts == self.normal_index) & \
-                self.anomaly.is_anomalous(result.anomaly_scores)
+                self.anomaly.is_anomalous(result.anomaly_scores, thresholds)
             verdicts[unknown] = len(self.class_names)
         return result
+
+    def _score(self, records: Records, codes, explain: bool):
+        if explain:
+            return self.anomaly.score_explained(records, codes)
+        return (*self.anomaly.score(records, codes), None)
 
     def warm_up(self) -> None:
         """Run every model once: a bundle that loads but cannot run fails here, not later."""

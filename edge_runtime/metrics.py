@@ -74,6 +74,19 @@ class Metrics:
             "edge_ids_anomaly_score_ratio", "Anomaly score of each record divided by the "
             "bundle's threshold (over 1: anomalous).", SCORE_RATIO_BUCKETS)
         registry.register(self.anomaly_scores)
+        # Incidents and devices: no per-device label (a network's devices are unbounded).
+        self.incidents = Counter("edge_ids_incidents", "Incidents, by what happened: opened, "
+                                 "closed.", ["event"], registry=registry)
+        for event in ("opened", "closed"):
+            self.incidents.labels(event)
+        self.incidents_open = Gauge("edge_ids_incidents_open", "Incidents open now.",
+                                    registry=registry)
+        self.devices = Gauge("edge_ids_devices", "Devices remembered now, by kind: known (in "
+                             "the learning period) or new.", ["kind"], registry=registry)
+        for kind in ("known", "new"):
+            self.devices.labels(kind)
+        self.new_devices = Counter("edge_ids_new_devices", "Devices seen that were not in the "
+                                   "learning period (each named once).", registry=registry)
         self._build_labels = None
 
     def set_model(self, version: str, model_sha256: str, dataset: str) -> None:

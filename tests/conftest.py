@@ -149,3 +149,36 @@ def learned_nsl_kdd(small_pipeline, data_dir, tmp_path_factory):
 def hybrid_copy(learned_nsl_kdd, tmp_path) -> Path:
     """A private copy of the hybrid bundle that a test may damage."""
     return Path(shutil.copytree(learned_nsl_kdd["hybrid"], tmp_path / "hybrid"))
+
+
+@pytest.fixture(scope="session")
+def smart_home(data_dir, tmp_path_factory) -> dict:
+    """The four smart-home devices as one site, cut after four days (the incidents
+    benchmark's captures: benchmarks/incident_scenarios.py), and one injected infection and a
+    few joins made the same way. Needs wireshark-common and tcpreplay."""
+    from edge_ids.benchmarks import incident_scenarios as scenarios
+
+    missing = scenarios.missing_tools()
+    if missing:
+        pytest.skip(missing)
+    work = tmp_path_factory.mktemp("smart-home")
+    site = scenarios.site(data_dir, work)
+    return {"work": work, "site": site, "devices": scenarios.devices(data_dir)}
+
+
+@pytest.fixture(scope="session")
+def learned_site(smart_home, tmp_path_factory) -> dict:
+    """`edge-ids learn --pcap` on the site's first four days (thirty epochs: the tests are
+    about the plumbing), in a folder others may read."""
+    from click.testing import CliRunner
+
+    from edge_ids.cli import main
+
+    out = Path(tempfile.mkdtemp(prefix="edge-ids-site-"))
+    result = CliRunner().invoke(main, ["learn", "--pcap", str(smart_home["site"]["learn"]),
+                                       "--out", str(out), "--epochs", "30"])
+    assert result.exit_code == 0, result.output
+    for path in [out, *out.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    yield {"out": out, "bundle": out / "bundle", "output": result.output}
+    shutil.rmtree(out)

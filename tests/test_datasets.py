@@ -130,8 +130,10 @@ def test_ehms_dropped_columns_are_constant_or_identifiers(ehms):
 
 def test_the_network_only_variant_reads_the_argus_columns_of_the_same_records(ehms):
     net = load_dataset("wustl-ehms-net", DATA_DIR)
-    assert net.name == "wustl-ehms-net" and net.schema.names == ehms.schema.names
-    assert set(net.schema.ignored) == set(wustl_ehms.IGNORED) | set(wustl_ehms.BIOMETRIC)
+    assert net.name == "wustl-ehms-net"
+    assert net.schema.names == ehms.schema.names + wustl_ehms.FLOW_CONTEXT
+    assert set(net.schema.ignored) == set(wustl_ehms.IGNORED) | set(wustl_ehms.BIOMETRIC) | \
+        set(wustl_ehms.FLOW_CONTEXT)
     for name in ("train", "test"):
         a, b = (ehms.train, net.train) if name == "train" else (ehms.tests["test"],
                                                                 net.tests["test"])

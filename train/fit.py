@@ -22,6 +22,22 @@ def split_validation(n_rows: int, y: np.ndarray, fraction: float, seed: int):
     return train_test_split(rows, test_size=fraction, stratify=y, random_state=seed)
 
 
+def split_with_holdout(y: np.ndarray, val_fraction: float, holdout_fraction: float,
+                       seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fit, validation, holdout) rows, stratified: the holdout is set aside first and never
+    seen by the model (neither fitted on nor early-stopped on), for choices made after it is
+    trained (an operating point); the rest splits as split_validation does."""
+    if not holdout_fraction:
+        fit, val = split_validation(len(y), y, val_fraction, seed)
+        return fit, val, np.array([], dtype=np.int64)
+    rest, holdout = split_validation(len(y), y, holdout_fraction, seed + HOLDOUT_SEED)
+    fit, val = split_validation(len(rest), y[rest], val_fraction, seed)
+    return rest[fit], rest[val], holdout
+
+
+HOLDOUT_SEED = 7919  # the holdout's own split seed: not the validation split's
+
+
 def fit_classifier(model: keras.Model, loss: keras.losses.Loss, x, y, x_val, y_val, *,
                    epochs: int = 50, batch_size: int = 256, learning_rate: float = 0.01,
                    schedule: str | None = None, decay_epochs: int = 10,

@@ -37,6 +37,10 @@ BIOMETRIC = ("Temp", "SpO2", "Pulse_Rate", "SYS", "DIA", "Heart_rate", "Resp_Rat
 # one-packet flow, loss without retransmissions. The CSV has no empty field and 0 in every such
 # column (SrcGap, SIntPktAct, Loss, pLoss are 0 in all 16,318 rows), so 0 is what they mean.
 MISSING = ("", "nan", "-nan")
+# Argus columns a flow model keeps beside its features, never read as features: when the flow
+# started and ended (the time of its alerts and incidents, the order `learn` splits by) and
+# its protocol (for alerts). The WUSTL CSV has none of them; a flow from `capture` has all.
+FLOW_CONTEXT = ("StartTime", "LastTime", "Proto")
 # What the device reads: the original layout, 43 features then `Label`.
 SCHEMA = RawSchema.of(FEATURES, CATEGORICAL, IGNORED, trailing=("Label",), missing=MISSING)
 # The circulated copy has `Attack Category` before `Label`.
@@ -68,12 +72,22 @@ def find(data_dir=None) -> Path:
             raise DataError(f"{e} (nor the original {FILES[1]})") from None
 
 
+def network_schema(schema: RawSchema = SCHEMA) -> RawSchema:
+    """The flow layout: the Argus columns of `schema` (the biometrics ignored) and, after
+    them, FLOW_CONTEXT (ignored: times and protocol, kept for alerts and incidents)."""
+    net = schema.reading(BIOMETRIC)
+    return RawSchema(net.names + FLOW_CONTEXT, net.types + ("ignored",) * len(FLOW_CONTEXT),
+                     net.trailing, net.missing, net.missing_as)
+
+
 def load_network_only(data_dir=None) -> Dataset:
     """The same records and split, with the biometric columns ignored: a model for a device that
-    sees only packets (Argus flows from `edge-ids capture`), with no medical sensors."""
+    sees only packets (Argus flows from `edge-ids capture`), with no medical sensors. Its
+    layout adds the flows' times and protocol (FLOW_CONTEXT), which the CSV does not have and
+    no feature reads."""
     full = load(data_dir)
     full.name = NETWORK_NAME
-    full.schema = full.schema.reading(BIOMETRIC)
+    full.schema = network_schema(full.schema)
     for labelled in (full.train, *full.tests.values()):
         labelled.records = labelled.records.without(BIOMETRIC)
     full.notes += (f" Network-only variant: the biometric columns ({', '.join(BIOMETRIC)}) are "

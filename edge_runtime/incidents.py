@@ -1,0 +1,343 @@
+"""From flagged flows to incidents: one per device in trouble, opened, updated and closed.
+
+Every flow is given to its local devices (devices.py) and may be **evidence** against them,
+in bits over the operating point, from two detectors:
+
+- how the flow looks: log2(score / threshold) when the autoencoder's score is over the device's
+  own threshold (a flow the classifier names as an attack: log2(normal_threshold / P(normal)),
+  whichever is larger), capped at what the learning period can resolve (`max_flow_bits`:
+  log2(budget x validation flows); beyond every held-out flow, a higher score says no more);
+- whom it talks to: a known device's flow to a service (protocol and the lower port) it never
+  used while learning adds log2(budget / P(new service)), with P(new service) the Good-Turing
+  estimate from its own learning flows (its services seen once, over its flows). IoT devices use
+  a handful of services, so for them a new one is strong evidence; a device that keeps using
+  new ones earns little from it.
+
+A device's evidence takes the strongest of its flows each minute, counted from the episode's first flagged flow (a burst of status records from one
+reconnect counts once, and Argus's report interval does not change what an incident is) and decays with a
+half-life of five minutes, so it measures trouble that lasts, not one odd moment. Evidence rising from nothing starts an
+**episode**; when it crosses the bundle's incident threshold the episode becomes an incident
+(one EVE line, `event_type: "incident"`, state "open"), updated at most every ten minutes while
+flagged flows keep coming, and closed by a line when the device has had no flagged flow for 30
+minutes (or the input ended). A device with an open incident never opens a second one; a device
+that was not in the learning period is named once (`event_type: "new_device"`) and opens at most
+one incident, marked new_device.
+
+Because an incident is exactly an episode whose peak evidence crossed the threshold, `learn`
+sets the threshold from the peaks of the episodes in the held-out tail of the learning period,
+replayed through this same code (train/incident_budget.py).
+
+Times are the flows' own (Argus LastTime), so a replayed capture says when things happened.
+State is bounded: at most `max_devices` devices are remembered (the least recently seen goes
+first), an episode is dropped when it ends, and the peers and ports of one are capped.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import numpy as np
+
+from .devices import device_label
+from .incident_settings import IncidentSettings
+
+SLOT_SECONDS = 60.0  # a device's evidence grows by its strongest flagged flow of each minute
+MAX_DEVICES = 16384
+MAX_KEYS = 16  # peers and ports counted per incident; more are summed as "other"
+NEW_DEVICES_REMEMBERED = 131072  # announced new devices (so none is named twice)
+
+
+class _Episode:
+    __slots__ = ("evidence", "at", "first", "last", "last_flagged", "flagged", "seen", "peers",
+                 "ports", "max_ratio", "errors", "signs", "incident", "opened", "last_line",
+                 "lines_flagged", "peak", "slot", "slot_bits", "first_flagged")
+
+    def __init__(self, start: float, n_inputs: int):
+        self.evidence, self.at, self.first, self.last = 0.0, start, start, start
+        self.slot, self.slot_bits = None, 0.0  # the current minute and its strongest flow
+        self.first_flagged = start  # minutes count from the episode's first flagged flow
+        self.last_flagged, self.flagged, self.seen = start, 0, 0
+        self.peers, self.ports, self.max_ratio = {}, {}, 0.0
+        self.errors = np.zeros(n_inputs) if n_inputs else None
+        self.signs = np.zeros(n_inputs) if n_inputs else None
+        self.incident, self.opened, self.last_line, self.lines_flagged = None, None, None, 0
+        self.peak = 0.0
+
+
+class _Device:
+    __slots__ = ("key", "ip", "new", "first_seen", "last_seen", "flows", "flagged", "episode",
+                 "incidents", "ended")
+
+    def __init__(self, key: str, ip: str | None, new: bool, t: float):
+        self.key, self.ip, self.new = key, ip, new
+        self.first_seen = self.last_seen = t
+        self.flows = self.flagged = self.incidents = 0
+        self.episode: _Episode | None = None
+        # The last episode that ended without an incident, with its place among the recorded
+        # peaks: a flow that Argus reports late (its time inside that episode's window, after
+        # other devices' flows moved the clock past it) resumes it instead of starting anew,
+        # so a device's incidents do not depend on how much else the network is doing.
+        self.ended: tuple[_Episode, int | None] | None = None
+
+
+def _count(counter: dict, key: str) -> None:
+    if key in counter or len(counter) < MAX_KEYS:
+        counter[key] = counter.get(key, 0) + 1
+    else:
+        counter["other"] = counter.get("other", 0) + 1
+
+
+class IncidentTracker:
+    """Feed it each batch's flows (in time order, roughly) and it returns the EVE events due."""
+
+    def __init__(self, settings: IncidentSettings, features: list[tuple[str, bool]] = (),
+                 max_devices: int = MAX_DEVICES, record_peaks: bool = False):
+        self.settings = settings
+        self.features = list(features)  # per model input: (raw column, is one-hot)
+        self.max_devices = max_devices
+        self.devices: OrderedDict[str, _Device] = OrderedDict()
+        self.announced: OrderedDict[str, None] = OrderedDict()
+        self.active: dict[str, _Device] = {}  # devices with an episode
+        self.resumable: dict[str, _Device] = {}  # devices with an ended, resumable episode
+        self.clock = -math.inf
+        self.next_id = 1
+        self.opened = self.closed = self.new_devices = 0
+        self.peaks: list[float] | None = [] if record_peaks else None
+        self._decay = math.log(2) / settings.half_life
+
+    # -- one batch ------------------------------------------------------------------------------
+
+    def observe(self, times, starts, devices, scores, named_bits, differences, flows,
+                services) -> list:
+        """times/starts: per record (flow end and start, Unix s); devices: per record a tuple of
+        (key, ip); scores: anomaly scores or None; named_bits: the classifier's evidence per
+        record or None; differences: the anomaly model's (input - reconstruction) rows or None;
+        flows: per record (src, sport, dst, dport, proto) texts, for peers; services: per record
+        its service ("tcp/443")."""
+        events: list = []
+        settings = self.settings
+        for r, owners in enumerate(devices):
+            if not owners:
+                continue
+            t = times[r]
+            for key, ip in owners:
+                device = self._device(key, ip, t, flows[r], events)
+                device.flows += 1
+                if t > device.last_seen:
+                    device.last_seen = t
+                bits = 0.0
+                if scores is not None:
+                    threshold = settings.threshold(key)
+                    if scores[r] > threshold:
+                        bits = math.log2(scores[r] / threshold) if threshold > 0 else 64.0
+                if named_bits is not None and named_bits[r] > bits:
+                    bits = named_bits[r]
+                if bits > settings.max_flow_bits:
+                    bits = settings.max_flow_bits
+                bits += settings.new_service_bits(key, services[r])
+                episode = device.episode
+                if episode is not None and t - episode.last_flagged >= settings.close_after:
+                    self._end(device, events, f"no flagged flow for "
+                                              f"{settings.close_after / 60:g} min",
+                              episode.last_flagged + settings.close_after)
+                    episode = None  # (ended before this flow, whatever the batch boundaries)
+                if bits > 0:
+                    if episode is None:
+                        episode = device.episode = self._episode(device, t)
+                        self.active[key] = device
+                    self._flag(device, episode, r, bits, t, starts[r], ip, flows[r],
+                               None if scores is None else scores[r] / settings.threshold(key),
+                               differences, services[r], events)
+                elif episode is not None:
+                    episode.seen += 1
+            if t > self.clock:
+                self.clock = t
+        self._sweep(events)
+        return events
+
+    def _episode(self, device: _Device, t: float) -> _Episode:
+        """A new episode, or the last one if this flow arrived late into its window."""
+        if device.ended is not None:
+            episode, place = device.ended
+            device.ended = None
+            self.resumable.pop(device.key, None)
+            if t - episode.last_flagged < self.settings.close_after:
+                if place is not None:
+                    self.peaks[place] = None  # its peak is recorded again when it ends
+                return episode
+        return _Episode(t, len(self.features))
+
+    def _device(self, key: str, ip: str | None, t: float, flow, events: list) -> _Device:
+        device = self.devices.get(key)
+        if device is not None:
+            self.devices.move_to_end(key)
+            if ip is not None and device.ip != ip:
+                device.ip = ip
+            return device
+        new = key not in self.settings.known
+        device = self.devices[key] = _Device(key, ip, new, t)
+        if new and key not in self.announced:
+            self.announced[key] = None
+            if len(self.announced) > NEW_DEVICES_REMEMBERED:
+                self.announced.popitem(last=False)
+            self.new_devices += 1
+            events.append(self._new_device_event(device, t, flow))
+        if len(self.devices) > self.max_devices:
+            self._evict(events)
+        return device
+
+    def _evict(self, events: list) -> None:
+        """The least recently seen device goes (its open incident is closed, saying so)."""
+        key, device = self.devices.popitem(last=False)
+        self.resumable.pop(key, None)
+        if device.episode is not None:
+            self._end(device, events, "evicted: more devices than edge-ids keeps in memory")
+
+    def _flag(self, device, episode, r, bits, t, start, ip, flow, ratio, differences, service,
+              events) -> None:
+        slot = math.floor((t - episode.first_flagged) / SLOT_SECONDS)
+        if episode.slot is None or slot > episode.slot:  # a new minute: decay, then add
+            decay = math.exp(-self._decay * max(0.0, t - episode.at))
+            episode.evidence = episode.evidence * decay + bits
+            episode.slot, episode.slot_bits = slot, bits
+            episode.at = max(episode.at, t)
+        elif bits > episode.slot_bits:  # the same minute: only the strongest flow counts
+            episode.evidence += bits - episode.slot_bits
+            episode.slot_bits = bits
+        episode.flagged += 1
+        episode.seen += 1
+        device.flagged += 1
+        episode.first = min(episode.first, start)
+        episode.last = max(episode.last, t)
+        episode.last_flagged = max(episode.last_flagged, t)
+        episode.peak = max(episode.peak, episode.evidence)
+        if ratio is not None and ratio > episode.max_ratio:
+            episode.max_ratio = ratio
+        src, sport, dst, dport, proto = flow
+        peer = dst if src == ip else src
+        _count(episode.peers, peer or "?")
+        _count(episode.ports, service)
+        if differences is not None and episode.errors is not None:
+            row = differences[r]
+            episode.errors += bits * row * row
+            episode.signs += bits * row
+        if episode.incident is None and episode.evidence > self.settings.threshold_bits and \
+                not (device.new and device.incidents):
+            episode.incident = self.next_id
+            self.next_id += 1
+            device.incidents += 1
+            self.opened += 1
+            episode.opened = t
+            episode.last_line, episode.lines_flagged = t, episode.flagged
+            events.append(self._incident_event(device, episode, "open", t))
+
+    def _sweep(self, events: list) -> None:
+        """Close what has been quiet long enough; update what is due; forget ended episodes
+        once no late flow can belong to them."""
+        settings = self.settings
+        for key, device in list(self.resumable.items()):
+            if device.ended is None or \
+                    self.clock - device.ended[0].last_flagged >= 2 * settings.close_after:
+                device.ended = None
+                del self.resumable[key]
+        for key, device in list(self.active.items()):
+            episode = device.episode
+            if self.clock - episode.last_flagged >= settings.close_after:
+                self._end(device, events, f"no flagged flow for "
+                                          f"{settings.close_after / 60:g} min",
+                          episode.last_flagged + settings.close_after)
+            elif episode.incident is not None and episode.flagged > episode.lines_flagged \
+                    and self.clock - episode.last_line >= settings.update_every:
+                episode.last_line, episode.lines_flagged = self.clock, episode.flagged
+                events.append(self._incident_event(device, episode, "update", self.clock))
+
+    def _end(self, device: _Device, events: list, reason: str, at: float | None = None
+             ) -> None:
+        """The episode is over (closed `at`, by default now); its incident's last line."""
+        episode = device.episode
+        place = None
+        if self.peaks is not None:
+            place = len(self.peaks)
+            self.peaks.append(episode.peak)
+        if episode.incident is not None:
+            self.closed += 1
+            events.append(self._incident_event(device, episode, "closed", max(
+                self.clock, episode.last) if at is None else at, reason))
+            device.ended = None
+        else:
+            device.ended = (episode, place)
+            self.resumable[device.key] = device
+        device.episode = None
+        self.active.pop(device.key, None)
+
+    @property
+    def episode_peaks(self) -> list[float]:
+        """The peak evidence of every episode that ended (learn's calibration)."""
+        return [p for p in self.peaks or () if p is not None]
+
+    def finish(self, reason: str = "end of input") -> list:
+        """Close every open incident (the input ended or the daemon stops)."""
+        events: list = []
+        for device in list(self.active.values()):
+            self._end(device, events, reason)
+        return events
+
+    # -- what the lines say ---------------------------------------------------------------------
+
+    def _new_device_event(self, device: _Device, t: float, flow) -> dict:
+        src, sport, dst, dport, proto = flow
+        return {"time": t, "event_type": "new_device",
+                "device": device_label(device.key, device.ip),
+                "new_device": {"first_flow": t, "flow": {"src_ip": src, "src_port": sport,
+                                                         "dest_ip": dst, "dest_port": dport,
+                                                         "proto": proto}}}
+
+    def _incident_event(self, device: _Device, episode: _Episode, state: str, t: float,
+                        reason: str | None = None) -> dict:
+        body = {"id": episode.incident, "state": state, "new_device": device.new,
+                "opened": episode.opened, "first_flow": episode.first,
+                "last_flow": episode.last, "flows_flagged": episode.flagged,
+                "flows_seen": episode.seen, "evidence_bits": round(episode.evidence, 3),
+                "peak_bits": round(episode.peak, 3),
+                "threshold_bits": round(self.settings.threshold_bits, 3),
+                "max_score_ratio": round(episode.max_ratio, 3),
+                "peers": _top(episode.peers, "ip"), "ports": _top(episode.ports, "port"),
+                "why": self._why(episode)}
+        if reason:
+            body["reason"] = reason
+        return {"time": t, "event_type": "incident", "device": device_label(device.key,
+                                                                            device.ip),
+                "incident": body}
+
+    def _why(self, episode: _Episode) -> list[dict]:
+        """The raw columns whose features the model reconstructed worst, by share of the
+        evidence-weighted squared error, with the direction of the difference."""
+        if episode.errors is None or not episode.errors.sum() > 0:
+            return []
+        by_column: dict[str, list] = {}
+        for (column, one_hot), error, sign in zip(self.features, episode.errors.tolist(),
+                                                  episode.signs.tolist()):
+            entry = by_column.setdefault(column, [0.0, 0.0, one_hot])
+            entry[0] += error
+            entry[1] += sign
+        total = sum(e[0] for e in by_column.values())
+        ranked = sorted(by_column.items(), key=lambda kv: -kv[1][0])[:3]
+        return [{"feature": column, "share": round(error / total, 3),
+                 "direction": "unusual value" if one_hot else
+                 ("higher" if sign > 0 else "lower") + " than normal"}
+                for column, (error, sign, one_hot) in ranked]
+
+    def snapshot(self) -> list[dict]:
+        """The devices remembered now (for the operator's page): newest first."""
+        rows = []
+        for device in reversed(self.devices.values()):
+            episode = device.episode
+            rows.append({"device": device_label(device.key, device.ip), "new": device.new,
+                         "first_seen": device.first_seen, "last_seen": device.last_seen,
+                         "flows": device.flows, "flagged": device.flagged,
+                         "incident": None if episode is None else episode.incident})
+        return rows
+
+
+def _top(counter: dict, name: str) -> list[dict]:
+    return [{name: k, "flows": v} for k, v in sorted(counter.items(), key=lambda kv: -kv[1])[:5]]

@@ -1,0 +1,151 @@
+"""The daemon's device side: which devices each batch's flows belong to, the anomaly threshold
+each flow is held to (its devices' own, else the site's), and the incident tracker fed with the
+detector's verdicts. `learn` replays the held-out tail of the learning period through this same
+class to set the incident threshold, so the daemon and the budget cannot disagree.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from .detector import Detector, Verdicts
+from .devices import DeviceMap, HomeNet
+from .incident_settings import IncidentSettings
+from .incidents import MAX_DEVICES, IncidentTracker
+from .records import Records
+
+TIME_COLUMNS = ("LastTime", "StartTime")  # Argus ltime, stime (ra -u: Unix seconds)
+FLOW_COLUMNS = (("SrcAddr", "saddr"), ("Sport", "sport"), ("DstAddr", "daddr"),
+                ("Dport", "dport"), ("Proto", "proto"))
+MAX_NAMED_BITS = 8.0  # int8 probabilities resolve P(normal) to 1/256: log2(256)
+
+
+def anomaly_features(spec: dict) -> list[tuple[str, bool]]:
+    """Per model input of an anomaly spec: (its raw column, whether it is a one-hot value)."""
+    kept = spec["kept"]
+    return [(kept[i]["column"], "value" in kept[i]) for i in spec["selected"]]
+
+
+def flow_times(records: Records, now: float | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(end, start, own) of each flow from its own LastTime/StartTime; a record without them
+    gets the time it is processed (so do layouts that have none), and `own` False."""
+    n = len(records)
+    now = time.time() if now is None else now
+    out = []
+    for column in TIME_COLUMNS:
+        texts = records.columns.get(column)
+        values = np.full(n, np.nan)
+        if texts is not None:
+            values = _to_float(texts)
+        out.append(values)
+    end, start = out
+    own = np.isfinite(end) | np.isfinite(start)
+    end = np.where(np.isfinite(end), end, np.where(np.isfinite(start), start, now))
+    start = np.where(np.isfinite(start), np.minimum(start, end), end)
+    return end, start, own
+
+
+def service_of(proto: str, sport: str, dport: str) -> str:
+    """A flow's service: its protocol and the lower of its two ports (the well-known side,
+    whichever way Argus saw the flow start), or the protocol alone (ICMP, ARP, ...)."""
+    if sport.isdigit() and dport.isdigit():
+        return f"{proto}/{min(int(sport), int(dport))}"
+    return proto or "?"
+
+
+def _to_float(texts: np.ndarray) -> np.ndarray:
+    try:
+        return np.where(texts == "", "nan", texts).astype(np.float64)
+    except ValueError:  # a damaged time field: that record gets the processing time
+        values = []
+        for text in texts.tolist():
+            try:
+                values.append(float(text))
+            except ValueError:
+                values.append(math.nan)
+        return np.array(values, dtype=np.float64)
+
+
+class DeviceWatch:
+    def __init__(self, settings: IncidentSettings, columns, features=(),
+                 max_devices: int = MAX_DEVICES, record_peaks: bool = False,
+                 normal_threshold: float = 1.0, normal_index: int | None = None):
+        columns = tuple(columns)
+        self.settings = settings
+        self.map = DeviceMap(HomeNet(settings.home_net), columns)
+        self.map.seed(settings.known_ips or {})
+        self.tracker = IncidentTracker(settings, features, max_devices, record_peaks)
+        self.normal_threshold, self.normal_index = normal_threshold, normal_index
+        self.flow_columns = [next((c for c in names if c in columns), None)
+                             for names in FLOW_COLUMNS]
+        self.time_columns = tuple(c for c in TIME_COLUMNS if c in columns)
+        self._thresholds: dict[tuple, float] = {}
+
+    @classmethod
+    def for_bundle(cls, bundle, detector: Detector, home_net=None, **kwargs) -> "DeviceWatch":
+        settings = bundle.incidents.with_home_net(home_net)
+        return cls(settings, detector.schema.names, anomaly_features(bundle.anomaly.spec),
+                   normal_threshold=bundle.normal_threshold,
+                   normal_index=detector.normal_index, **kwargs)
+
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        """Raw columns the parser must keep as text for this."""
+        return tuple(dict.fromkeys((*self.map.text_columns, *self.time_columns,
+                                    *filter(None, self.flow_columns))))
+
+    def devices(self, records: Records) -> tuple[list[tuple], np.ndarray]:
+        """(the devices of each record, the anomaly threshold each is held to: the lowest of its
+        devices' own, so that a flow unusual for either is flagged)."""
+        owners = self.map.attribute(records.columns) if self.map.usable else \
+            [()] * len(records)
+        settings, memo = self.settings, self._thresholds
+        thresholds = []
+        for devices in owners:
+            value = memo.get(devices)
+            if value is None:
+                value = min((settings.threshold(k) for k, _ in devices),
+                            default=settings.fallback_threshold)
+                if len(memo) > 65536:
+                    memo.clear()
+                memo[devices] = value
+            thresholds.append(value)
+        return owners, np.array(thresholds, dtype=np.float64)
+
+    def observe(self, records: Records, verdicts: Verdicts, owners: list[tuple],
+                now: float | None = None) -> list[dict]:
+        end, start, _ = flow_times(records, now)
+        n = len(records)
+        flows = list(zip(*(records.columns[c].tolist() if c else [""] * n
+                           for c in self.flow_columns)))
+        return self.tracker.observe(end.tolist(), start.tolist(), owners,
+                                    None if verdicts.anomaly_scores is None
+                                    else verdicts.anomaly_scores.tolist(),
+                                    self._named_bits(verdicts), verdicts.differences, flows,
+                                    [service_of(f[4], f[1], f[3]) for f in flows])
+
+    def _named_bits(self, verdicts: Verdicts) -> list[float] | None:
+        """A flow the classifier names as an attack: log2(normal_threshold / P(normal)), in
+        [0, 8] bits (int8 probabilities resolve P(normal) to 1/256)."""
+        if verdicts.classes is None or verdicts.normal_probability is None:
+            return None
+        named = verdicts.classes != self.normal_index
+        bits = np.log2(self.normal_threshold / np.maximum(verdicts.normal_probability, 1 / 256))
+        return np.where(named, np.clip(bits, 0.0, MAX_NAMED_BITS), 0.0).tolist()
+
+    def finish(self, reason: str = "end of input") -> list[dict]:
+        return self.tracker.finish(reason)
+
+    def reconfigure(self, settings: IncidentSettings, features) -> None:
+        """A reloaded bundle: new thresholds and known devices, same devices remembered."""
+        self.settings = self.tracker.settings = settings
+        self.tracker.features = list(features)
+        self.map.home_net = HomeNet(settings.home_net)
+        self.map._memo.clear()
+        self._thresholds.clear()
+        for device in self.tracker.devices.values():
+            device.new = device.key not in settings.known
+

@@ -1,0 +1,203 @@
+"""Devices and incidents on the device side (edge_runtime/devices.py, incidents.py, watch.py):
+which device a flow belongs to, and how flagged flows become one incident per device, with
+synthetic flows whose times and scores the test chooses."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edge_ids.edge_runtime.alerts import event_lines, iso
+from edge_ids.edge_runtime.devices import DeviceMap, HomeNet, parse_home_net, unicast_mac
+from edge_ids.edge_runtime.incident_settings import IncidentSettings, SettingsError, \
+    read_settings
+from edge_ids.edge_runtime.incidents import IncidentTracker
+from edge_ids.edge_runtime.watch import service_of
+
+T0 = 1_615_600_000.0
+CAM, HUB, NEW = "f4:b8:5e:ff:2b:1b", "24:6f:28:d9:a7:64", "02:00:00:00:00:01"
+
+
+def test_home_net_holds_the_private_ranges_and_never_multicast_or_broadcast():
+    net = HomeNet()
+    assert net.classify("192.168.1.129") == net.classify("10.1.2.3") == "local"
+    assert net.classify("fe80::1") == net.classify("fd00::5") == "local"
+    assert net.classify("8.8.8.8") is None and net.classify("2001:db8::1") is None
+    for address in ("224.0.0.251", "239.255.255.250", "255.255.255.255", "192.168.1.255",
+                    "ff02::1"):
+        assert net.classify(address) is None, address
+    assert net.classify("0.0.0.0") == "unspecified"
+    assert net.classify("f4:b8:5e:ff:2b:1b") is None  # a MAC in Argus's address column
+    assert HomeNet(["192.168.1.0/24"]).classify("192.168.2.7") is None
+    with pytest.raises(ValueError, match=r"--home-net '192\.168\.1\.300/24' is not a network"):
+        parse_home_net(["192.168.1.300/24"])
+
+
+def test_unicast_macs_only():
+    assert unicast_mac("F4:B8:5E:FF:2B:1B") == CAM
+    assert unicast_mac("Broadcast") is None and unicast_mac("ff:ff:ff:ff:ff:ff") is None
+    assert unicast_mac("01:00:5e:7f:ff:fa") is None and unicast_mac("") is None
+
+
+def columns(*flows):
+    """(src, src mac, dst, dst mac) rows as the parser's text columns."""
+    names = ("SrcAddr", "SrcMac", "DstAddr", "DstMac")
+    return {n: np.array([f[i] for f in flows]) for i, n in enumerate(names)}
+
+
+def test_a_flow_belongs_to_its_local_endpoints_by_mac():
+    devices = DeviceMap(HomeNet(), ("SrcAddr", "DstAddr", "SrcMac", "DstMac"))
+    owners = devices.attribute(columns(
+        ("192.168.1.129", CAM, "52.70.158.224", "00:1c:7f:53:d0:28"),  # to the internet
+        ("192.168.1.129", CAM, "192.168.1.1", "00:1c:7f:53:d0:28"),  # to the router: both
+        ("192.168.1.129", CAM, "192.168.1.1", "Broadcast"),  # ARP: the router by its MAC
+        ("0.0.0.0", CAM, "255.255.255.255", "Broadcast"),  # DHCP: the client by its MAC
+        (CAM, CAM, "Broadcast", "Broadcast"),  # LLC: no IP, no device
+        ("192.168.1.77", "", "8.8.8.8", "")))  # no MACs in this layout: by address
+    assert owners[0] == ((CAM, "192.168.1.129"),)
+    assert owners[1] == ((CAM, "192.168.1.129"), ("00:1c:7f:53:d0:28", "192.168.1.1"))
+    assert owners[2] == owners[1]
+    assert owners[3] == ((CAM, None),)
+    assert owners[4] == ()
+    assert owners[5] == (("192.168.1.77", "192.168.1.77"),)
+
+
+def settings(**changes) -> IncidentSettings:
+    base = dict(threshold_bits=6.0, fallback_threshold=1.0, known={CAM: None, HUB: 0.5},
+                services={CAM: frozenset({"tcp/443", "udp/53"}), HUB: frozenset({"tcp/1883"})},
+                service_bits={CAM: 0.5, HUB: 7.0}, max_flow_bits=5.0)
+    return IncidentSettings(**(base | changes))
+
+
+def feed(tracker, flows):
+    """flows: (time, device key, score, service); one flow per batch, like a quiet network."""
+    events = []
+    for t, key, score, service in flows:
+        events += tracker.observe([t], [t - 1], [((key, "192.168.1.9"),)], [score], None, None,
+                                  [("192.168.1.9", "40000", "185.244.25.235",
+                                    service.split("/")[-1], service.split("/")[0])], [service])
+    return events
+
+
+def opened(events):
+    return [e for e in events if e["event_type"] == "incident" and
+            e["incident"]["state"] == "open"]
+
+
+def test_sustained_anomalies_open_one_incident_updated_and_closed():
+    tracker = IncidentTracker(settings())
+    # a flow at 8x the threshold (3 bits) every 30 s for 40 minutes, then silence
+    flows = [(T0 + 30 * i, CAM, 8.0, "tcp/443") for i in range(80)]
+    events = feed(tracker, flows)
+    events += feed(tracker, [(T0 + 7200, CAM, 0.1, "tcp/443")])  # later, normal: it closed
+    states = [e["incident"]["state"] for e in events if e["event_type"] == "incident"]
+    assert states[0] == "open" and states[-1] == "closed" and states.count("open") == 1
+    assert 1 <= states.count("update") <= 40 / 10  # at most one every ten minutes
+    first = opened(events)[0]["incident"]
+    # 3 bits a minute, decaying with a 5-minute half-life, crosses 6 bits in the third minute
+    assert T0 + 60 <= first["opened"] <= T0 + 180
+    assert first["peers"] == [{"ip": "185.244.25.235", "flows": first["flows_flagged"]}]
+    assert first["ports"][0]["port"] == "tcp/443" and math.isclose(first["max_score_ratio"], 8)
+    closed = [e for e in events if e.get("incident", {}).get("state") == "closed"][0]
+    assert closed["incident"]["reason"] == "no flagged flow for 30 min"
+    assert closed["time"] >= T0 + 79 * 30 + 1800
+
+
+def test_one_odd_flow_never_opens_an_incident_however_high_its_score():
+    tracker = IncidentTracker(settings())
+    events = feed(tracker, [(T0, CAM, 1e6, "tcp/443"), (T0 + 3600, CAM, 1e6, "tcp/443")])
+    assert opened(events) == []  # capped at max_flow_bits (5) < the threshold (6)
+    # within one minute only the strongest flow counts: a burst is one observation
+    burst = feed(tracker, [(T0 + 9000 + s, CAM, 1e3, "tcp/443") for s in range(0, 50, 5)])
+    assert opened(burst) == []
+
+
+def test_a_new_service_adds_the_devices_own_evidence():
+    tracker = IncidentTracker(settings())
+    # the hub never used tcp/6667: 7 bits for that alone, plus 1 bit (2x its threshold 0.5)
+    events = feed(tracker, [(T0, HUB, 1.0, "tcp/6667")])
+    assert len(opened(events)) == 1
+    assert feed(IncidentTracker(settings()), [(T0, HUB, 1.0, "tcp/1883")]) == []
+
+
+def test_a_device_with_an_open_incident_never_opens_a_second():
+    tracker = IncidentTracker(settings())
+    events = feed(tracker, [(T0 + 20 * i, HUB, 100.0, "tcp/6667") for i in range(200)])
+    assert len(opened(events)) == 1
+
+
+def test_a_new_device_is_named_once_and_opens_at_most_one_incident():
+    tracker = IncidentTracker(settings())
+    noisy = [(T0 + 20 * i, NEW, 50.0, "tcp/80") for i in range(100)]
+    later = [(T0 + 20000 + 20 * i, NEW, 50.0, "tcp/80") for i in range(100)]
+    events = feed(tracker, noisy) + feed(tracker, later)
+    assert [e["event_type"] for e in events].count("new_device") == 1
+    new = [e for e in events if e["event_type"] == "new_device"][0]
+    assert new["device"]["mac"] == NEW and new["time"] == T0
+    incidents = opened(events)
+    assert len(incidents) == 1 and incidents[0]["incident"]["new_device"] is True
+
+
+def test_a_late_flow_resumes_its_episode_instead_of_starting_anew():
+    """Argus reports a flow late (another device moved the clock on): it still belongs to the
+    episode it happened in, so the evidence is the same as in time order."""
+    def run(order):
+        tracker = IncidentTracker(settings(threshold_bits=math.inf), record_peaks=True)
+        for t, key in order:  # the cam's flows are flagged, the hub's is normal
+            feed(tracker, [(t, key, 8.0, "tcp/443") if key == CAM else (t, key, 0.1,
+                                                                            "tcp/1883")])
+        tracker.finish()
+        return sorted(tracker.episode_peaks)
+    cam = [(T0 + 60 * i, CAM) for i in (0, 1, 2)]
+    in_order = run(cam + [(T0 + 4000, HUB)])
+    late = run(cam[:2] + [(T0 + 2100, HUB), cam[2]])  # the hub's flow moved the clock first
+    assert late == in_order and len(late) == 1
+
+
+def test_state_is_bounded_however_many_devices():
+    tracker = IncidentTracker(settings(), max_devices=1000)
+    macs = [f"02:00:00:00:{i // 256:02x}:{i % 256:02x}" for i in range(10_000)]
+    for i, mac in enumerate(macs):
+        feed(tracker, [(T0 + i, mac, 50.0, "tcp/80")])
+    assert len(tracker.devices) == 1000 and len(tracker.active) <= 1000
+    assert tracker.new_devices == 10_000  # each named once
+
+
+def test_services_are_the_protocol_and_the_lower_port():
+    assert service_of("tcp", "48986", "6667") == service_of("tcp", "6667", "48986") == "tcp/6667"
+    assert service_of("icmp", "", "0xd841") == "icmp" and service_of("arp", "", "") == "arp"
+
+
+def test_event_lines_carry_the_flows_own_times():
+    tracker = IncidentTracker(settings())
+    events = feed(tracker, [(T0 + 20 * i, HUB, 100.0, "tcp/6667") for i in range(3)])
+    line = event_lines(events, {"model_sha256": "x", "dataset": "flows"})
+    assert line.endswith("\n") and '"timestamp":"2021-03-13T01:46:40.000000+0000"' in line
+    assert '"event_type":"incident"' in line and '"src_mac":"24:6f:28:d9:a7:64"' in line
+    assert iso(T0 + 0.25) == "2021-03-13T01:46:40.250000+0000"
+
+
+def manifest(**changes):
+    devices = {"home_net": ["192.168.0.0/16"], "fallback_threshold": 0.01, "known": {
+        CAM: {"ip": "192.168.1.129", "threshold": None, "services": ["tcp/443"],
+              "new_service_bits": 1.5}}}
+    incidents = {"threshold_bits": 8.0, "max_flow_bits": 5.0, "half_life_seconds": 300,
+                 "close_after_seconds": 1800, "update_every_seconds": 600}
+    return {"devices": devices | changes.get("devices", {}),
+            "incidents": incidents | changes.get("incidents", {})}
+
+
+def test_the_bundles_settings_are_read_and_checked():
+    read = read_settings(manifest(), 0.01)
+    assert read.threshold(CAM) == 0.01 and read.new_service_bits(CAM, "udp/1") == 1.5
+    assert read_settings({}, 0.01) is None  # a bundle that knows no devices
+    bad = [({"devices": {"fallback_threshold": 0.02}}, "is not the anomaly threshold"),
+           ({"incidents": {"threshold_bits": float("nan")}}, "not a finite number"),
+           ({"incidents": {"half_life_seconds": 0}}, r"not a finite number > 0"),
+           ({"devices": {"home_net": ["nonsense"]}}, "is not a network")]
+    for change, message in bad:
+        with pytest.raises(SettingsError, match=message):
+            read_settings(manifest(**change), 0.01)
+    with pytest.raises(SettingsError, match="no \"incidents\" object"):
+        read_settings({"devices": manifest()["devices"]}, 0.01)
