@@ -59,7 +59,7 @@ def bench(bundle, host, device, out, keras, compare, data_dir, test_set, records
     With --host it all runs on the device (deploy first; Keras is not there). Writes
     OUT/bench.json, OUT/report.md, OUT/latency.png and OUT/accuracy_size.png.
     """
-    from .benchmarks.bench import (BenchError, BenchInputError, BenchOptions, keras_path,
+    from .benchmarks.bench.host import (BenchError, BenchInputError, BenchOptions, keras_path,
                                    run_bench)
     from .edge_runtime.bundle import BundleError
     from .train.datasets import DataError, test_set_names

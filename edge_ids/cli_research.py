@@ -14,7 +14,7 @@ from .cli_options import (alpha_option, data_dir_option, parse_alpha, require_da
 from .exit_codes import BadInput, Failed
 from .train.datasets import DATASETS, DataError
 from .train.protocols import PROTOCOLS
-from .train.reproduce import PAPERS
+from .train.papers import PAPERS
 from .train.resample import SAMPLERS
 
 DATASET_NAMES = tuple(DATASETS)

@@ -14,7 +14,8 @@ from . import exit_codes
 from .cli_options import bundle_option, device_option
 from .exit_codes import BadInput, Failed
 
-# What a damaged .gz raises while it is read (the records file is at fault, not the machine)
+# What a damaged input raises while it is read (the file given is at fault, not the machine):
+# a truncated or corrupt .gz, or a capture cut in the middle of a packet
 DAMAGED_INPUT = (EOFError, zlib.error, gzip.BadGzipFile)
 
 
@@ -105,6 +106,7 @@ def _serve(bundle, input_, alerts, metrics, emit, home_net, max_batch, max_delay
     or Ctrl-C, it is 0 (systemd counts anything else as a failure)."""
     from .edge_runtime.bundle import BundleError
     from .edge_runtime.daemon import Daemon, DaemonOptions
+    from .edge_runtime.pcapfile import BadCapture
     from .edge_runtime.signature import TrustPolicy
 
     if require_signature and allowed_signers is None:
@@ -127,12 +129,14 @@ def _serve(bundle, input_, alerts, metrics, emit, home_net, max_batch, max_delay
     daemon = Daemon(options)
     try:
         daemon.run()
-    except BundleError as e:
+    except (BundleError, BadCapture) as e:  # the files given: the bundle, or a pcap: input
         raise BadInput(f"cannot start: {e}") from None
     except (OSError, ValueError) as e:
         raise Failed(f"cannot start: {e}") from None
+    from .edge_runtime.records import TruncatedInput
+
     error, records = daemon.reader_error, daemon.counts["records"]
-    if isinstance(error, DAMAGED_INPUT):
+    if isinstance(error, (*DAMAGED_INPUT, TruncatedInput)):
         raise BadInput(f"{input_} is truncated or corrupt ({error}); the {records:,} records "
                        f"before it were classified")
     if error is not None:

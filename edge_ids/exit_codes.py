@@ -30,7 +30,8 @@ TABLE = {
               "was classified",
     GATE_REFUSED: "compress: the model lost more than --max-f1-drop; nothing written",
     BAD_INPUT: "a file given is unusable: a bundle that fails its checks, a dataset folder "
-               "without the files, a records file that is truncated or corrupt",
+               "without the files, a records file or capture that is truncated or corrupt, a "
+               "file that is no capture",
 }
 SHORT = {OK: "done", FAILED: "failed", USAGE: "usage error", REJECTED: "records rejected",
          GATE_REFUSED: "gate refused", BAD_INPUT: "bad input file"}

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from .edge_runtime.records import RawSchema, open_input
+from .edge_runtime.records import RawSchema, TruncatedInput, open_input
 
 
 class FlowError(ValueError):
@@ -35,8 +35,14 @@ def read_pcaps(pcaps, schema: RawSchema, flow_report_seconds: int,
     lines: list[bytes] = []
     for pcap in pcaps:
         source = ArgusSource(schema, pcap=str(pcap), status_seconds=flow_report_seconds)
+        found: list[bytes] = []
         try:
-            found = [line for batch in source.batches(threading.Event()) for line in batch]
+            for batch in source.batches(threading.Event()):
+                found += batch
+        except TruncatedInput as e:
+            raise FlowError(f"{e}, {len(found):,} flows: learn from whole captures only (a "
+                            f"learning period with its end cut off is not the period you "
+                            f"meant). Nothing was written.") from None
         finally:
             source.close()
         echo(f"      {pcap}: {len(found):,} flows (argus | ra)")

@@ -23,7 +23,8 @@ import time
 from operator import itemgetter
 from typing import Iterator
 
-from .records import RawSchema
+from .pcapfile import check_capture
+from .records import RawSchema, TruncatedInput
 from .sources import READ_BYTES, POLL_SECONDS, LineSource, LineSplitter
 
 # Raw column name -> the `ra -s` field that prints it (ra's own column titles; a test checks
@@ -114,6 +115,9 @@ class ArgusSource(LineSource):
             raise ValueError("give an interface or a pcap file")
         if pcap is not None and not os.path.isfile(pcap):
             raise CaptureError(f"no pcap file {pcap}")
+        # a file that is no capture is refused here (BadCapture); one cut in the middle of a
+        # packet is read to the cut, and then the source says so (TruncatedInput)
+        self.cut = check_capture(pcap) if pcap is not None else None
         if interface is not None and not os.path.exists(f"/sys/class/net/{interface}"):
             present = ", ".join(sorted(os.listdir("/sys/class/net"))) or "none"
             raise CaptureError(f"no network interface {interface!r} (here: {present})")
@@ -183,6 +187,8 @@ class ArgusSource(LineSource):
             yield [self._reorder(rest)]
         if not stop.is_set():
             self._check_ended()
+            if self.cut:
+                raise TruncatedInput(self.cut)
 
     def _reorder(self, line: bytes) -> bytes:
         fields = line.split(b",")

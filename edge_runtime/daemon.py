@@ -37,7 +37,8 @@ from .metrics import Metrics
 from .records import parse_lines
 from .recorder import FlowRecorder
 from .signature import TrustPolicy
-from .sources import LineSource, open_source
+from .inputs import open_source
+from .sources import LineSource
 from .systemd import Notifier
 from .watch import DeviceWatch, anomaly_features, flow_times
 
@@ -313,7 +314,8 @@ class Daemon:
                     self.metrics.write_errors.inc()
                     log.error("writing alerts to %s failed: %s", self.options.alerts, e)
             if watch is not None:
-                self._write_events(watch.observe(records, verdicts, owners), writer)
+                self._write_events(watch.observe(records, verdicts, owners, times=times),
+                                   writer)
             self._count(model, records, verdicts)
         self.metrics.batch_size.observe(len(batch.lines))
         self.metrics.latency.observe(time.monotonic() - batch.oldest_arrival)

@@ -16,13 +16,24 @@ addresses cannot grow memory).
 from __future__ import annotations
 
 import ipaddress
+from itertools import islice
 from typing import Iterable
 
 DEFAULT_HOME_NET = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe80::/10")
 ADDRESS_COLUMNS = {"src": ("SrcAddr", "saddr"), "dst": ("DstAddr", "daddr")}
 MAC_COLUMNS = {"src": ("SrcMac", "smac"), "dst": ("DstMac", "dmac")}
-MEMO_LIMIT = 65536  # answers remembered; past it the memo starts again
+MEMO_LIMIT = 4096  # answers remembered; past it the oldest quarter goes (flows repeat them)
+BINDINGS_LIMIT = 16384  # address -> MAC bindings remembered (as many as devices kept)
 _HEX = frozenset("0123456789abcdef")
+
+
+def remember(memo: dict, key, value, limit: int = MEMO_LIMIT) -> None:
+    """memo[key] = value, the oldest quarter forgotten first when it is full: bounded, and the
+    answers in use stay (dicts keep their insertion order)."""
+    if len(memo) >= limit:
+        for old in list(islice(memo, limit // 4)):
+            del memo[old]
+    memo[key] = value
 
 
 def parse_home_net(cidrs: Iterable[str]) -> tuple:
@@ -76,9 +87,7 @@ class HomeNet:
             else:
                 answer = "local" if any(address in n for n in self._networks
                                         if n.version == address.version) else None
-        if len(self._memo) >= MEMO_LIMIT:
-            self._memo.clear()
-        self._memo[text] = answer
+        remember(self._memo, text, answer)
         return answer
 
 
@@ -147,15 +156,13 @@ class DeviceMap:
             if all(key != k for k, _ in devices):
                 devices.append((key, address))
         devices = tuple(devices)
-        if len(self._memo) >= MEMO_LIMIT:
-            self._memo.clear()
-        self._memo[flow] = devices
+        remember(self._memo, flow, devices)
         return devices
 
     def _learn(self, address: str, mac: str) -> None:
         """A new address -> MAC binding: earlier answers keyed by the address may be stale."""
-        if len(self._mac_of_ip) >= MEMO_LIMIT:
-            self._mac_of_ip.clear()
+        if len(self._mac_of_ip) >= BINDINGS_LIMIT:
+            self._mac_of_ip.pop(next(iter(self._mac_of_ip)))  # the oldest binding
         self._mac_of_ip[address] = mac
         self._memo.clear()
 

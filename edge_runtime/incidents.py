@@ -34,7 +34,6 @@ first), an episode is dropped when it ends, and the peers and ports of one are c
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 
 import numpy as np
 
@@ -43,13 +42,14 @@ from .incident_settings import IncidentSettings
 
 SLOT_SECONDS = 60.0  # a device's evidence grows by its strongest flagged flow of each minute
 MAX_DEVICES = 16384
+MAX_EPISODES = 1024  # open episodes; past it the weakest without an incident is dropped
 MAX_KEYS = 16  # peers and ports counted per incident; more are summed as "other"
 NEW_DEVICES_REMEMBERED = 131072  # announced new devices (so none is named twice)
 
 
 class _Episode:
     __slots__ = ("evidence", "at", "first", "last", "last_flagged", "flagged", "seen", "peers",
-                 "ports", "max_ratio", "errors", "signs", "incident", "opened", "last_line",
+                 "ports", "max_ratio", "errors", "incident", "opened", "last_line",
                  "lines_flagged", "peak", "slot", "slot_bits", "first_flagged")
 
     def __init__(self, start: float, n_inputs: int):
@@ -58,8 +58,8 @@ class _Episode:
         self.first_flagged = start  # minutes count from the episode's first flagged flow
         self.last_flagged, self.flagged, self.seen = start, 0, 0
         self.peers, self.ports, self.max_ratio = {}, {}, 0.0
-        self.errors = np.zeros(n_inputs) if n_inputs else None
-        self.signs = np.zeros(n_inputs) if n_inputs else None
+        # per model input: the evidence-weighted squared and signed differences (the "why")
+        self.errors = np.zeros((2, n_inputs), np.float32) if n_inputs else None
         self.incident, self.opened, self.last_line, self.lines_flagged = None, None, None, 0
         self.peak = 0.0
 
@@ -95,8 +95,10 @@ class IncidentTracker:
         self.settings = settings
         self.features = list(features)  # per model input: (raw column, is one-hot)
         self.max_devices = max_devices
-        self.devices: OrderedDict[str, _Device] = OrderedDict()
-        self.announced: OrderedDict[str, None] = OrderedDict()
+        # plain dicts keep insertion order: re-inserting a device moves it to the end, so the
+        # first is the least recently seen (lighter than an OrderedDict's linked list)
+        self.devices: dict[str, _Device] = {}
+        self.evicted_new: dict[str, None] = {}  # new devices named, then evicted
         self.active: dict[str, _Device] = {}  # devices with an episode
         self.resumable: dict[str, _Device] = {}  # devices with an ended, resumable episode
         self.clock = -math.inf
@@ -112,48 +114,83 @@ class IncidentTracker:
         """times/starts: per record (flow end and start, Unix s); devices: per record a tuple of
         (key, ip); scores: anomaly scores or None; named_bits: the classifier's evidence per
         record or None; differences: the anomaly model's (input - reconstruction) rows or None;
-        flows: per record (src, sport, dst, dport, proto) texts, for peers; services: per record
-        its service ("tcp/443")."""
+        flows(r): record r's (src, sport, dst, dport, proto) texts, for peers; services: per
+        record its service ("tcp/443").
+
+        The records of a batch are taken device by device (a batch holds few devices), so the
+        per-record work is a comparison or two; only the flows that are evidence go through
+        the episode's bookkeeping, in their order."""
         events: list = []
-        settings = self.settings
+        groups: dict[tuple, list[int]] = {}
         for r, owners in enumerate(devices):
-            if not owners:
-                continue
-            t = times[r]
+            if owners:
+                rows = groups.get(owners)
+                if rows is None:
+                    groups[owners] = [r]
+                else:
+                    rows.append(r)
+        for owners, rows in groups.items():
             for key, ip in owners:
-                device = self._device(key, ip, t, flows[r], events)
-                device.flows += 1
-                if t > device.last_seen:
-                    device.last_seen = t
-                bits = 0.0
-                if scores is not None:
-                    threshold = settings.threshold(key)
-                    if scores[r] > threshold:
-                        bits = math.log2(scores[r] / threshold) if threshold > 0 else 64.0
-                if named_bits is not None and named_bits[r] > bits:
-                    bits = named_bits[r]
-                if bits > settings.max_flow_bits:
-                    bits = settings.max_flow_bits
-                bits += settings.new_service_bits(key, services[r])
-                episode = device.episode
-                if episode is not None and t - episode.last_flagged >= settings.close_after:
-                    self._end(device, events, f"no flagged flow for "
-                                              f"{settings.close_after / 60:g} min",
-                              episode.last_flagged + settings.close_after)
-                    episode = None  # (ended before this flow, whatever the batch boundaries)
-                if bits > 0:
-                    if episode is None:
-                        episode = device.episode = self._episode(device, t)
-                        self.active[key] = device
-                    self._flag(device, episode, r, bits, t, starts[r], ip, flows[r],
-                               None if scores is None else scores[r] / settings.threshold(key),
-                               differences, services[r], events)
-                elif episode is not None:
-                    episode.seen += 1
-            if t > self.clock:
-                self.clock = t
+                self._observe_device(key, ip, rows, times, starts, scores, named_bits,
+                                     differences, flows, services, events)
+        if len(times):
+            self.clock = max(self.clock, max(times))
         self._sweep(events)
         return events
+
+    def _observe_device(self, key, ip, rows, times, starts, scores, named_bits, differences,
+                        flows, services, events) -> None:
+        settings = self.settings
+        device = self._device(key, ip, times[rows[0]], flows(rows[0]), events)
+        device.flows += len(rows)
+        latest = max(times[r] for r in rows)
+        if latest > device.last_seen:
+            device.last_seen = latest
+        threshold = settings.threshold(key)
+        used = settings.services.get(key) if settings.services is not None else None
+        new_bits = settings.service_bits.get(key, 0.0) if used is not None else 0.0
+        candidates = [r for r in rows
+                      if (scores is not None and scores[r] > threshold)
+                      or (named_bits is not None and named_bits[r] > 0)
+                      or (new_bits > 0 and services[r] not in used)]
+        episode = device.episode
+        if episode is not None:
+            episode.seen += len(rows) - len(candidates)  # the flagged ones count in _flag
+        for r in candidates:
+            t = times[r]
+            bits = 0.0
+            if scores is not None and scores[r] > threshold:
+                bits = math.log2(scores[r] / threshold) if threshold > 0 else 64.0
+            if named_bits is not None and named_bits[r] > bits:
+                bits = named_bits[r]
+            if bits > settings.max_flow_bits:
+                bits = settings.max_flow_bits
+            if new_bits > 0 and services[r] not in used:
+                bits += new_bits
+            episode = device.episode
+            if episode is not None and t - episode.last_flagged >= settings.close_after:
+                self._end(device, events, f"no flagged flow for "
+                                          f"{settings.close_after / 60:g} min",
+                          episode.last_flagged + settings.close_after)
+                episode = None  # (ended before this flow, whatever the batch boundaries)
+            if episode is None:
+                episode = device.episode = self._episode(device, t)
+                self.active[key] = device
+                if len(self.active) > MAX_EPISODES:
+                    self._drop_weakest(events)
+            self._flag(device, episode, r, bits, t, starts[r], ip, flows(r),
+                       None if scores is None else scores[r] / threshold, differences,
+                       services[r], events)
+
+    def _drop_weakest(self, events: list) -> None:
+        """Bounded state with many devices in trouble at once: the episode with the least
+        evidence and no incident goes (as if it had ended)."""
+        quiet = [d for d in self.active.values() if d.episode.incident is None]
+        if quiet:
+            weakest = min(quiet, key=lambda d: d.episode.evidence)
+            self._end(weakest, events, "dropped: too many devices in trouble at once")
+            weakest.ended = None
+            self.resumable.pop(weakest.key, None)
 
     def _episode(self, device: _Device, t: float) -> _Episode:
         """A new episode, or the last one if this flow arrived late into its window."""
@@ -168,18 +205,16 @@ class IncidentTracker:
         return _Episode(t, len(self.features))
 
     def _device(self, key: str, ip: str | None, t: float, flow, events: list) -> _Device:
-        device = self.devices.get(key)
+        devices = self.devices
+        device = devices.pop(key, None)
         if device is not None:
-            self.devices.move_to_end(key)
+            devices[key] = device  # now the most recently seen
             if ip is not None and device.ip != ip:
                 device.ip = ip
             return device
         new = key not in self.settings.known
-        device = self.devices[key] = _Device(key, ip, new, t)
-        if new and key not in self.announced:
-            self.announced[key] = None
-            if len(self.announced) > NEW_DEVICES_REMEMBERED:
-                self.announced.popitem(last=False)
+        device = devices[key] = _Device(key, ip, new, t)
+        if new and self.evicted_new.pop(key, False) is False:  # never named before
             self.new_devices += 1
             events.append(self._new_device_event(device, t, flow))
         if len(self.devices) > self.max_devices:
@@ -188,8 +223,13 @@ class IncidentTracker:
 
     def _evict(self, events: list) -> None:
         """The least recently seen device goes (its open incident is closed, saying so)."""
-        key, device = self.devices.popitem(last=False)
+        key = next(iter(self.devices))
+        device = self.devices.pop(key)
         self.resumable.pop(key, None)
+        if device.new:
+            self.evicted_new[key] = None  # so that it is not named again
+            if len(self.evicted_new) > NEW_DEVICES_REMEMBERED:
+                del self.evicted_new[next(iter(self.evicted_new))]
         if device.episode is not None:
             self._end(device, events, "evicted: more devices than edge-ids keeps in memory")
 
@@ -219,8 +259,8 @@ class IncidentTracker:
         _count(episode.ports, service)
         if differences is not None and episode.errors is not None:
             row = differences[r]
-            episode.errors += bits * row * row
-            episode.signs += bits * row
+            episode.errors[0] += bits * row * row
+            episode.errors[1] += bits * row
         if episode.incident is None and episode.evidence > self.settings.threshold_bits and \
                 not (device.new and device.incidents):
             episode.incident = self.next_id
@@ -312,11 +352,11 @@ class IncidentTracker:
     def _why(self, episode: _Episode) -> list[dict]:
         """The raw columns whose features the model reconstructed worst, by share of the
         evidence-weighted squared error, with the direction of the difference."""
-        if episode.errors is None or not episode.errors.sum() > 0:
+        if episode.errors is None or not episode.errors[0].sum() > 0:
             return []
         by_column: dict[str, list] = {}
-        for (column, one_hot), error, sign in zip(self.features, episode.errors.tolist(),
-                                                  episode.signs.tolist()):
+        for (column, one_hot), error, sign in zip(self.features, episode.errors[0].tolist(),
+                                                  episode.errors[1].tolist()):
             entry = by_column.setdefault(column, [0.0, 0.0, one_hot])
             entry[0] += error
             entry[1] += sign

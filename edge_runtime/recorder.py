@@ -83,7 +83,7 @@ def record_only(input_spec: str, path: str, max_bytes: int = DEFAULT_MAX_BYTES,
     import signal
     import threading
 
-    from .sources import open_source
+    from .inputs import open_source
 
     stop = threading.Event()
     source = open_source(input_spec, schema=recording_schema(),

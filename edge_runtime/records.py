@@ -176,9 +176,14 @@ def _clean_rows(lines: list[bytes | str], schema: RawSchema) -> list[list[str]] 
     if len(texts) != len(lines):  # a line without its newline (not the last) or a bare \r
         return None
     rows = list(map(str.split, texts, repeat(",")))
-    if set(map(len, rows)) != {len(schema.names) + len(schema.trailing)}:
-        return None
-    return rows
+    widths = set(map(len, rows))
+    full = len(schema.names) + len(schema.trailing)
+    if widths == {full}:
+        return rows
+    if widths == {len(schema.names)} and schema.trailing:  # no labels (Argus flows): empty
+        pad = [""] * len(schema.trailing)
+        return [row + pad for row in rows]
+    return None
 
 
 def _decode(line: bytes | str) -> tuple[str, tuple[str, str] | None]:

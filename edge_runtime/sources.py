@@ -33,7 +33,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterator
 
-from .records import MAX_LINE_BYTES, RawSchema, open_input
+from .records import MAX_LINE_BYTES, open_input
 
 POLL_SECONDS = 0.1  # how often a waiting source looks at `stop` (and a followed file)
 READ_BYTES = 1 << 16
@@ -323,26 +323,3 @@ class UnixSocketSource(LineSource):
         if self._server.fileno() >= 0:
             self._server.close()
             self.path.unlink(missing_ok=True)
-
-
-def open_source(spec: str, follow_from_start: bool = False,
-                schema: RawSchema | None = None, flow_report_seconds: int = 5) -> LineSource:
-    """'-', 'file:PATH', 'follow:PATH', 'unix:PATH', or flows that Argus makes from packets:
-    'argus:INTERFACE' or 'pcap:FILE' (these need the bundle's `schema`); a clear ValueError
-    otherwise."""
-    if spec == "-":
-        return StreamSource("-")
-    kind, _, path = spec.partition(":")
-    if not path or kind not in ("file", "follow", "unix", "argus", "pcap"):
-        raise ValueError(f"unknown input {spec!r}: use -, file:PATH, follow:PATH, unix:PATH, "
-                         f"argus:INTERFACE or pcap:FILE")
-    if kind == "file":
-        return StreamSource(path)
-    if kind == "follow":
-        return FollowSource(path, from_start=follow_from_start)
-    if kind in ("argus", "pcap"):
-        from .argus import ArgusSource
-
-        return ArgusSource(schema, **{"interface" if kind == "argus" else "pcap": path},
-                           status_seconds=flow_report_seconds)
-    return UnixSocketSource(path)

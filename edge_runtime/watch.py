@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from .detector import Detector, Verdicts
-from .devices import DeviceMap, HomeNet
+from .devices import DeviceMap, HomeNet, remember
 from .incident_settings import IncidentSettings
 from .incidents import MAX_DEVICES, IncidentTracker
 from .records import Records
@@ -57,6 +57,10 @@ def service_of(proto: str, sport: str, dport: str) -> str:
 
 
 def _to_float(texts: np.ndarray) -> np.ndarray:
+    try:  # float() over the list: numpy's own text-to-float is several times slower
+        return np.array(list(map(float, texts.tolist())), dtype=np.float64)
+    except ValueError:
+        pass
     try:
         return np.where(texts == "", "nan", texts).astype(np.float64)
     except ValueError:  # a damaged time field: that record gets the processing time
@@ -100,32 +104,45 @@ class DeviceWatch:
     def devices(self, records: Records) -> tuple[list[tuple], np.ndarray]:
         """(the devices of each record, the anomaly threshold each is held to: the lowest of its
         devices' own, so that a flow unusual for either is flagged)."""
-        owners = self.map.attribute(records.columns) if self.map.usable else \
-            [()] * len(records)
+        if not self.map.usable:
+            return [()] * len(records), np.full(len(records),
+                                                self.settings.fallback_threshold)
+        owners = self.map.attribute(records.columns)
         settings, memo = self.settings, self._thresholds
-        thresholds = []
-        for devices in owners:
-            value = memo.get(devices)
-            if value is None:
-                value = min((settings.threshold(k) for k, _ in devices),
-                            default=settings.fallback_threshold)
-                if len(memo) > 65536:
-                    memo.clear()
-                memo[devices] = value
-            thresholds.append(value)
+        thresholds = [memo.get(devices) for devices in owners]  # one lookup a record
+        if None in thresholds:
+            for r, value in enumerate(thresholds):
+                if value is None:
+                    devices = owners[r]
+                    value = thresholds[r] = min((settings.threshold(k) for k, _ in devices),
+                                                default=settings.fallback_threshold)
+                    remember(memo, devices, value)
         return owners, np.array(thresholds, dtype=np.float64)
 
     def observe(self, records: Records, verdicts: Verdicts, owners: list[tuple],
-                now: float | None = None) -> list[dict]:
-        end, start, _ = flow_times(records, now)
-        n = len(records)
-        flows = list(zip(*(records.columns[c].tolist() if c else [""] * n
-                           for c in self.flow_columns)))
+                now: float | None = None, times=None) -> list[dict]:
+        """The incident and new-device events of a batch. `times`: flow_times(records), if
+        the caller has them already."""
+        end, start, _ = times if times is not None else flow_times(records, now)
+        columns = [records.columns[c] if c else None for c in self.flow_columns]
+
+        def flow(r: int) -> tuple:  # only for the few flows an event names
+            return tuple(str(c[r]) if c is not None else "" for c in columns)
+
         return self.tracker.observe(end.tolist(), start.tolist(), owners,
                                     None if verdicts.anomaly_scores is None
                                     else verdicts.anomaly_scores.tolist(),
-                                    self._named_bits(verdicts), verdicts.differences, flows,
-                                    [service_of(f[4], f[1], f[3]) for f in flows])
+                                    self._named_bits(verdicts), verdicts.differences, flow,
+                                    self._services(columns, len(records)))
+
+    def _services(self, columns: list, n: int) -> list[str]:
+        """Each record's service: its protocol and the lower of its two ports. Decimal ports
+        compare by length, then as text, so no port is converted to a number."""
+        _, sport, _, dport, proto = (c.tolist() if c is not None else [""] * n
+                                     for c in columns)
+        return [(p + "/" + (s if (len(s), s) < (len(d), d) else d))
+                if s.isdigit() and d.isdigit() else (p or "?")
+                for p, s, d in zip(proto, sport, dport)]
 
     def _named_bits(self, verdicts: Verdicts) -> list[float] | None:
         """A flow the classifier names as an attack: log2(normal_threshold / P(normal)), in

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edge_ids.benchmarks.bench import records_csv
-from edge_ids.benchmarks.runtimes import RUNTIMES
+from edge_ids.benchmarks.bench.host import records_csv
+from edge_ids.benchmarks.bench.runtimes import RUNTIMES
 from edge_ids.cli import main
 from edge_ids.edge_runtime import load_bundle
 from edge_ids.edge_runtime.classifier import Classifier
@@ -89,7 +89,7 @@ def test_the_report_has_every_figure_and_each_is_positive(bench):
 
 
 def test_the_accuracy_size_plot_shows_every_model_at_its_real_size(bench):
-    from edge_ids.benchmarks.report import accuracy_size_points, f1_axis_range
+    from edge_ids.benchmarks.bench.report import accuracy_size_points, f1_axis_range
 
     report, out, _ = bench
     points = accuracy_size_points(report)
@@ -171,7 +171,7 @@ def test_accuracy_and_sizes_match_an_independent_computation(bench, small_pipeli
 def test_every_runtime_gives_the_bundles_classes(small_pipeline, kdd_test_lines, data_dir,
                                                  tmp_path):
     """The runtime family: each member loads its model and classifies like the others."""
-    from edge_ids.benchmarks.bench import prepare, BenchOptions
+    from edge_ids.benchmarks.bench.host import prepare, BenchOptions
 
     opts = BenchOptions(bundle=small_pipeline[0] / "bundle", out=tmp_path / "out", records=500,
                         data_dir=str(data_dir))
@@ -225,7 +225,7 @@ def test_bad_input_is_a_clear_error(small_pipeline, bundle_copy, data_dir, tmp_p
 
 
 def test_the_reference_table_has_a_column_per_machine_and_one_waiting_for_a_pi(bench, tmp_path):
-    from edge_ids.benchmarks.reference import table
+    from edge_ids.benchmarks.bench.reference import table
 
     report, out, _ = bench
     (tmp_path / "x86_64").mkdir()

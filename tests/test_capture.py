@@ -25,7 +25,7 @@ from edge_ids.devices.unit import render_unit
 from edge_ids.edge_runtime import load_bundle
 from edge_ids.edge_runtime.argus import RA_FIELDS, CaptureError, argus_config, ra_fields
 from edge_ids.edge_runtime.records import NON_NUMERIC, RawSchema, parse_lines
-from edge_ids.edge_runtime.sources import open_source
+from edge_ids.edge_runtime.inputs import open_source
 from edge_ids.train.datasets import wustl_ehms
 
 pytestmark = pytest.mark.skipif(not (shutil.which("argus", path="/usr/sbin:/usr/bin")
@@ -260,7 +260,7 @@ def test_replayed_traffic_on_an_interface_arrives_as_alerts(veth_pair, captures,
 
 def test_the_capture_benchmark_measures_both_captures_and_matches_the_labels(
         net_bundle, data_dir, tmp_path):
-    from edge_ids.benchmarks.capture import main as benchmark
+    from edge_ids.benchmarks.detection.capture import main as benchmark
 
     benchmark(["--bundle", str(net_bundle), "--data-dir", str(data_dir), "--out",
                str(tmp_path), "--repeats", "1"])

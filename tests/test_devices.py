@@ -19,7 +19,7 @@ from edge_ids.devices.unit import render_unit
 import unit_sandbox
 from conftest import REPO
 
-README = (REPO / "README.md").read_text()
+README = "\n".join(p.read_text() for p in [REPO / "README.md", *(REPO / "docs").glob("*.md")])
 
 REQUIRED = ["Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure",
             "DynamicUser=yes", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",

@@ -78,9 +78,9 @@ def test_edge_runtime_sources_import_only_light_modules():
 
 def test_the_benchmark_code_that_runs_on_the_device_imports_nothing_heavy():
     code = ("import json, sys\n"
-            "import edge_ids.benchmarks.device, edge_ids.benchmarks.measure\n"
+            "import edge_ids.benchmarks.bench.device, edge_ids.benchmarks.bench.measure\n"
             "print(json.dumps(sorted(sys.modules)))")
     modules = _modules_after(code)
-    assert "edge_ids.benchmarks.runtimes" in modules
+    assert "edge_ids.benchmarks.bench.runtimes" in modules
     assert not {m.split(".")[0] for m in modules} & HEAVY
     assert not [m for m in modules if m.startswith(("edge_ids.train", "edge_ids.compress"))]

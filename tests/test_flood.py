@@ -1,4 +1,4 @@
-"""A short flood (the benchmark's own code, edge_ids.benchmarks.flood): ten times what one core
+"""A short flood (the benchmark's own code, edge_ids.benchmarks.harness.flood): ten times what one core
 classifies, offered for 8 s through the unix socket and through stdin. The daemon holds its
 writers back instead of dropping or buffering: nothing is dropped, memory stays flat, the
 metrics page answers every second, alerts flow every second, and it is alive and exits 0 at the

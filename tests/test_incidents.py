@@ -74,9 +74,10 @@ def feed(tracker, flows):
     """flows: (time, device key, score, service); one flow per batch, like a quiet network."""
     events = []
     for t, key, score, service in flows:
+        flow = ("192.168.1.9", "40000", "185.244.25.235", service.split("/")[-1],
+                service.split("/")[0])
         events += tracker.observe([t], [t - 1], [((key, "192.168.1.9"),)], [score], None, None,
-                                  [("192.168.1.9", "40000", "185.244.25.235",
-                                    service.split("/")[-1], service.split("/")[0])], [service])
+                                  lambda r: flow, [service])
     return events
 
 

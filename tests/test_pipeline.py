@@ -62,7 +62,7 @@ def test_full_pipeline_as_the_readme_runs_it(data_dir, tmp_path):
     import sys
     from pathlib import Path
 
-    from edge_ids.benchmarks.readme_pipeline import differences
+    from edge_ids.benchmarks.papers.readme_pipeline import differences
 
     command = [str(Path(sys.executable).parent / "edge-ids"), "pipeline", "--data-dir",
                str(data_dir), "--out", str(tmp_path)]

@@ -47,12 +47,28 @@ def test_outputs_are_complete(quick_run):
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
-def test_resampling_never_touches_validation_or_test_rows(quick_run):
-    _, _, results = quick_run
-    by_method = {m: runs[0] for m, runs in results["runs"].items()}
-    supports = {m: {t: r["metrics"][t]["support"] for t in r["metrics"]}
-                for m, r in by_method.items()}
-    assert len({json.dumps(s, sort_keys=True) for s in supports.values()}) == 1
+@pytest.mark.parametrize("sampler", ["ros", "smote", "adasyn"])
+def test_resampling_never_touches_validation_or_test_rows(sampler, data_dir):
+    """What the grid does for a method (train/experiment.py): resample the fit rows only.
+    The validation and test rows are the same before and after, and no row that exists only
+    in the validation or test sets appears among the rows the classifier trains on."""
+    from edge_ids.train.datasets import load_dataset
+    from edge_ids.train.experiment import prepare
+    from edge_ids.train.resample import make_sampler
+
+    prep = prepare(load_dataset("wustl-ehms", data_dir), seed=0, max_train_rows=3000,
+                   echo=lambda _: None)
+    before = [a.copy() for a in (prep.x_val, prep.y_val, *(x for pair in prep.tests.values()
+                                                               for x in pair))]
+    x, y = make_sampler(sampler, seed=0).fit_resample(prep.x_fit, prep.y_fit)
+    after = [prep.x_val, prep.y_val, *(x for pair in prep.tests.values() for x in pair)]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert len(y) > len(prep.y_fit)  # it did resample
+    fit_rows = {row.tobytes() for row in prep.x_fit}
+    trained = {row.tobytes() for row in x}
+    for held_out in (prep.x_val, *(x_test for x_test, _ in prep.tests.values())):
+        only_there = {row.tobytes() for row in held_out} - fit_rows
+        assert only_there and not only_there & trained
 
 
 def test_resume_reuses_finished_runs_and_only_under_the_same_settings(quick_run, data_dir):

@@ -36,7 +36,23 @@ def missing() -> str | None:
         return f"needs {header} (apt-get install linux-libc-dev)"
     if not shutil.which("systemd-analyze"):
         return "needs systemd-analyze (apt-get install systemd)"
-    return None
+    return unreadable_python()
+
+
+def unreadable_python(uid: int = 65534) -> str | None:
+    """The unit's user must be able to run this Python and import edge-ids: a venv in a folder
+    it cannot read (one under /root, mode 700) fails inside the sandbox with PermissionError.
+    Try it as that user, and say what to do instead of failing later."""
+    done = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                           "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-c",
+                           "import edge_ids.edge_runtime"], capture_output=True, text=True,
+                          cwd="/")
+    if done.returncode == 0:
+        return None
+    said = (done.stderr.strip().splitlines() or ["no message"])[-1]
+    return (f"the sandbox runs as uid {uid}, who cannot run {sys.executable} with edge-ids "
+            f"({said}): put the venv and the repository where any user may read them (not under "
+            f"a mode-700 /root), or make them readable (chmod o+rX)")
 
 
 @lru_cache(maxsize=None)

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .protocols import PROTOCOLS
-from .reproduce import AUDIT_DIR, PAPERS, RESULTS_DIR
+from .results import sample_std
+from .papers import AUDIT_DIR, PAPERS, RESULTS_DIR
 
 FIELDS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_precision",
           "weighted_recall", "weighted_f1", "fpr")
@@ -57,13 +58,13 @@ def _mean(rows: list[dict], key: str) -> str:
     values = [r[key] for r in rows if r.get(key) is not None]
     if not values:
         return "—"
-    return f"{100 * np.mean(values):.2f} ± {100 * np.std(values):.2f}"
+    return f"{100 * np.mean(values):.2f} ± {100 * sample_std(values):.2f}"
 
 
 def markdown(audit: dict) -> str:
     lines = ["# Protocol audit: which protocol gives which figure", "",
              "Written by `edge-ids reproduce PAPER --protocol PROTOCOL` (and "
-             "`python -m edge_ids.train.audit`). Mean ± std over seeds, in %. Only the "
+             "`python -m edge_ids.train.audit`). Mean ± sample std (n − 1) over seeds, in %. Only the "
              "**official** rows use the official split and protocol; every other table says "
              "what it does instead. Weighted averages weight each class by its support, so the "
              "weighted recall is the accuracy: a paper whose recall equals its accuracy reports "

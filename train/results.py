@@ -1,4 +1,4 @@
-"""Write a reproduction's results: mean ± std over seeds beside the paper's figures, as markdown
+"""Write a reproduction's results: mean ± sample std (n − 1) over seeds beside the paper's figures, as markdown
 tables, plus the pictures (first seed)."""
 from __future__ import annotations
 
@@ -25,7 +25,14 @@ def summarise(runs: list[dict], test: str) -> dict:
                 values.setdefault(key, []).append(m[key])
         for cls, r in m["recall"].items():
             values.setdefault(f"recall:{cls}", []).append(r)
-    return {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in values.items()}
+    return {k: (float(np.mean(v)), sample_std(v), len(v)) for k, v in values.items()}
+
+
+def sample_std(values) -> float:
+    """The one meaning of ± in edge-ids' tables: the sample standard deviation (n - 1) over
+    seeds; 0 for a single seed."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 def _columns(results: dict) -> list[tuple[str, str]]:
@@ -60,7 +67,7 @@ def markdown(results: dict) -> str:
     cols = _columns(results)
     seeds = ", ".join(map(str, results["seeds"]))
     lines = [f"# {title(results)}", "",
-             f"Ours: mean ± std over seeds {seeds} (in %, MCC and AUC as fractions); the row "
+             f"Ours: mean ± sample std (n − 1) over seeds {seeds} (in %, MCC and AUC as fractions); the row "
              "under each method, in italics, is the paper's published figure (— where the "
              "paper gives none). Macro averages over classes, and the F1 weighted by class "
              "support. FPR: normal traffic flagged as an attack; DR: per-class detection rate "
@@ -136,7 +143,7 @@ def budget_effect(results: dict) -> list[str]:
              f"The previous run at the reduced budget ({previous['path']}; `reduced` in "
              "train/models.py: early stopping on the validation loss, Khanam et al.'s DNN in "
              "batches of 256 for at most 100 epochs and their CFLVAE at most 200) beside this "
-             "one; mean ± std over seeds, in %.", "",
+             "one; mean ± sample std (n − 1) over seeds, in %.", "",
              "| method | test set | reduced: acc | this: acc | reduced: macro-F1 "
              f"| this: macro-F1 | reduced: DR {rare} | this: DR {rare} |",
              "|---|---|---|---|---|---|---|---|"]

@@ -1,0 +1,148 @@
+"""What incidents cost the daemon, and that its memory stays flat however many devices:
+
+    python -m edge_ids.benchmarks.detection.incident_load [--bundle B] [--records 300000]   (about 5 min)
+
+The smart-home test days' flows (argus | ra, in the bundle's layout) repeated, through `edge-ids
+run --input file:` pinned to one core (benchmarks/daemon.py's method), alternating, 3 times
+each:
+
+- throughput with the device watch and incidents (`--emit both`) against the same bundle's flow
+  alerts alone (`--emit attacks`, no device watch): the issue's bar is >= 80 %;
+- peak RSS with the flows of the site's few devices against the same flows rewritten to come
+  from 10,000 and from 100,000 simulated devices (their own MAC and IP each): the bar is growth
+  <= 10 MB with 10,000.
+
+The bundle is the incidents benchmark's seed-0 bundle (benchmarks/results/incidents/runs),
+learned here if it is absent. Writes OUT/load.json and load.md (benchmarks/results/incidents/).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from . import incident_scenarios as scenarios
+from ..harness.process import daemon_core, throughput
+from ...train.paths import data_dir
+from .incidents import OUT, edge_ids, learn
+
+REPEATS = 3
+DEVICES = (10_000, 100_000)
+HOME_NET = ("--home-net", "10.0.0.0/8", "--home-net", "192.168.0.0/16")
+
+
+def flow_lines(bundle: Path, pcap: Path, work: Path) -> tuple[list[str], list[str]]:
+    """(the layout's column names, the capture's flows as CSV lines in that layout): recorded
+    by `capture --record` (every Argus column, named in its header), then matched by name to
+    the bundle's layout as `learn` does."""
+    from ...edge_runtime.bundle import load_bundle
+    from ...edge_runtime.records import RawSchema
+    from ...flows import to_layout
+
+    recorded = work / "flows.csv"
+    done = edge_ids("capture", "--pcap", pcap, "--record", recorded)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-1000:])
+    schema = RawSchema.from_spec(load_bundle(bundle).raw)
+    lines, _ = to_layout(recorded.read_bytes().splitlines(), schema, recorded)
+    return list(schema.names), [line.decode() for line in lines]
+
+
+def repeated(lines: list[str], n: int, path: Path, names: list[str],
+             devices: int | None = None) -> Path:
+    """n records cycling through `lines`; with `devices`, record i comes from simulated device
+    i % devices (its own MAC and IP inside 10.0.0.0/8)."""
+    src, mac = names.index("SrcAddr"), names.index("SrcMac")
+    with open(path, "w") as f:
+        for i in range(n):
+            line = lines[i % len(lines)]
+            if devices:
+                fields = line.split(",")
+                j = i % devices
+                fields[src] = f"10.{j >> 16 & 255}.{j >> 8 & 255}.{j & 255}"
+                fields[mac] = f"02:00:00:{j >> 16 & 255:02x}:{j >> 8 & 255:02x}:{j & 255:02x}"
+                line = ",".join(fields)
+            f.write(line + "\n")
+    return path
+
+
+def measure(bundle: Path, records: int, work: Path) -> dict:
+    site = scenarios.site(data_dir(), OUT / "runs" / "captures")
+    names, lines = flow_lines(bundle, site["test"], work)
+    plain = repeated(lines, records, work / "site.csv", names)
+    many = {d: repeated(lines, records, work / f"devices-{d}.csv", names, d) for d in DEVICES}
+    cpus = os.sched_getaffinity(0)
+    cpu = daemon_core()
+    runs: dict[str, list] = {}
+    try:
+        for _ in range(REPEATS):
+            for name, path, options in [("incidents", plain, ("--emit", "both", *HOME_NET)),
+                                        ("flow alerts only", plain, ("--emit", "attacks")),
+                                        *[(f"{d:,} devices", many[d], ("--emit", "both",
+                                                                        *HOME_NET))
+                                          for d in DEVICES]]:
+                runs.setdefault(name, []).append(throughput(bundle, path, records, cpu, work,
+                                                            options))
+    finally:
+        os.sched_setaffinity(0, cpus)
+    out = {"records": records, "repeats": REPEATS, "cpu": cpu, "bundle": str(bundle),
+           "runs": {}}
+    for name, rs in runs.items():
+        out["runs"][name] = {
+            "records_per_second": statistics.median(r["records_per_second"] for r in rs),
+            "peak_rss_mib": statistics.median(r["peak_rss_bytes"] for r in rs) / 2**20,
+            "each": [round(r["records_per_second"]) for r in rs]}
+    r = out["runs"]
+    out["throughput_ratio"] = r["incidents"]["records_per_second"] / \
+        r["flow alerts only"]["records_per_second"]
+    out["rss_growth_mib"] = {f"{d:,} devices": r[f"{d:,} devices"]["peak_rss_mib"]
+                             - r["incidents"]["peak_rss_mib"] for d in DEVICES}
+    return out
+
+
+def markdown(result: dict) -> str:
+    lines = ["# The daemon with incidents: throughput and memory", "",
+             f"`python -m edge_ids.benchmarks.detection.incident_load`: {result['records']:,} flow "
+             f"records of the smart-home test days through `edge-ids run --input file:` on one "
+             f"core (cpu {result['cpu']}), {result['repeats']} alternating runs each, medians.",
+             "", "| run | records/s | peak RSS MiB | each run |", "|---|---|---|---|"]
+    for name, r in result["runs"].items():
+        lines.append(f"| {name} | {r['records_per_second']:,.0f} | {r['peak_rss_mib']:.1f} | "
+                     f"{', '.join(f'{x:,}' for x in r['each'])} |")
+    growth = result["rss_growth_mib"]
+    ten = next(iter(growth.values()))
+    lines += ["", f"- Throughput with incidents: **{100 * result['throughput_ratio']:.1f} %** "
+                  f"of the flow alerts alone (target ≥ 80 %: "
+                  f"{'met' if result['throughput_ratio'] >= 0.8 else 'MISSED'}).",
+              f"- RSS growth with 10,000 simulated devices: **{ten:+.1f} MiB** "
+              f"({ten * 1.048576:+.1f} MB; target ≤ 10 MB: "
+              f"{'met' if ten * 1.048576 <= 10 else 'MISSED'}); with 100,000: "
+              f"{list(growth.values())[-1]:+.1f} MiB (at most 16,384 devices are kept).", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", type=Path)
+    parser.add_argument("--records", type=int, default=300_000)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    bundle = args.bundle or OUT / "runs" / "seed-0" / "learned" / "bundle"
+    if not (bundle / "manifest.json").is_file():
+        site = scenarios.site(data_dir(), OUT / "runs" / "captures")
+        learn(site, bundle.parent, 0, print)
+    with tempfile.TemporaryDirectory(prefix="edge-ids-load-") as tmp:
+        result = measure(bundle, args.records, Path(tmp))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "load.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / "load.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
