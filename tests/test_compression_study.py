@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from edge_ids.benchmarks import compression
+from edge_ids.benchmarks.papers import compression
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from edge_ids.benchmarks import flood
+from edge_ids.benchmarks.harness import flood
 
 SECONDS = 8
 

@@ -57,7 +57,7 @@ def test_metrics_by_hand():
 def test_full_pipeline_as_the_readme_runs_it(data_dir, tmp_path):
     """The README's command 1 (`edge-ids pipeline --data-dir DIR --out OUT`, the full
     KDDTrain+, a few minutes; `pytest -m slow`): the int8 promises, and the README's seed-0
-    table, agreement and sizes are what it prints (benchmarks/readme_pipeline.py)."""
+    table, agreement and sizes are what it prints (benchmarks/papers/readme_pipeline.py)."""
     import subprocess
     import sys
     from pathlib import Path

@@ -12,21 +12,21 @@ from click.testing import CliRunner
 
 from edge_ids.cli import main
 from edge_ids.train.protocols import MERGED_TEST, PROTOCOLS, apply_protocol, check_protocol
-from edge_ids.train.reproduce import default_out, reproduce
+from edge_ids.train.reproduce import RESULTS_DIR, default_out, reproduce
 
 DNN = ["DNN (CE)"]
 
 
 @pytest.fixture(scope="module")
 def audit_runs(data_dir, tmp_path_factory):
-    """One quick DNN (CE) run per protocol, written where the CLI writes them, in a scratch
-    working directory: {protocol: results}, and that directory."""
+    """One quick DNN (CE) run per protocol, laid out as the CLI lays them out in the
+    repository's results, in a scratch tree (never the committed results): {protocol: results},
+    and that tree's root."""
     root = tmp_path_factory.mktemp("audit")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        runs = {p: reproduce("khanam2022", default_out("khanam2022", p), data_dir=data_dir,
-                             seeds=(0,), quick=True, protocol=p, methods=DNN,
-                             echo=lambda _: None) for p in PROTOCOLS}
+    results = root / "benchmarks" / "results"
+    runs = {p: reproduce("khanam2022", results / default_out("khanam2022", p).relative_to(
+                         RESULTS_DIR), data_dir=data_dir, seeds=(0,), quick=True, protocol=p,
+                         methods=DNN, echo=lambda _: None) for p in PROTOCOLS}
     return runs, root
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from edge_ids.train.reproduce import PAPERS, reproduce
+from edge_ids.train.datasets import load_dataset
+from edge_ids.train.reproduce import PAPERS, cache_settings, definition, reproduce
 
 
 def _majority_macro_f1(y: list[list[int]]) -> float:
@@ -84,11 +85,20 @@ def test_resume_reuses_finished_runs_and_only_under_the_same_settings(quick_run,
     assert not any("macro-F1" in line for line in said)  # nothing was trained
     for method, runs in results["runs"].items():
         assert again["runs"][method][0]["metrics"] == runs[0]["metrics"]
-    method = next(iter(results["runs"]))
-    assert RunCache(out / "runs", {"paper": paper, "protocol": "official",
-                                   "budget": "paper", "quick": True}).load(method, 0)
-    assert RunCache(out / "runs", {"paper": paper, "protocol": "official",
-                                   "budget": "paper", "quick": False}).load(method, 0) is None
+    method = next(m for m in PAPERS[paper].methods if m.name in results["runs"])
+    official = load_dataset(PAPERS[paper].dataset, data_dir, train_set=PAPERS[paper].train_set)
+    settings = cache_settings(paper, "official", "paper", True, official)
+    kept = definition(method)
+    assert RunCache(out / "runs", settings).load(method.name, 0, kept)
+    for other, why in ((settings | {"quick": False}, "quick"),
+                       (settings | {"code": "another version"}, "code"),
+                       (settings | {"data": "other files"}, "data")):
+        said = []
+        assert RunCache(out / "runs", other, said.append).load(method.name, 0,
+                                                               kept) is None
+        assert said == [f"      kept run made under other {why}: run again"]
+    changed = kept | {"loss": "focal"}  # the method itself changed
+    assert RunCache(out / "runs", settings).load(method.name, 0, changed) is None
 
 
 @pytest.mark.slow

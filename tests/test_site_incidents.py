@@ -1,7 +1,7 @@
 """Incidents end to end, on real captures: `edge-ids learn --pcap` on four smart-home devices'
 first four days, then `edge-ids capture --pcap` (argus | ra | the daemon) on their test days
 with a real bot's capture rewritten into one device (tcprewrite, editcap, mergecap) and real
-devices joining. The figures are the benchmark's (benchmarks/incidents.py); these tests check
+devices joining. The figures are the benchmark's (benchmarks/detection/incidents.py); these tests check
 that the pieces say what they should."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client import generate_latest
 
-from edge_ids.benchmarks import incident_scenarios as scenarios
+from edge_ids.benchmarks.detection import incident_scenarios as scenarios
 from edge_ids.cli import main
 from edge_ids.edge_runtime import load_bundle
 from edge_ids.edge_runtime.bundle import BundleError
@@ -74,9 +74,11 @@ def test_an_injected_bot_opens_one_incident_for_that_device_in_minutes(learned_s
     assert result.exit_code == 0, result.output
     lines = events(alerts)
     mine = [e for e in lines if e["event_type"] == "incident" and e["device"]["mac"] == hub.mac
-            and seconds(e["incident"]["opened"]) >= injection.start - 1]
+            and injection.start - 1 <= seconds(e["incident"]["opened"]) <= injection.end]
     opened = [e for e in mine if e["incident"]["state"] == "open"]
-    assert len(opened) == 1  # one incident, however long the bot keeps at it
+    # one incident, however long the bot keeps at it (a day; a later one would be a false
+    # incident, which the benchmark counts, not this test)
+    assert len(opened) == 1
     incident = opened[0]["incident"]
     assert seconds(incident["opened"]) - injection.start <= 300
     assert incident["peers"][0]["ip"] == "185.244.25.235"

@@ -13,11 +13,13 @@ from pathlib import Path
 
 DATA_DIR_ENV = "EDGE_IDS_DATA_DIR"
 REPOSITORY = Path(__file__).resolve().parents[1]  # train/ is a folder of the repository
-# An installed wheel has no repository: results go to a folder of the user's own.
+# An installed wheel has no repository: results go to a folder of the user's own. Never
+# Path.home() at import: the daemon (a DynamicUser with no home) imports this too, and
+# os.path.expanduser leaves "~" as it is where Path.home() would raise.
 RESULTS = REPOSITORY / "benchmarks" / "results" if (REPOSITORY / "benchmarks").is_dir() \
-    else Path.home() / "edge-ids-results"
+    else Path(os.path.expanduser("~/edge-ids-results"))
 OUT = REPOSITORY / "out" if (REPOSITORY / "pyproject.toml").is_file() \
-    else Path.home() / "edge-ids-out"
+    else Path(os.path.expanduser("~/edge-ids-out"))
 
 
 def data_dir() -> Path:

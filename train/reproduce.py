@@ -57,14 +57,14 @@ def reproduce(paper_key: str, out: Path, data_dir=None, dataset: str | None = No
     total = len(seeds) * len(chosen)
     done = 0
     reused_seconds = 0.0  # a reused run counts with its own training time
-    cache = RunCache(out / "runs", {"paper": paper.key, "protocol": protocol,
-                                    "budget": budget, "quick": quick})
+    cache = RunCache(out / "runs", cache_settings(paper.key, protocol, budget, quick, official),
+                     echo)
     for seed in seeds:
         prep = None
         for method in chosen:
             done += 1
             echo(f"[{done}/{total}] {method.name}, seed {seed} ({protocol}, {budget} budget)")
-            cached = cache.load(method.name, seed) if resume else None
+            cached = cache.load(method.name, seed, definition(method)) if resume else None
             if cached:
                 run, scores = cached
                 reused_seconds += run["seconds"]
@@ -92,7 +92,7 @@ def reproduce(paper_key: str, out: Path, data_dir=None, dataset: str | None = No
             for callback in callbacks:  # test-selected: the test-accuracy curve it chose from
                 run["test_accuracy_by_epoch"] = {callback.test_name: callback.accuracies}
             runs[method.name].append(run)
-            cache.save(method.name, seed, run, result["scores"])
+            cache.save(method.name, seed, run, result["scores"], definition(method))
             if seed == seeds[0]:
                 first_seed[method.name] = {"scores": result["scores"]}
     results = {
@@ -116,11 +116,21 @@ def reproduce(paper_key: str, out: Path, data_dir=None, dataset: str | None = No
     saved = {k: v for k, v in results.items() if k != "previous"}
     (out / "results.json").write_text(json.dumps(saved, indent=1, default=_plain) + "\n")
     echo(f"results: {out / 'results.md'}   total {results['seconds']:.0f} s")
-    if protocol != "official" and out.parent.resolve() == AUDIT_DIR.resolve():
+    if protocol != "official" and out.parent.name == AUDIT_DIR.name:  # a results tree's audit
         from .audit import write_audit
         seen = {paper.key: seen_attack_types(official)} if paper.dataset == "nsl-kdd" else None
-        echo(f"audit summary: {write_audit(seen=seen)}")
+        echo(f"audit summary: {write_audit(out.parent.parent, seen=seen)}")
     return results
+
+
+def cache_settings(paper_key: str, protocol: str, budget: str, quick: bool, data) -> dict:
+    """What a kept run must share to be reused: the grid's settings, the code that trains and
+    evaluates (its version), and the data files it read (their fingerprint)."""
+    from .fingerprint import code_version, files_fingerprint
+
+    files = [data.train.path, *(t.path for t in data.tests.values())]
+    return {"paper": paper_key, "protocol": protocol, "budget": budget, "quick": quick,
+            "code": code_version(), "data": files_fingerprint(files)}
 
 
 def _check(paper_key: str, dataset: str | None, budget: str, protocol: str) -> Paper:
@@ -169,6 +179,11 @@ def default_out(paper_key: str, protocol: str = "official") -> Path:
     if protocol == "official":
         return RESULTS_DIR / paper_key
     return AUDIT_DIR / f"{paper_key}-{protocol}"
+
+
+def definition(method: Method) -> dict:
+    """A method as JSON would keep it (tuples as lists): what a kept run is compared on."""
+    return json.loads(json.dumps(asdict(method), default=_plain, sort_keys=True))
 
 
 def _plain(value):

@@ -15,28 +15,40 @@ from pathlib import Path
 
 
 class RunCache:
-    def __init__(self, folder: Path, settings: dict):
+    def __init__(self, folder: Path, settings: dict, echo=None):
         self.folder = Path(folder)
-        self.settings = settings  # paper, protocol, budget, quick: what makes runs comparable
+        # paper, protocol, budget, quick, the code version and the data files' fingerprint
+        # (train/fingerprint.py): what makes runs comparable; each run adds its method's own
+        self.settings = settings
+        self.echo = echo
 
     def _path(self, method: str, seed: int) -> Path:
         return self.folder / f"{re.sub(r'[^A-Za-z0-9]+', '-', method).strip('-')}-seed{seed}.pkl"
 
-    def load(self, method: str, seed: int) -> tuple[dict, dict] | None:
-        """(run, scores) of a finished run under the same settings, else None."""
+    def load(self, method: str, seed: int, definition: dict | None = None
+             ) -> tuple[dict, dict] | None:
+        """(run, scores) of a finished run under the same settings (and the same method
+        `definition`), else None, saying what differed."""
         path = self._path(method, seed)
         try:
             saved = pickle.loads(path.read_bytes())
         except (OSError, pickle.UnpicklingError, EOFError):
             return None
-        if saved.get("settings") != self.settings:
+        wanted = self.settings | ({"method": definition} if definition is not None else {})
+        had = saved.get("settings") or {}
+        if had != wanted:
+            if self.echo:
+                changed = sorted(k for k in set(had) | set(wanted) if had.get(k) != wanted.get(k))
+                self.echo(f"      kept run made under other {', '.join(changed)}: run again")
             return None
         return saved["run"], saved["scores"]
 
-    def save(self, method: str, seed: int, run: dict, scores: dict) -> None:
+    def save(self, method: str, seed: int, run: dict, scores: dict,
+             definition: dict | None = None) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self._path(method, seed)
         partial = path.with_suffix(".tmp")
-        partial.write_bytes(pickle.dumps({"settings": self.settings, "run": run,
+        settings = self.settings | ({"method": definition} if definition is not None else {})
+        partial.write_bytes(pickle.dumps({"settings": settings, "run": run,
                                           "scores": scores}))
         partial.replace(path)  # a run is there whole or not at all

@@ -49,6 +49,7 @@ class Injection:
     attack: str
     device: str
     start: float  # the attack's first packet, in the test days (Unix s)
+    end: float  # and its last
     pcap: Path
 
 
@@ -116,7 +117,7 @@ def infection(data_dir: Path, work: Path, test: dict, attack: str, device: Devic
     """One attack capture as `device`'s, starting at START_FRACTIONS[k] of the test days."""
     path, host, host_mac, peer_mac = ATTACKS[attack]
     source = data_dir / path
-    first, _ = packet_times(source)
+    first, last = packet_times(source)
     rewritten = work / f"{attack}-as-{device.name}.pcap"
     if not rewritten.is_file():
         run("tcprewrite", "-i", source, "-o", rewritten, f"--pnat={host}/32:{device.ip}/32",
@@ -130,7 +131,7 @@ def infection(data_dir: Path, work: Path, test: dict, attack: str, device: Devic
         run("editcap", "-t", f"{start - first:.6f}", rewritten, shifted)
         run("mergecap", "-w", merged, test["test"], shifted)
         shifted.unlink()
-    return Injection(attack, device.name, start, merged)
+    return Injection(attack, device.name, start, start + last - first, merged)
 
 
 def joins(data_dir: Path, work: Path, test: dict, kinds: tuple[str, ...] | None = None
