@@ -58,13 +58,15 @@ class DeployOptions:
     timeout: float = 60
     keep: int = 3
     dry_run: bool = False
+    operator: dict = field(default_factory=dict)  # the page and the webhook (render_unit)
     unit_options: dict = field(init=False)
 
     def __post_init__(self):
         self.unit_options = {"prefix": self.prefix, "input_": self.input,
                              "metrics": self.metrics, "alerts": self.alerts,
                              "capture": self.capture, "allowed_signers": None,
-                             "allow_unsigned": False}
+                             "allow_unsigned": False} | {
+                                 k: v for k, v in self.operator.items() if v is not None}
 
     def trust(self, profile: DeviceProfile) -> TrustPolicy:
         """The signature policy the device will apply (also set in the unit's options)."""
@@ -212,6 +214,9 @@ def install_remote(options, profile, target, facts, remote: Remote, steps: Steps
             result = run_install_script(remote, command, steps.detail)
     finally:
         remote.run(f"rm -rf {remote_tmp}", check=False)
+    if result.get("refused"):
+        raise DeployError(f"{options.host} refused release {result['refused']} and still runs "
+                          f"{result.get('release')}: {result.get('reason')}")
     if not result.get("ok"):
         back = result.get("rolled_back_to")
         raise DeployError(f"release {release['id']} failed its health check and was rolled "

@@ -45,7 +45,8 @@ def package_for_host(options: DeployOptions, probe: dict, directory: Path, log) 
             write_package(shared, profile, target, Steps(log, 3), log)
             described.write_text(json.dumps(_release_of(archive)))
     release = json.loads(described.read_text())
-    release |= {"device": profile.name, "metrics": options.metrics}
+    release |= {"device": profile.name, "metrics": options.metrics,
+                "unsigned_on_purpose": trust.allow_unsigned}
     return {"archive": str(archive), "id": release["id"], "release": release,
             "unit": render_unit(profile, **options.unit_options)}
 

@@ -344,14 +344,23 @@ def same_as_current(prefix: Prefix, package: Path, release: dict) -> bool:
     if current is None or current not in prefix.release_ids():
         return False
     info, directory = prefix.info(current), prefix.releases / current
-    if not (info["health"] or {}).get("ok"):
-        return False
     keys = ("model_sha256", "bundle_sha256", "wheelhouse_sha256", "metrics")
-    files = (UNIT_NAME, ALLOWED_SIGNERS_FILE)
     read = (lambda path: path.read_bytes() if path.is_file() else None)
-    return release.get("bundle_sha256") is not None and \
+    return (info["health"] or {}).get("ok") and release.get("bundle_sha256") is not None and \
         all(info.get(k) == release.get(k) for k in keys) and \
-        all(read(directory / f) == read(package / f) for f in files)
+        all(read(directory / f) == read(package / f) for f in (UNIT_NAME, ALLOWED_SIGNERS_FILE))
+
+
+def trust_dropped(prefix: Prefix, package: Path, release: dict) -> str | None:
+    """Why this release may not replace the current one: the device trusts keys and the
+    release has none, unasked (--allow-unsigned says it is meant): else signatures go quietly."""
+    current = prefix.current()
+    if current is None or not (prefix.releases / current / ALLOWED_SIGNERS_FILE).is_file() \
+            or (package / ALLOWED_SIGNERS_FILE).is_file() or release.get("unsigned_on_purpose"):
+        return None
+    return (f"this device trusts signing keys (releases/{current}/{ALLOWED_SIGNERS_FILE}) and "
+            f"release {release['id']} has none: deploy with --allowed-signers FILE, or with "
+            "--allow-unsigned to drop them on purpose")
 
 
 def command_install(args) -> dict:
@@ -365,6 +374,9 @@ def command_install(args) -> dict:
         say(f"unchanged: the current release {before} has this bundle, wheels, unit and keys")
         return {"ok": True, "changed": False, "release": before, "previous": before,
                 "systemd": systemd, "memory_cgroup": memory_cgroup()}
+    if dropped := trust_dropped(prefix, package, release):
+        say(f"refused: {dropped}")
+        return {"ok": False, "refused": release["id"], "reason": dropped, "release": before}
     venv = install_venv(prefix, package, release)
     place_release(prefix, package, release, venv)
     prefix.switch(release["id"])

@@ -187,6 +187,8 @@ def build_package(parent: Path, profile: DeviceProfile, bundle_path: Path, targe
         # the manifest (hashing every file) and its signature: any change to the bundle
         "bundle_sha256": bundle.content_sha256,
         "metrics": unit_options.get("metrics"),
+        # install.py refuses to drop a device's trusted keys unless this says it is meant
+        "unsigned_on_purpose": trust.allow_unsigned,
         "wheels": [w.name for w in wheels], "wheelhouse_sha256": wheelhouse_sha256(wheels)}
     (dest / "release.json").write_text(json.dumps(release, indent=1) + "\n")
     return release, dest

@@ -35,14 +35,19 @@ CAPTURE_SYSCALLS = "SystemCallFilter=setuid\n"
 def render_unit(profile: DeviceProfile, prefix: str = DEFAULT_PREFIX,
                 input_: str = DEFAULT_INPUT, metrics: str = DEFAULT_METRICS,
                 alerts: str = DEFAULT_ALERTS, capture: str | None = None,
-                allowed_signers: str | None = None, allow_unsigned: bool = False) -> str:
+                allowed_signers: str | None = None, allow_unsigned: bool = False,
+                ui: str | None = None, ui_token_file: str | None = None,
+                webhook: str | None = None, webhook_min_severity: str | None = None) -> str:
     """The unit text. With metrics on loopback the service may talk to localhost only
     (IPAddressDeny=any); another metrics address lifts that. Alerts or an input socket outside
     the unit's own directories get a ReadWritePaths= line (ProtectSystem=strict). With
     `capture` (an interface) it runs `edge-ids capture` on it instead of reading `input_`,
     with the capabilities and memory that needs. `allowed_signers` (a path on the device: signatures
     required) and `allow_unsigned` (the explicit opt-out) are the daemon's signature policy
-    (edge_runtime/signature.py)."""
+    (edge_runtime/signature.py). `ui` serves the operator's page (a token file on the device
+    is handed to the service as a credential) and `webhook` pushes incidents (docs/operator.md);
+    IPAddressAllow= then lets the service reach the webhook's address, or is lifted for a page
+    off loopback or a webhook named by host name."""
     if not prefix.startswith("/") or not alerts.startswith("/"):
         raise ValueError(f"the prefix and the alerts file must be absolute paths, got "
                          f"{prefix!r} and {alerts!r}")
@@ -59,7 +64,10 @@ def render_unit(profile: DeviceProfile, prefix: str = DEFAULT_PREFIX,
     writable -= set(OWN_DIRECTORIES)
     rw_paths = "".join(f"ReadWritePaths={d}\n" for d in sorted(writable))
     host, _ = parse_address(metrics)
-    ip_policy = ("IPAddressDeny=any\nIPAddressAllow=localhost\n" if host in LOOPBACK else "")
+    extra, allowed = operator_arguments(ui, ui_token_file, webhook, webhook_min_severity)
+    ip_policy = (f"IPAddressDeny=any\nIPAddressAllow={' '.join(['localhost', *allowed])}\n"
+                 if host in LOOPBACK and allowed is not None else "")
+    credential = f"LoadCredential=ui-token:{ui_token_file}\n" if ui and ui_token_file else ""
     return Template(TEMPLATE.read_text()).substitute(
         description=profile.description, device=profile.name, prefix=prefix.rstrip("/"),
         source=(f"capture --interface {capture} --flow-report {profile.flow_report_seconds}"
@@ -71,6 +79,43 @@ def render_unit(profile: DeviceProfile, prefix: str = DEFAULT_PREFIX,
         max_batch=profile.max_batch, max_delay=profile.max_delay, threads=profile.threads,
         watchdog_sec=profile.watchdog_sec,
         memory_max=profile.capture_memory_max if capture else profile.memory_max,
-        cpu_quota=profile.cpu_quota, ip_policy=ip_policy,
+        cpu_quota=profile.cpu_quota, ip_policy=credential + ip_policy,
         trust=(f" --allowed-signers {allowed_signers}" if allowed_signers else "")
-        + (" --allow-unsigned" if allow_unsigned and allowed_signers else ""))
+        + (" --allow-unsigned" if allow_unsigned and allowed_signers else "") + extra)
+
+
+def operator_arguments(ui: str | None, ui_token_file: str | None, webhook: str | None,
+                       min_severity: str | None) -> tuple[str, list[str] | None]:
+    """The daemon's page and webhook options, and the addresses the service must reach beyond
+    localhost (None: any, the IP policy is lifted)."""
+    from urllib.parse import urlsplit
+
+    from ..edge_runtime.operator_page import is_loopback
+    from ..edge_runtime.operator_page import parse_address as page_address
+
+    extra, allowed = "", []
+    if ui:
+        ui_host, _ = page_address(ui)
+        if ui_token_file and not ui_token_file.startswith("/"):
+            raise ValueError(f"the page's token file must be an absolute path on the device, "
+                             f"got {ui_token_file!r}")
+        if not is_loopback(ui_host):
+            if not ui_token_file:
+                raise ValueError(f"--ui {ui} is not a loopback address: give --ui-token-file "
+                                 "(a path on the device), or keep 127.0.0.1 and use ssh -L")
+            allowed = None  # browsers from anywhere on the LAN
+        extra += f" --ui {ui}" + (" --ui-token-file ${CREDENTIALS_DIRECTORY}/ui-token"
+                                  if ui_token_file else "")
+    if webhook:
+        if any(c.isspace() or c in "%$\\'\"" for c in webhook):
+            raise ValueError(f"the webhook URL may not contain spaces, quotes, $ or %: {webhook!r}")
+        target = urlsplit(webhook).hostname or ""
+        try:
+            ip_literal = is_loopback(target) or True
+        except ValueError:
+            ip_literal = False
+        if allowed is not None:
+            allowed = allowed + [target] if ip_literal else None  # a host name: any address
+        extra += f" --webhook {webhook}" + (f" --webhook-min-severity {min_severity}"
+                                            if min_severity else "")
+    return extra, allowed

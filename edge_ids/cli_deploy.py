@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from . import exit_codes
+from .cli_operator import unit_operator_options
 from .cli_options import bundle_option, device_option
 from .exit_codes import BadInput, Failed
 
@@ -55,7 +56,9 @@ def _check_python(ctx, param, version):
               help="With --allowed-signers the device refuses unsigned bundles anyway; "
                    "--require-signature also refuses to deploy without keys, --allow-unsigned "
                    "is the explicit opt-out that lets unsigned bundles load on a device with "
-                   "keys (default: the device profile's [signatures]).")
+                   "keys, or installs a release without keys on a device that has some "
+                   "(without it that is refused: keys are never dropped by accident; "
+                   "default: the device profile's [signatures]).")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE.tar.gz", help="Write the package for carrying by hand instead of "
                                           "deploying (no --host needed).")
@@ -74,9 +77,10 @@ def _check_python(ctx, param, version):
 @click.option("--dry-run", is_flag=True, help="Check what can be checked here (bundle, "
               "profile, wheelhouse inputs) and fail as the deploy would; print every other "
               "step and the unit; touch nothing.")
+@unit_operator_options
 def deploy(device, host, bundle, prefix, input_, capture, metrics, alerts, allowed_signers,
            require_signature, output, python, wheelhouse, ssh_config, ssh_options, timeout, keep,
-           dry_run):
+           dry_run, **operator):
     """Install a bundle on a device as a systemd daemon, over SSH.
 
     Uses your ssh (keys, agent, ~/.ssh/config, known_hosts); host-key checking stays on.
@@ -112,7 +116,7 @@ def deploy(device, host, bundle, prefix, input_, capture, metrics, alerts, allow
                             require_signature=require_signature, python=python,
                             wheelhouse=wheelhouse, ssh_config=ssh_config,
                             ssh_options=ssh_options, timeout=timeout, keep=keep,
-                            dry_run=dry_run)
+                            dry_run=dry_run, operator=operator)
     try:
         run_deploy(options, click.echo)
     except (BundleError, WheelhouseError) as e:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from . import exit_codes
+from .cli_operator import unit_operator_options
 from .cli_options import bundle_option
 from .exit_codes import BadInput, Failed
 
@@ -187,8 +188,9 @@ def path():
 @click.option("--allowed-signers", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--require-signature/--allow-unsigned", default=None)
 @click.option("--wheelhouse", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@unit_operator_options
 def package(device, bundle, directory, probe, prefix, input_, capture, metrics, alerts,
-            allowed_signers, require_signature, wheelhouse):
+            allowed_signers, require_signature, wheelhouse, **operator):
     """The role's controller step for one host (not needed by hand).
 
     Checks the host's facts against its profile and the bundle against its signature policy,
@@ -205,7 +207,8 @@ def package(device, bundle, directory, probe, prefix, input_, capture, metrics, 
         options = DeployOptions(device=device, bundle=bundle, prefix=prefix, input=input_,
                                 capture=capture, metrics=metrics, alerts=alerts,
                                 allowed_signers=allowed_signers,
-                                require_signature=require_signature, wheelhouse=wheelhouse)
+                                require_signature=require_signature, wheelhouse=wheelhouse,
+                                operator=operator)
         result = package_for_host(options, facts, directory,
                                   lambda line: click.echo(line, err=True))
     except json.JSONDecodeError as e:

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from . import exit_codes
+from .cli_operator import operator_options, operator_settings, unit_operator_options
 from .cli_options import bundle_option, device_option
 from .exit_codes import BadInput, Failed
 
@@ -95,12 +96,12 @@ def _output_options(command):
     ]
     for option in reversed(options):
         command = option(command)
-    return command
+    return operator_options(command)
 
 
 def _serve(bundle, input_, alerts, metrics, emit, home_net, max_batch, max_delay, threads,
            log_rejects, allowed_signers, require_signature, verbose, from_start=False,
-           flow_report=5, record=None):
+           flow_report=5, record=None, **operator):
     """Run the daemon; exit as the table says. When the input ends by itself (file:, stdin,
     pcap:) the status tells what became of its records, as classify's does; stopped by SIGTERM
     or Ctrl-C, it is 0 (systemd counts anything else as a failure)."""
@@ -121,7 +122,7 @@ def _serve(bundle, input_, alerts, metrics, emit, home_net, max_batch, max_delay
                             rejects_logged_per_minute=log_rejects,
                             flow_report_seconds=flow_report,
                             trust=TrustPolicy(allowed_signers, require_signature is False),
-                            **(record or {}))
+                            **operator_settings(**operator), **(record or {}))
     if allowed_signers is not None and require_signature is False:
         logging.getLogger("edge_ids").warning(
             "--allow-unsigned: unsigned bundles load although %s lists trusted keys",
@@ -289,8 +290,9 @@ def _record_only(source: str, recording: dict, flow_report: int, verbose: bool) 
               "explicit opt-out that loads unsigned bundles despite --allowed-signers.")
 @click.option("-o", "--output", type=click.File("w"), default="-",
               help="Write the unit here (default stdout).")
+@unit_operator_options
 def unit(device, prefix, input_, metrics, alerts, capture, allowed_signers, allow_unsigned,
-         output):
+         output, **operator):
     """Print the systemd unit for a device (Type=notify, watchdog, hardened).
 
     \b
@@ -306,7 +308,7 @@ def unit(device, prefix, input_, metrics, alerts, capture, allowed_signers, allo
 
     try:
         output.write(render_unit(load_profile(device), prefix, input_, metrics, alerts, capture,
-                                 allowed_signers, allow_unsigned))
+                                 allowed_signers, allow_unsigned, **operator))
     except ValueError as e:
         raise click.UsageError(str(e)) from None
 

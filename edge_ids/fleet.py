@@ -167,7 +167,10 @@ def outcome(host: str, result: dict | None) -> dict:
         what = ("installed" if result.get("changed") else "unchanged") + \
             f", release {result.get('release')}"
         return result | {"state": "ok", "summary": what}
-    if result.get("reason") and result.get("release"):
+    if result.get("refused"):
+        summary = (f"refused release {result['refused']}, still runs {result.get('release')}: "
+                   f"{result.get('reason')}")
+    elif result.get("reason") and result.get("release"):
         back = result.get("rolled_back_to")
         summary = (f"release {result['release']} failed its health check, back on "
                    f"{back or 'no earlier release'}: {result['reason']}")

@@ -34,6 +34,7 @@ from .bundle import BundleError, load_bundle
 from .detector import Detector
 from .intake import Batch, Intake
 from .metrics import Metrics
+from .operator import OperatorOutputs
 from .records import parse_lines
 from .recorder import FlowRecorder
 from .signature import TrustPolicy
@@ -41,6 +42,7 @@ from .inputs import open_source
 from .sources import LineSource
 from .systemd import Notifier
 from .watch import DeviceWatch, anomaly_features, flow_times
+from .webhook import WebhookOptions
 
 log = logging.getLogger("edge_ids.daemon")
 try:  # (edge_runtime imports nothing from outside itself, so not edge_ids.__version__)
@@ -71,6 +73,9 @@ class DaemonOptions:
     record_max_bytes: int = 64 * 2**20
     record_keep: int = 4
     trust: TrustPolicy = TrustPolicy()  # signatures: allowed signers, required or not
+    ui: str | None = None  # the operator's page, ADDRESS:PORT (operator_page.py)
+    ui_token: str | None = None  # required on every request; needed off loopback
+    webhook: WebhookOptions | None = None  # a push per incident opened/closed, new device
 
 
 class Model:
@@ -147,6 +152,10 @@ class Daemon:
         self.watch = self.model.new_watch(self.options)
         self._keep_text = self._text_columns()
         self._set_model_metrics()
+        self.outputs = OperatorOutputs(self.metrics, self.model.ml, self.model.describe(),
+                                       self.options.ui, self.options.ui_token,
+                                       self.options.webhook)
+        self.outputs.watching(self.watch, self.model.describe(), self.model.ml)
         writer = AlertWriter(self.options.alerts)
         source = open_source(self.options.input, self.options.follow_from_start,
                              self.model.detector.schema, self.options.flow_report_seconds)
@@ -160,6 +169,7 @@ class Daemon:
             if self.options.metrics:
                 self.metrics_address = self.metrics.serve(self.options.metrics)
                 log.info("metrics on http://%s:%d/metrics", *self.metrics_address)
+            self.outputs.start()
             handlers = self._install_signal_handlers()
             reader = threading.Thread(target=self._read, args=(source, intake, recorder),
                                       daemon=True, name="edge-ids-reader")
@@ -176,6 +186,7 @@ class Daemon:
                 signal.signal(signum, handler)
             source.close()
             writer.close()
+            self.outputs.close()
             if recorder is not None:
                 recorder.close()
         log.info("stopped: %s", self._status())
@@ -195,7 +206,8 @@ class Daemon:
         if self.watch is None:
             return
         reason = "the daemon stopped" if self._stop.is_set() else "end of input"
-        self._write_events(self.watch.finish(reason), writer)
+        with self.outputs.lock:
+            self._write_events(self.watch.finish(reason), writer)
 
     def _write_events(self, events: list, writer: AlertWriter) -> None:
         if not events:
@@ -220,6 +232,7 @@ class Daemon:
         except OSError as e:
             self.metrics.write_errors.inc()
             log.error("writing incidents to %s failed: %s", self.options.alerts, e)
+        self.outputs.publish(events)
 
     def _install_signal_handlers(self) -> dict:
         """Ours in place of the current handlers, which are returned (restored at the end)."""
@@ -314,8 +327,9 @@ class Daemon:
                     self.metrics.write_errors.inc()
                     log.error("writing alerts to %s failed: %s", self.options.alerts, e)
             if watch is not None:
-                self._write_events(watch.observe(records, verdicts, owners, times=times),
-                                   writer)
+                with self.outputs.lock:  # the page copies the devices under it
+                    self._write_events(watch.observe(records, verdicts, owners, times=times),
+                                       writer)
             self._count(model, records, verdicts)
         self.metrics.batch_size.observe(len(batch.lines))
         self.metrics.latency.observe(time.monotonic() - batch.oldest_arrival)
@@ -352,11 +366,14 @@ class Daemon:
         else:
             old = self.model.describe()
             self.model = new
-            if new.watching and self.watch is not None:
-                self.watch.reconfigure(new.bundle.incidents.with_home_net(
-                    self.options.home_net or None), anomaly_features(new.bundle.anomaly.spec))
-            else:
-                self.watch = new.new_watch(self.options)
+            with self.outputs.lock:  # the page reads the watch's devices
+                if new.watching and self.watch is not None:
+                    self.watch.reconfigure(new.bundle.incidents.with_home_net(
+                        self.options.home_net or None),
+                        anomaly_features(new.bundle.anomaly.spec))
+                else:
+                    self.watch = new.new_watch(self.options)
+                self.outputs.watching(self.watch, new.describe(), new.ml)
             self._keep_text = self._text_columns()
             self._set_model_metrics()
             self.metrics.reloads.labels("ok").inc()

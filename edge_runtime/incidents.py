@@ -45,6 +45,8 @@ MAX_DEVICES = 16384
 MAX_EPISODES = 1024  # open episodes; past it the weakest without an incident is dropped
 MAX_KEYS = 16  # peers and ports counted per incident; more are summed as "other"
 NEW_DEVICES_REMEMBERED = 131072  # announced new devices (so none is named twice)
+TIMELINE_BIN = 900.0  # the operator's page: flagged flows per quarter hour, the last day
+TIMELINE_BINS = 96
 
 
 class _Episode:
@@ -66,7 +68,7 @@ class _Episode:
 
 class _Device:
     __slots__ = ("key", "ip", "new", "first_seen", "last_seen", "flows", "flagged", "episode",
-                 "incidents", "ended")
+                 "incidents", "ended", "timeline")
 
     def __init__(self, key: str, ip: str | None, new: bool, t: float):
         self.key, self.ip, self.new = key, ip, new
@@ -78,6 +80,7 @@ class _Device:
         # other devices' flows moved the clock past it) resumes it instead of starting anew,
         # so a device's incidents do not depend on how much else the network is doing.
         self.ended: tuple[_Episode, int | None] | None = None
+        self.timeline: dict[int, int] | None = None  # quarter hour -> flagged flows (if any)
 
 
 def _count(counter: dict, key: str) -> None:
@@ -105,6 +108,7 @@ class IncidentTracker:
         self.next_id = 1
         self.opened = self.closed = self.new_devices = 0
         self.peaks: list[float] | None = [] if record_peaks else None
+        self.timelines = False  # flagged flows per quarter hour per device, for the page
         self._decay = math.log(2) / settings.half_life
 
     # -- one batch ------------------------------------------------------------------------------
@@ -247,6 +251,8 @@ class IncidentTracker:
         episode.flagged += 1
         episode.seen += 1
         device.flagged += 1
+        if self.timelines:
+            _bin(device, t)
         episode.first = min(episode.first, start)
         episode.last = max(episode.last, t)
         episode.last_flagged = max(episode.last_flagged, t)
@@ -375,8 +381,19 @@ class IncidentTracker:
             rows.append({"device": device_label(device.key, device.ip), "new": device.new,
                          "first_seen": device.first_seen, "last_seen": device.last_seen,
                          "flows": device.flows, "flagged": device.flagged,
-                         "incident": None if episode is None else episode.incident})
+                         "incident": None if episode is None else episode.incident,
+                         "timeline": dict(device.timeline or {})})
         return rows
+
+
+def _bin(device: _Device, t: float) -> None:
+    """Count a flagged flow in its quarter hour; a device keeps its last TIMELINE_BINS."""
+    if device.timeline is None:
+        device.timeline = {}
+    slot = int(t // TIMELINE_BIN)
+    device.timeline[slot] = device.timeline.get(slot, 0) + 1
+    if len(device.timeline) > TIMELINE_BINS:
+        del device.timeline[min(device.timeline)]
 
 
 def _top(counter: dict, name: str) -> list[dict]:

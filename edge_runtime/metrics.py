@@ -87,6 +87,12 @@ class Metrics:
             self.devices.labels(kind)
         self.new_devices = Counter("edge_ids_new_devices", "Devices seen that were not in the "
                                    "learning period (each named once).", registry=registry)
+        self.webhook = Counter("edge_ids_webhook_events", "Incident and new-device events for "
+                               "the webhook, by result: sent, failed (after its retries), "
+                               "dropped (its queue was full), throttled, below_floor.",
+                               ["result"], registry=registry)
+        for result in ("sent", "failed", "dropped", "throttled", "below_floor"):
+            self.webhook.labels(result)
         self._build_labels = None
 
     def set_model(self, version: str, model_sha256: str, dataset: str) -> None:

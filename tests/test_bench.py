@@ -274,3 +274,27 @@ def nsl_kdd_classes():
     from edge_ids.train.datasets import nsl_kdd
 
     return nsl_kdd.CLASSES
+
+
+def test_a_virtual_machine_says_its_timings_are_not_the_hardwares(bench):
+    """The report says what systemd-detect-virt says about this machine; and the banner names
+    qemu's software emulation apart from a hypervisor."""
+    import subprocess
+
+    from edge_ids.benchmarks.bench.report import virtual_banner
+
+    report, out, _ = bench
+    detected = subprocess.run(["systemd-detect-virt", "--vm"], capture_output=True,
+                              text=True).stdout.strip() or "none"
+    virt = report["machine"]["virtualization"]
+    assert virt["kind"] == detected or (detected == "none" and virt["qemu_virt_machine"])
+    assert report["timings_are_the_hardwares"] is (not virt["virtual"])
+    md = (out / "report.md").read_text()
+    assert ("its timings are not the hardware's" in md) is virt["virtual"]
+    emulated = virtual_banner({"virtualization": {"kind": "qemu", "virtual": True,
+                                                  "emulated": True}})
+    hypervisor = virtual_banner({"virtualization": {"kind": "kvm", "virtual": True,
+                                                    "emulated": False}})
+    assert "every instruction translated" in emulated[0]
+    assert "kvm" in hypervisor[0] and "translated" not in hypervisor[0]
+    assert virtual_banner({"virtualization": {"kind": "none", "virtual": False}}) == []

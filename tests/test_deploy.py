@@ -397,3 +397,23 @@ def test_hybrid_and_anomaly_only_bundles_deploy_and_pass_the_health_check(
                  before)
     assert rolled.exit_code == 0, rolled.output
     assert current(site) == before
+
+
+def test_a_device_that_trusts_keys_refuses_an_unsigned_redeploy_unless_asked(
+        site, first, other_bundle, tmp_path):
+    """A deploy without keys is refused, nothing placed; --allow-unsigned drops them."""
+    kind, public = sshd.keygen(tmp_path / "release").split()[:2]
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(f'releases@example.org namespaces="edge-ids-bundle" {kind} {public}\n')
+    signed = Path(shutil.copytree(other_bundle, tmp_path / "signed"))
+    assert cli("sign", "--key", str(tmp_path / "release"), str(signed)).exit_code == 0
+    assert cli("deploy", *device_args(site), "--bundle", str(signed), "--allowed-signers",
+               str(allowed)).exit_code == 0
+    trusting, releases = current(site), sorted(os.listdir(site[1] / "opt" / "releases"))
+    result = cli("deploy", *device_args(site), "--bundle", str(first[2]))
+    assert result.exit_code != 0 and "refused release" in result.output
+    assert f"still runs {trusting}" in result.output and "--allow-unsigned to drop" in result.output
+    assert (current(site), sorted(os.listdir(site[1] / "opt" / "releases"))) == (trusting, releases)
+    result = cli("deploy", *device_args(site), "--bundle", str(first[2]), "--allow-unsigned")
+    assert result.exit_code == 0 and current(site) != trusting, result.output
+    assert not (site[1] / "opt" / "current" / "allowed_signers").exists()

@@ -54,6 +54,30 @@ def run_worker(work: Path, runtime: str, plan: dict, extra: list[str] = ()) -> d
     return result
 
 
+def virtualization() -> dict:
+    """Whether this is a virtual or emulated machine: its timings are then not the hardware's.
+
+    systemd-detect-virt knows the hypervisors; a qemu `virt` board without it still names
+    itself in the device tree (linux,dummy-virt).
+    """
+    kind = "none"
+    try:
+        found = subprocess.run(["systemd-detect-virt", "--vm"], capture_output=True,
+                               text=True, timeout=10)
+        kind = found.stdout.strip() or "none"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        board = Path("/proc/device-tree/compatible").read_bytes()
+    except OSError:
+        board = b""
+    qemu_virt = b"linux,dummy-virt" in board
+    if kind == "none" and qemu_virt:
+        kind = "qemu"
+    return {"kind": kind, "virtual": kind != "none", "emulated": kind == "qemu",
+            "qemu_virt_machine": qemu_virt}
+
+
 def machine() -> dict:
     """What this is measured on: enough to tell a Pi 4 from a laptop in the report."""
     cpu = ""
@@ -72,7 +96,8 @@ def machine() -> dict:
             pass
     return {"hostname": platform.node(), "architecture": platform.machine(), "cpu": cpu,
             "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-            "kernel": platform.release(), "versions": versions}
+            "kernel": platform.release(), "versions": versions,
+            "virtualization": virtualization()}
 
 
 def run(work: Path) -> dict:

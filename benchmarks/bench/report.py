@@ -98,6 +98,8 @@ def assemble(device: dict, kept: dict, files: dict[str, bytes], opts, command: s
     return {
         "schema_version": 1, "created_utc": created, "command": command,
         "profile_mismatch": mismatch,
+        "timings_are_the_hardwares": not device["machine"].get(
+            "virtualization", {}).get("virtual", False),
         "where": opts.host or "local", "device_profile": opts.device,
         "machine": device["machine"],
         "bundle": {"path": str(opts.bundle), "dataset": kept["manifest"]["dataset"],
@@ -119,6 +121,18 @@ def assemble(device: dict, kept: dict, files: dict[str, bytes], opts, command: s
         "daemon_classifier": device.get("daemon_classifier")}
 
 
+def virtual_banner(machine: dict) -> list[str]:
+    """A line that says so when the figures come from an emulated or virtual machine."""
+    virt = machine.get("virtualization", {})
+    if not virt.get("virtual"):
+        return []
+    how = ("an emulated machine (qemu, software emulation: every instruction translated)"
+           if virt.get("emulated") else
+           f"a virtual machine ({virt['kind']}, under a hypervisor)")
+    return [f"- **This ran on {how}: its timings are not the hardware's.** What still holds "
+            "on the target: accuracy and agreement, peak RSS, model and install sizes."]
+
+
 def _us(v: float) -> str:
     return f"{v:,.1f}" if v < 100 else f"{v:,.0f}"
 
@@ -133,6 +147,7 @@ def markdown(report: dict) -> str:
              + ")",
              *([f"- **warning: {report['profile_mismatch']}**"]
                if report.get("profile_mismatch") else []),
+             *virtual_banner(m),
              f"- bundle: `{b['path']}` (model sha256 {b['model_sha256'][:12]}), float model "
              f"`{b['float_model']}`",
              f"- records: {b['records']:,} of {b['test_set']}; latency over "

@@ -139,38 +139,50 @@ def joins(data_dir: Path, work: Path, test: dict, kinds: tuple[str, ...] | None 
     """All IoT Sentinel set-ups (or the first of each of `kinds`), each device new to the
     site, spread over the test days."""
     merged = work / ("joins.pcap" if kinds is None else f"joins-{'-'.join(kinds)}.pcap")
-    captures = sorted((data_dir / "iot-sentinel-setup" / "captures").glob("*/Setup-*.pcap"))
-    if kinds is not None:
-        captures = [next(c for c in captures if c.parent.name == kind) for kind in kinds]
+    captures = setup_captures(data_dir, kinds)
     span = test["test_end"] - test["test_start"]
-    table = []
-    parts = []
+    table, parts = [], []
     for i, capture in enumerate(captures):
-        mac = (capture.parent / "_iotdevice-mac.txt").read_text().split()[0].strip().lower()
-        new_mac = f"02:00:00:00:{i // 256:02x}:{i % 256:02x}"  # locally administered, unique
-        new_ip = f"192.168.{2 + i // 250}.{2 + i % 250}"
         start = round(test["test_start"] + (i + 0.5) * span / len(captures))
-        table.append({"capture": f"{capture.parent.name}/{capture.name}", "mac": new_mac,
-                      "ip": new_ip, "start": start, "original_mac": mac})
-        if merged.is_file():
-            continue
-        ip = device_ip(capture, mac)
-        part = work / f"join-{i}-{capture.parent.name}.pcap"
-        nat = ([f"--pnat={ip}/32:{new_ip}/32,{SETUP_GATEWAY[0]}/32:{SITE_GATEWAY[0]}/32"]
-               if ip else [f"--pnat={SETUP_GATEWAY[0]}/32:{SITE_GATEWAY[0]}/32"])
-        rewritten = part.with_suffix(".rw.pcap")
-        run("tcprewrite", "-i", capture, "-o", rewritten, *nat,
-            f"--enet-subsmac={mac},{new_mac}",
-            f"--enet-subsmac={SETUP_GATEWAY[1]},{SITE_GATEWAY[1]}", "--fixcsum")
-        first, _ = packet_times(rewritten)
-        run("editcap", "-t", f"{start - first:.6f}", rewritten, part)
-        rewritten.unlink()
-        parts.append(part)
+        row, part = join(capture, i, start, work, make=not merged.is_file())
+        table.append(row)
+        parts += [part] if part else []
     if not merged.is_file():
         run("mergecap", "-w", merged, test["test"], *parts)
         for part in parts:
             part.unlink(missing_ok=True)
     return merged, table
+
+
+def setup_captures(data_dir: Path, kinds: tuple[str, ...] | None = None) -> list[Path]:
+    captures = sorted((data_dir / "iot-sentinel-setup" / "captures").glob("*/Setup-*.pcap"))
+    if kinds is not None:
+        captures = [next(c for c in captures if c.parent.name == kind) for kind in kinds]
+    return captures
+
+
+def join(capture: Path, i: int, start: float, work: Path, make: bool = True
+         ) -> tuple[dict, Path | None]:
+    """One set-up capture as the site's i-th new device (a locally administered MAC, an
+    address on the site's LAN), its first packet at `start`: its table row and capture."""
+    mac = (capture.parent / "_iotdevice-mac.txt").read_text().split()[0].strip().lower()
+    new_mac = f"02:00:00:00:{i // 256:02x}:{i % 256:02x}"  # locally administered, unique
+    new_ip = f"192.168.{2 + i // 250}.{2 + i % 250}"
+    row = {"capture": f"{capture.parent.name}/{capture.name}", "mac": new_mac, "ip": new_ip,
+           "start": start, "original_mac": mac}
+    if not make:
+        return row, None
+    ip = device_ip(capture, mac)
+    part = work / f"join-{i}-{capture.parent.name}.pcap"
+    nat = ([f"--pnat={ip}/32:{new_ip}/32,{SETUP_GATEWAY[0]}/32:{SITE_GATEWAY[0]}/32"]
+           if ip else [f"--pnat={SETUP_GATEWAY[0]}/32:{SITE_GATEWAY[0]}/32"])
+    rewritten = part.with_suffix(".rw.pcap")
+    run("tcprewrite", "-i", capture, "-o", rewritten, *nat, f"--enet-subsmac={mac},{new_mac}",
+        f"--enet-subsmac={SETUP_GATEWAY[1]},{SITE_GATEWAY[1]}", "--fixcsum")
+    first, _ = packet_times(rewritten)
+    run("editcap", "-t", f"{start - first:.6f}", rewritten, part)
+    rewritten.unlink()
+    return row, part
 
 
 def device_ip(capture: Path, mac: str) -> str | None:

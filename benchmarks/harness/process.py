@@ -38,9 +38,9 @@ def edge_ids_command() -> list[str]:
 
 
 def throughput(bundle: Path, records: Path, n: int, cpu: int, work: Path,
-               options: tuple[str, ...] = ()) -> dict:
+               options: tuple[str, ...] = (), log: Path | None = None) -> dict:
     """Run the daemon over a file (with more `options`); seconds from READY to exit, and the
-    process's peak RSS."""
+    process's peak RSS. Its log goes to `log` if given."""
     notify = work / f"notify-{n}.sock"
     notify.unlink(missing_ok=True)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
@@ -52,7 +52,7 @@ def throughput(bundle: Path, records: Path, n: int, cpu: int, work: Path,
             edge_ids_command() + ["run", "--bundle", str(bundle), "--input", f"file:{records}",
                            "--alerts", str(alerts), *options],
             env=os.environ | {"NOTIFY_SOCKET": str(notify)}, preexec_fn=pinned(cpu),
-            stderr=subprocess.DEVNULL)
+            stderr=open(log, "wb") if log else subprocess.DEVNULL)
         listener.settimeout(120)
         while b"READY=1" not in listener.recv(4096):
             pass

@@ -1,0 +1,213 @@
+"""What the operator's page and the webhook cost the daemon:
+
+    python -m edge_ids.benchmarks.detection.operator_load [--records 200000]   (about 6 min)
+
+The smart-home test days' flows from 1,000 simulated devices (each a new device with its own
+MAC and IP: a new_device push each, far more than a webhook queue holds), through `edge-ids run
+--input file:` pinned to one core (benchmarks/harness/process.py), alternating, 3 times each:
+
+- throughput with incidents alone, against the same with `--webhook` at a target that is down
+  (a port nobody listens on: refused) and at one that never answers (a listening socket that
+  never accepts: every attempt waits for its timeout); the bar is >= 95 %, drops counted;
+- throughput with `--ui` while a client fetches the page every 0.2 s;
+- with the same 1,000 devices held by a running daemon (`--input unix:`): its peak RSS with and
+  without the page after 20 fetches (the bar: <= 3 MB more) and the page's answer times (the
+  bar: < 100 ms).
+
+The bundle is the incidents benchmark's seed-0 bundle. Writes OUT/operator.json and
+operator.md (benchmarks/results/incidents/).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from . import incident_scenarios as scenarios
+from ..harness.process import daemon_core, edge_ids_command, pinned, throughput
+from ...train.paths import data_dir
+from .incident_load import HOME_NET, flow_lines, repeated
+from .incidents import OUT, learn
+
+REPEATS = 3
+DEVICES = 1_000
+FETCHES = 20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def poll(url: str, stop: threading.Event, every: float = 0.2) -> None:
+    while not stop.wait(every):
+        try:
+            urllib.request.urlopen(url, timeout=5).read()
+        except OSError:
+            pass
+
+
+def webhook_counts(log: Path) -> dict:
+    found = re.findall(r"webhook: (.+)", log.read_text(errors="replace"))
+    return {name: int(n.replace(",", "")) for n, name in
+            re.findall(r"([\d,]+) (\w+)", found[-1])} if found else {}
+
+
+def throughputs(bundle: Path, records: Path, n: int, work: Path) -> dict:
+    silent = socket.socket()  # listens, never accepts: a target that never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    runs: dict[str, list] = {}
+    cpus, cpu = os.sched_getaffinity(0), daemon_core()
+    base = ("--emit", "both", *HOME_NET)
+    try:
+        for _ in range(REPEATS):
+            ui = free_port()
+            for name, options in [
+                    ("incidents", base),
+                    ("webhook refused", (*base, "--webhook", f"http://127.0.0.1:{free_port()}/")),
+                    ("webhook never answers",
+                     (*base, "--webhook", f"http://127.0.0.1:{silent.getsockname()[1]}/")),
+                    ("page fetched every 0.2 s", (*base, "--ui", f"127.0.0.1:{ui}"))]:
+                stop = threading.Event()
+                if "--ui" in options:
+                    threading.Thread(target=poll, args=(f"http://127.0.0.1:{ui}/", stop),
+                                     daemon=True).start()
+                log = work / "daemon.log"
+                try:
+                    r = throughput(bundle, records, n, cpu, work, options, log=log)
+                finally:
+                    stop.set()
+                runs.setdefault(name, []).append(r | {"webhook": webhook_counts(log)})
+    finally:
+        os.sched_setaffinity(0, cpus)
+        silent.close()
+    out = {}
+    for name, rs in runs.items():
+        out[name] = {"records_per_second": statistics.median(r["records_per_second"]
+                                                             for r in rs),
+                     "each": [round(r["records_per_second"]) for r in rs],
+                     "webhook": rs[-1]["webhook"]}
+    for name, r in out.items():
+        r["ratio"] = r["records_per_second"] / out["incidents"]["records_per_second"]
+    return out
+
+
+def status_kib(pid: int, field: str) -> int:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1))
+
+
+def held(bundle: Path, records: Path, n: int, work: Path, page: bool) -> dict:
+    """A daemon holding the devices; with the page, FETCHES answers timed."""
+    sock, metrics = work / "in.sock", free_port()
+    ui = free_port()
+    args = ["run", "--bundle", str(bundle), "--input", f"unix:{sock}", "--alerts",
+            str(work / "held.json"), "--metrics", f"127.0.0.1:{metrics}", "--emit", "both",
+            *HOME_NET] + (["--ui", f"127.0.0.1:{ui}"] if page else [])
+    process = subprocess.Popen(edge_ids_command() + args, stderr=subprocess.DEVNULL,
+                               preexec_fn=pinned(daemon_core()))
+    try:
+        deadline = time.monotonic() + 120
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(sock))
+            s.sendall(records.read_bytes())
+        url = f"http://127.0.0.1:{metrics}/metrics"
+        while time.monotonic() < deadline + 600:
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            done = re.search(r"^edge_ids_records_total (\S+)", text, re.M)
+            if done and float(done.group(1)) >= n:
+                break
+            time.sleep(0.5)
+        times = []
+        for _ in range(FETCHES if page else 0):
+            started = time.perf_counter()
+            body = urllib.request.urlopen(f"http://127.0.0.1:{ui}/", timeout=10).read()
+            times.append(time.perf_counter() - started)
+        return {"peak_rss_kib": status_kib(process.pid, "VmHWM"),
+                "rss_kib": status_kib(process.pid, "VmRSS"),
+                "page_ms": [round(1000 * t, 1) for t in times],
+                "page_bytes": len(body) if page else None}
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def measure(bundle: Path, records: int, work: Path) -> dict:
+    site = scenarios.site(data_dir(), OUT / "runs" / "captures")
+    names, lines = flow_lines(bundle, site["test"], work)
+    many = repeated(lines, records, work / "devices.csv", names, DEVICES)
+    out = {"records": records, "devices": DEVICES, "repeats": REPEATS, "bundle": str(bundle),
+           "throughput": throughputs(bundle, many, records, work)}
+    memory = {"without page": [], "with page": []}
+    for _ in range(REPEATS):
+        for name in memory:
+            memory[name].append(held(bundle, many, records, work, name == "with page"))
+    out["memory"] = memory
+    peak = {k: statistics.median(r["peak_rss_kib"] for r in v) for k, v in memory.items()}
+    out["page_rss_growth_mb"] = (peak["with page"] - peak["without page"]) * 1024 / 1e6
+    answers = [t for r in memory["with page"] for t in r["page_ms"]]
+    out["page_ms"] = {"median": statistics.median(answers), "max": max(answers)}
+    return out
+
+
+def markdown(r: dict) -> str:
+    t = r["throughput"]
+    lines = ["# The operator's page and the webhook: what they cost the daemon", "",
+             f"`python -m edge_ids.benchmarks.detection.operator_load`: {r['records']:,} flow "
+             f"records of the smart-home test days from {r['devices']:,} simulated new devices, "
+             f"`edge-ids run --input file:` on one core, {r['repeats']} alternating runs each, "
+             "medians.", "", "| run | records/s | of incidents alone | each run | webhook |",
+             "|---|---|---|---|---|"]
+    for name, x in t.items():
+        hook = ", ".join(f"{n:,} {k}" for k, n in x["webhook"].items() if n) or "-"
+        lines.append(f"| {name} | {x['records_per_second']:,.0f} | {100 * x['ratio']:.1f} % | "
+                     f"{', '.join(f'{v:,}' for v in x['each'])} | {hook} |")
+    worst = min(t["webhook refused"]["ratio"], t["webhook never answers"]["ratio"])
+    lines += ["", f"- With the webhook target down: **{100 * worst:.1f} %** of the throughput "
+                  f"(the worse of refused and never answers; target ≥ 95 %: "
+                  f"{'met' if worst >= 0.95 else 'MISSED'}); what did not fit the queue is "
+                  "counted as dropped.",
+              f"- The page with {r['devices']:,} devices: peak RSS "
+              f"**{r['page_rss_growth_mb']:+.2f} MB** against the same daemon without it "
+              f"(target ≤ 3 MB: {'met' if r['page_rss_growth_mb'] <= 3 else 'MISSED'}); "
+              f"answers in **{r['page_ms']['median']:.0f} ms** median, "
+              f"{r['page_ms']['max']:.0f} ms at most over {FETCHES * r['repeats']} fetches "
+              f"(target < 100 ms: {'met' if r['page_ms']['max'] < 100 else 'MISSED'}).", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", type=Path)
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    bundle = args.bundle or OUT / "runs" / "seed-0" / "learned" / "bundle"
+    if not (bundle / "manifest.json").is_file():
+        site = scenarios.site(data_dir(), OUT / "runs" / "captures")
+        learn(site, bundle.parent, 0, print)
+    with tempfile.TemporaryDirectory(prefix="edge-ids-operator-") as tmp:
+        result = measure(bundle, args.records, Path(tmp))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "operator.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / "operator.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

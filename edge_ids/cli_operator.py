@@ -1,0 +1,94 @@
+"""The options of `run` and `capture` for what reaches the operator besides the alert file:
+the page (--ui) and the webhook (--webhook). docs/operator.md has the payload and the page."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _check_ui(ctx, param, address):
+    if address is not None:
+        from .edge_runtime.operator_page import PageError, parse_address
+        try:
+            parse_address(address)
+        except PageError as e:
+            raise click.BadParameter(str(e)) from None
+    return address
+
+
+def _check_url(ctx, param, url):
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{url!r}: give an http:// or https:// URL")
+    return url
+
+
+OPTIONS = [
+    click.option("--ui", metavar="ADDRESS:PORT", callback=_check_ui,
+                 help="Serve the operator's page here (read-only: devices, incidents with "
+                      "their why, each device's last day), e.g. 127.0.0.1:9109; reach it from "
+                      "a laptop with `ssh -L 9109:127.0.0.1:9109 DEVICE`. Off by default. Any "
+                      "address other than loopback needs --ui-token-file."),
+    click.option("--ui-token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 metavar="FILE", help="A secret (16+ characters) every request to the page "
+                                      "must carry: Authorization: Bearer TOKEN, or ?token=."),
+    click.option("--webhook", metavar="URL", callback=_check_url,
+                 help="POST a JSON push here when an incident opens or closes and when a new "
+                      "device joins (ntfy, Gotify, a chat webhook). Never blocks the daemon: "
+                      "a bounded queue, retries with back-off, drops counted."),
+    click.option("--webhook-min-severity", type=click.Choice(["low", "medium", "high"]),
+                 default="low", show_default=True,
+                 help="Push events at or above this: high = incident opened, medium = new "
+                      "device, low = incident closed."),
+    click.option("--webhook-throttle", type=click.FloatRange(0), default=300,
+                 show_default=True, metavar="SECONDS",
+                 help="At most one push per device and kind of event in this time (the "
+                      "flows' own time); the rest are counted as throttled."),
+    click.option("--webhook-token-file", type=click.Path(exists=True, dir_okay=False,
+                                                         path_type=Path),
+                 metavar="FILE", help="Sent as Authorization: Bearer (Gotify, ntfy tokens)."),
+]
+
+
+def operator_options(command):
+    for option in reversed(OPTIONS):
+        command = option(command)
+    return command
+
+
+def operator_settings(ui, ui_token_file, webhook, webhook_min_severity, webhook_throttle,
+                      webhook_token_file) -> dict:
+    """The DaemonOptions fields for them; a bad token file is a usage error."""
+    from .edge_runtime.operator_page import PageError, read_token
+    from .edge_runtime.webhook import WebhookOptions
+
+    try:
+        token = read_token(None, ui_token_file)
+    except PageError as e:
+        raise click.BadParameter(str(e), param_hint="--ui-token-file") from None
+    push = None
+    if webhook:
+        secret = webhook_token_file.read_text().strip() if webhook_token_file else None
+        push = WebhookOptions(webhook, webhook_min_severity, webhook_throttle, token=secret)
+    return {"ui": ui, "ui_token": token, "webhook": push}
+
+
+UNIT_OPTIONS = [
+    click.option("--ui", metavar="ADDRESS:PORT", callback=_check_ui,
+                 help="The daemon's --ui on the device: serve the operator's page there "
+                      "(127.0.0.1:9109, then `ssh -L 9109:127.0.0.1:9109 DEVICE`)."),
+    click.option("--ui-token-file", metavar="PATH",
+                 help="A token file on the device (needed for a page off loopback); the unit "
+                      "hands it to the service as a credential (LoadCredential=)."),
+    click.option("--webhook", metavar="URL", callback=_check_url,
+                 help="The daemon's --webhook on the device; the unit's IPAddressAllow= then "
+                      "admits its address (a host name lifts the IP policy)."),
+    click.option("--webhook-min-severity", type=click.Choice(["low", "medium", "high"])),
+]
+
+
+def unit_operator_options(command):
+    """deploy, unit and fleet package: the page and the webhook, carried by the unit."""
+    for option in reversed(UNIT_OPTIONS):
+        command = option(command)
+    return command
