@@ -16,7 +16,7 @@ from .incidents import TIMELINE_BIN, TIMELINE_BINS
 MAX_DEVICES_SHOWN = 2000  # the page stays bounded; the rest is counted
 STYLE = """body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{padding:3px 8px;border-bottom:1px solid #ddd;
-text-align:left;vertical-align:middle}th{background:#f4f4f4}.new{color:#a15c00;font-weight:600}
+text-align:left;vertical-align:middle}th{background:#f4f4f4}span.new{color:#a15c00;font-weight:600}
 .open{color:#b00020;font-weight:600}.num{text-align:right}code{font-size:13px}
 .muted{color:#777}h2{margin-top:1.2em}"""
 
@@ -83,10 +83,10 @@ def render(state: dict) -> str:
     shown = devices[:MAX_DEVICES_SHOWN]
     out = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
            "<meta name='viewport' content='width=device-width'>",
-           f"<title>edge-ids: {len(open_)} open incidents</title><style>{STYLE}</style></head>",
+           f"<title>edge-ids: {len(open_)} open incident{'' if len(open_) == 1 else 's'}</title><style>{STYLE}</style></head>",
            "<body><h1>edge-ids</h1>",
            (f"<p class='muted'>{esc(state['model'])}; {len(devices)} devices, "
-            f"{sum(1 for d in devices if d['new'])} new; {len(open_)} open incidents; "
+            f"{sum(1 for d in devices if d['new'])} new; {len(open_)} open; "
             f"last flow {when(now if devices else None)} UTC; page made "
             f"{when(time.time())} UTC</p>"),
            "<h2>Incidents</h2>"]
@@ -103,7 +103,8 @@ def render(state: dict) -> str:
                 f"<tr class='incident {state_class}' data-device='{esc(device_name(inc['device']))}'>"
                 f"<td>{int(inc['id'])}</td><td><code>{esc(device_name(inc['device']))}</code> "
                 f"{esc(inc['device'].get('ip'))}{new}</td><td class='{state_class}'>"
-                f"{esc(inc['state'])}</td><td>{when(inc['opened'])}</td>"
+                f"{'closed' if inc['state'] == 'closed' else 'open'}</td>"
+                f"<td>{when(inc['opened'])}</td>"
                 f"<td>{when(inc.get('last_flow'))}</td><td class='num'>"
                 f"{int(inc['flows_flagged'])} / {int(inc['flows_seen'])}</td>"
                 f"<td>{_why(inc)}</td></tr>")

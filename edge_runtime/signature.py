@@ -18,6 +18,7 @@ A device that was given trusted keys never falls back to "unsigned is fine" by i
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -133,6 +134,11 @@ def sign_manifest(manifest: bytes, key: Path) -> bytes:
 def _ssh_keygen(arguments: list[str], data: bytes) -> subprocess.CompletedProcess:
     result = subprocess.run(["ssh-keygen", *arguments], input=data, capture_output=True,
                             timeout=SSH_KEYGEN_TIMEOUT)
+    if b"No user exists for uid" in result.stderr:  # the machine, not the bundle (the virtual Pi)
+        raise SignatureError(
+            f"ssh-keygen cannot run as uid {os.getuid()}, which has no passwd entry, so no "
+            f"signature can be checked here: under systemd's DynamicUser= the entry comes from "
+            f"libnss-systemd (apt install libnss-systemd)")
     return subprocess.CompletedProcess(result.args, result.returncode,
                                        result.stdout.decode(errors="replace"),
                                        result.stderr.decode(errors="replace"))

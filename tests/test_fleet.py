@@ -203,9 +203,7 @@ def test_a_bundle_that_differs_only_in_features_json_is_installed(rolled_out, de
     assert current(folder) != before
     installed = folder / "opt" / "current" / "bundle" / "features.json"
     assert installed.read_bytes() == (corrected / "features.json").read_bytes()
-    again = cli("fleet", "deploy", "-i", rolled_out[0], "--bundle", corrected, "--limit",
-                "dev2", "--allowed-signers", keys["allowed"])
-    assert again.exit_code == 0 and "dev2  ok       unchanged" in again.output, again.output
+    # (that the same bundle again is "unchanged": the slow playbook test below, changed=0)
 
 
 @pytest.mark.slow  # a third rollout costs minutes; `pytest -m slow tests/test_fleet.py`

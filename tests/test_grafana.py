@@ -6,7 +6,7 @@ import re
 import urllib.request
 
 from conftest import REPO
-from daemon_process import DaemonProcess
+from daemon_process import DaemonProcess, send
 
 DASHBOARD = REPO / "docs" / "grafana" / "edge-ids.json"
 SUFFIXES = ("_bucket", "_sum", "_count", "_total", "_created")
@@ -19,13 +19,16 @@ def queried(dashboard: dict) -> set[str]:
 
 
 def test_every_metric_the_dashboard_queries_is_on_a_running_daemons_page(learned_nsl_kdd,
+                                                                        kdd_test_lines,
                                                                         tmp_path):
     dashboard = json.loads(DASHBOARD.read_text())
     names = queried(dashboard)
     daemon = DaemonProcess(tmp_path, "--bundle", str(learned_nsl_kdd["hybrid"]), "--input",
                            f"unix:{tmp_path / 'in.sock'}", "--alerts", str(tmp_path / "a.json"),
                            "--metrics", "127.0.0.1:0")
-    try:
+    try:  # records with attacks among them: the alert counters get their first children
+        send(tmp_path / "in.sock", b"".join(kdd_test_lines[:500]))
+        daemon.wait_metric("edge_ids_records_total", 500)
         page = urllib.request.urlopen(daemon.metrics_url, timeout=10).read().decode()
     finally:
         daemon.stop()

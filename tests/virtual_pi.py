@@ -36,10 +36,13 @@ RECIPE = {
     "suite": "trixie", "arch": "arm64", "variant": "apt", "disk": "3G",
     "packages": ["systemd-sysv", "udev", "openssh-server", "python3", "python3-venv",
                  "linux-image-arm64", "iproute2", "kmod", "ifupdown", "isc-dhcp-client",
-                 "procps", "initramfs-tools", "argus-server", "argus-client", "tcpreplay"],
+                 "procps", "initramfs-tools", "argus-server", "argus-client", "tcpreplay",
+                 # a standard Debian / Raspberry Pi OS install has it: it names the unit's
+                 # DynamicUser, which ssh-keygen (signature checks) needs (getpwuid)
+                 "libnss-systemd"],
     "cmdline": "root=/dev/vda rw console=ttyAMA0 net.ifnames=0",
     "qemu": ["-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "2048"],
-    "version": 1,
+    "version": 2,
 }
 TOOLS = {"qemu-system-aarch64": "qemu-system-arm", "qemu-img": "qemu-utils",
          "mmdebstrap": "mmdebstrap", "qemu-aarch64-static": "qemu-user-static",

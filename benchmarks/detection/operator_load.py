@@ -61,7 +61,7 @@ def poll(url: str, stop: threading.Event, every: float = 0.2) -> None:
 def webhook_counts(log: Path) -> dict:
     found = re.findall(r"webhook: (.+)", log.read_text(errors="replace"))
     return {name: int(n.replace(",", "")) for n, name in
-            re.findall(r"([\d,]+) (\w+)", found[-1])} if found else {}
+            re.findall(r"(\d[\d,]*) (\w+)", found[-1])} if found else {}
 
 
 def throughputs(bundle: Path, records: Path, n: int, work: Path) -> dict:
