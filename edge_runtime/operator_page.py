@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import threading
+import time
 from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +24,7 @@ from .page_render import render
 
 DEFAULT_UI = "127.0.0.1:9109"
 RECENT_INCIDENTS = 200  # the newest incidents kept for the page, open or closed
+RENDER_SECONDS = 1.0  # a page is made at most this often; requests in between get the last
 
 
 class PageError(ValueError):
@@ -100,10 +102,20 @@ class PageServer:
                             "network's devices, so give --ui-token-file FILE (or --ui-token) "
                             "for it, or use 127.0.0.1 and `ssh -L 9109:127.0.0.1:9109 DEVICE`")
         self.view, self.token = view, token
+        self._cached = (-RENDER_SECONDS, b"")
         self.server = ThreadingHTTPServer((host, port), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
                                        name="edge-ids-page")
+
+    def body(self) -> bytes:
+        """The page, rendered at most once a second however many ask: each render takes
+        the classification's core for a few milliseconds per hundred devices."""
+        made, body = self._cached
+        if time.monotonic() - made >= RENDER_SECONDS:
+            body = render(self.view.state()).encode()
+            self._cached = (time.monotonic(), body)
+        return body
 
     def start(self) -> tuple[str, int]:
         self.thread.start()
@@ -153,8 +165,7 @@ class PageServer:
                     return self._reply(401, b"a token is needed: Authorization: Bearer TOKEN "
                                             b"or ?token=TOKEN\n", head=head)
                 if url.path == "/":
-                    body = render(page.view.state()).encode()
-                    return self._reply(200, body, "text/html; charset=utf-8", head)
+                    return self._reply(200, page.body(), "text/html; charset=utf-8", head)
                 if url.path == "/healthz":
                     return self._reply(200, b"ok\n", head=head)
                 return self._reply(404, b"not found\n", head=head)

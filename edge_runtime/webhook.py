@@ -85,7 +85,7 @@ class Webhook:
         self.queue: queue.Queue = queue.Queue(maxsize=options.queue_size)
         self.last_push: dict[tuple, float] = {}  # (device, kind) -> flow time of its last push
         self._stop = threading.Event()
-        self.failing = False  # the last push failed after its retries
+        self.answering = False  # the last push went out (then stopping waits for the queue)
         self.thread = threading.Thread(target=self._send_all, daemon=True,
                                        name="edge-ids-webhook")
         self.thread.start()
@@ -124,7 +124,7 @@ class Webhook:
             except queue.Empty:
                 continue
             sent = self._send(body)
-            self.failing = not sent
+            self.answering = sent
             self.count("sent" if sent else "failed")
 
     def _send(self, body: dict) -> bool:
@@ -150,13 +150,13 @@ class Webhook:
         return False
 
     def close(self, drain_seconds: float = 2.0) -> None:
-        """Give queued pushes a moment to go out (none if the target is failing), then stop
-        the sender; what is still queued is counted as dropped."""
+        """Give queued pushes a moment to go out if the target is answering (none if it is
+        not: stopping must not wait for it), then stop; what is still queued is dropped."""
         deadline = time.monotonic() + drain_seconds
-        while not self.queue.empty() and not self.failing and time.monotonic() < deadline:
+        while not self.queue.empty() and self.answering and time.monotonic() < deadline:
             time.sleep(0.05)
         self._stop.set()
-        self.thread.join(timeout=1)
+        self.thread.join(timeout=0.2)  # a daemon thread: one stuck in a request dies with us
         for _ in range(self.queue.qsize()):
             self.count("dropped")
         log.info("webhook: %s", ", ".join(f"{n:,} {r}" for r, n in self.counts.items()))
