@@ -83,7 +83,9 @@ UNIT_OPTIONS = [
     click.option("--webhook", metavar="URL", callback=_check_url,
                  help="The daemon's --webhook on the device; the unit's IPAddressAllow= then "
                       "admits its address (a host name lifts the IP policy)."),
-    click.option("--webhook-min-severity", type=click.Choice(["low", "medium", "high"])),
+    click.option("--webhook-min-severity", type=click.Choice(["low", "medium", "high"]),
+                 help="The daemon's --webhook-min-severity on the device (default low: "
+                      "incidents opened and closed, new devices)."),
 ]
 
 

@@ -94,9 +94,10 @@ def _output_options(command):
                           "still checked). --require-signature needs --allowed-signers."),
         click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
     ]
+    command = operator_options(command)  # listed after these in --help
     for option in reversed(options):
         command = option(command)
-    return operator_options(command)
+    return command
 
 
 def _serve(bundle, input_, alerts, metrics, emit, home_net, max_batch, max_delay, threads,
