@@ -208,8 +208,13 @@ class VirtualPi:
 
     def ssh(self, command: str, timeout: float = 600, check: bool = True,
             input: bytes | None = None) -> subprocess.CompletedProcess:
-        done = subprocess.run(["ssh", "-F", str(self.ssh_config), "vpi", command],
-                              capture_output=True, timeout=timeout, input=input, check=False)
+        try:
+            done = subprocess.run(["ssh", "-F", str(self.ssh_config), "vpi", command],
+                                  capture_output=True, timeout=timeout, input=input, check=False)
+        except subprocess.TimeoutExpired:  # (while booting: qemu takes the port before sshd)
+            if check:
+                raise
+            return subprocess.CompletedProcess(command, 255, "", f"timed out after {timeout} s")
         if check and done.returncode != 0:
             raise RuntimeError(f"ssh vpi {command!r} exited {done.returncode}: "
                                f"{done.stderr.decode(errors='replace')[-1500:]}")
@@ -225,12 +230,13 @@ class VirtualPi:
         """Power the guest off; kill the emulator (its whole session) if it is still there."""
         if self.process is None or self.process.poll() is not None:
             return
-        self.ssh("systemctl poweroff", timeout=20, check=False)
         try:
+            self.ssh("systemctl poweroff", timeout=20, check=False)
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             pass
-        self.kill()
+        finally:
+            self.kill()
 
     def kill(self) -> None:
         """Kill the emulator's session by its PID (only ours: it was started here)."""
