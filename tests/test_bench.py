@@ -237,6 +237,7 @@ def test_the_reference_table_has_a_column_per_machine_and_one_waiting_for_a_pi(b
     assert "edge-ids bench --device pi4 --host" in text
 
 
+@pytest.mark.slow  # a second bench run, about 40 s: `pytest -m slow tests/test_bench.py`
 def test_a_hybrid_is_measured_beside_its_classifier_alone(learned_nsl_kdd, data_dir, tmp_path):
     """The anomaly channel's cost through the edge runtime and the daemon, in the same run;
     its verdicts scored independently here (Unknown: an alarm, and wrong for the class)."""

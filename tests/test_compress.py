@@ -87,7 +87,9 @@ def test_auto_qat_runs_when_the_validation_drop_exceeds_the_gate(small_pipeline,
     assert f"quantization-aware fine-tuning ({reason})" in result.output
 
 
-@pytest.mark.parametrize("model", ["fnn", "cnn", "dnn"])
+# dnn in the fast set; fnn and cnn in the slow set (`pytest -m slow tests/test_compress.py`)
+@pytest.mark.parametrize("model", [pytest.param("fnn", marks=pytest.mark.slow),
+                                   pytest.param("cnn", marks=pytest.mark.slow), "dnn"])
 def test_every_model_compresses(model, data_dir, tmp_path):
     from edge_ids.training import run_training
     from edge_ids.train.datasets import load_dataset

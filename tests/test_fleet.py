@@ -244,6 +244,7 @@ def test_your_own_playbook_with_the_role_changes_nothing_the_second_time(
     assert {h: releases(folder) for h, (_, folder) in devices[1].items()} == before
 
 
+@pytest.mark.slow  # a second rollout attempt, about a minute: `pytest -m slow tests/test_fleet.py`
 def test_a_canary_that_fails_its_health_check_stops_the_rollout(
         rolled_out, devices, other_bundle, tmp_path):
     """dev1 (the canary) gets a health-check timeout no daemon can meet; the release fails
