@@ -125,22 +125,33 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def seed_bundle(bundle: Path | None) -> Path:
+    """The bundle given, or the incidents benchmark's seed-0 bundle (learned here if absent)."""
+    bundle = bundle or OUT / "runs" / "seed-0" / "learned" / "bundle"
+    if not (bundle / "manifest.json").is_file():
+        site = scenarios.site(data_dir(), OUT / "runs" / "captures")
+        learn(site, bundle.parent, 0, print)
+    return bundle
+
+
+def write_results(out: Path, name: str, result: dict, text: str) -> None:
+    """OUT/NAME.json and NAME.md, and the table on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{name}.md").write_text(text)
+    print(text)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path)
     parser.add_argument("--records", type=int, default=300_000)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    bundle = args.bundle or OUT / "runs" / "seed-0" / "learned" / "bundle"
-    if not (bundle / "manifest.json").is_file():
-        site = scenarios.site(data_dir(), OUT / "runs" / "captures")
-        learn(site, bundle.parent, 0, print)
+    bundle = seed_bundle(args.bundle)
     with tempfile.TemporaryDirectory(prefix="edge-ids-load-") as tmp:
         result = measure(bundle, args.records, Path(tmp))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "load.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "load.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.out, "load", result, markdown(result))
     return 0
 
 

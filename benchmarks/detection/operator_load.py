@@ -20,7 +20,6 @@ operator.md (benchmarks/results/incidents/).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import socket
@@ -36,8 +35,8 @@ from pathlib import Path
 from . import incident_scenarios as scenarios
 from ..harness.process import daemon_core, edge_ids_command, pinned, throughput
 from ...train.paths import data_dir
-from .incident_load import HOME_NET, flow_lines, repeated
-from .incidents import OUT, learn
+from .incident_load import HOME_NET, flow_lines, repeated, seed_bundle, write_results
+from .incidents import OUT
 
 REPEATS = 3
 DEVICES = 1_000
@@ -196,16 +195,10 @@ def main(argv=None) -> int:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    bundle = args.bundle or OUT / "runs" / "seed-0" / "learned" / "bundle"
-    if not (bundle / "manifest.json").is_file():
-        site = scenarios.site(data_dir(), OUT / "runs" / "captures")
-        learn(site, bundle.parent, 0, print)
+    bundle = seed_bundle(args.bundle)
     with tempfile.TemporaryDirectory(prefix="edge-ids-operator-") as tmp:
         result = measure(bundle, args.records, Path(tmp))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "operator.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "operator.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.out, "operator", result, markdown(result))
     return 0
 
 
