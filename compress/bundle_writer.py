@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..edge_runtime.bundle import (ANOMALY_FEATURES_FILE, ANOMALY_MODEL_FILE,
-                                   BUNDLE_SCHEMA_VERSION, DETECTOR_FILES, FEATURES_FILE,
+from ..edge_runtime.bundle import (BUNDLE_SCHEMA_VERSION, DETECTOR_FILES, FEATURES_FILE,
                                    MANIFEST_FILE, MODEL_FILE, sha256_bytes)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from . import exit_codes
+from .cli_options import checked_by
 from .exit_codes import BadInput, Failed
 
 
@@ -14,16 +15,6 @@ def _check_incident_budget(ctx, param, value):
         raise click.BadParameter(f"{value:g} is not a budget: give the number of false "
                                  f"incidents per device per week you accept, > 0 (e.g. 1)")
     return value
-
-
-def _check_home_net(ctx, param, cidrs):
-    from .edge_runtime.devices import parse_home_net
-    if cidrs:
-        try:
-            parse_home_net(cidrs)
-        except ValueError as e:
-            raise click.BadParameter(str(e)) from None
-    return tuple(cidrs)
 
 
 @click.command(epilog=exit_codes.epilog(),
@@ -58,7 +49,8 @@ def _check_home_net(ctx, param, cidrs):
                    "daemon's own incident code, opens at most this many incidents per device "
                    "per week (extrapolated, with a warning, when the tail is too short to "
                    "measure it).")
-@click.option("--home-net", "home_net", multiple=True, metavar="CIDR", callback=_check_home_net,
+@click.option("--home-net", "home_net", multiple=True, metavar="CIDR",
+              callback=checked_by("edge_runtime.devices", "parse_home_net"),
               help="The protected networks: a flow belongs to its endpoints inside them, the "
                    "devices (repeatable; default the private ranges 10/8, 172.16/12, "
                    "192.168/16, fc00::/7, fe80::/10). Stored in the bundle.")

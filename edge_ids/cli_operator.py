@@ -6,15 +6,7 @@ from pathlib import Path
 
 import click
 
-
-def _check_ui(ctx, param, address):
-    if address is not None:
-        from .edge_runtime.operator_page import PageError, parse_address
-        try:
-            parse_address(address)
-        except PageError as e:
-            raise click.BadParameter(str(e)) from None
-    return address
+from .cli_options import checked_by
 
 
 def _check_url(ctx, param, url):
@@ -24,7 +16,7 @@ def _check_url(ctx, param, url):
 
 
 OPTIONS = [
-    click.option("--ui", metavar="ADDRESS:PORT", callback=_check_ui,
+    click.option("--ui", metavar="ADDRESS:PORT", callback=checked_by("edge_runtime.operator_page", "parse_address"),
                  help="Serve the operator's page here (read-only: devices, incidents with "
                       "their why, each device's last day), e.g. 127.0.0.1:9109; reach it from "
                       "a laptop with `ssh -L 9109:127.0.0.1:9109 DEVICE`. Off by default. Any "
@@ -74,7 +66,7 @@ def operator_settings(ui, ui_token_file, webhook, webhook_min_severity, webhook_
 
 
 UNIT_OPTIONS = [
-    click.option("--ui", metavar="ADDRESS:PORT", callback=_check_ui,
+    click.option("--ui", metavar="ADDRESS:PORT", callback=checked_by("edge_runtime.operator_page", "parse_address"),
                  help="The daemon's --ui on the device: serve the operator's page there "
                       "(127.0.0.1:9109, then `ssh -L 9109:127.0.0.1:9109 DEVICE`)."),
     click.option("--ui-token-file", metavar="PATH",

@@ -45,6 +45,22 @@ def alpha_option(command):
              "(default 1).")(command)
 
 
+def checked_by(module: str, parser: str):
+    """A click callback that checks a value with the runtime's own parser (imported only when
+    the option is given, so --help stays fast) and turns its ValueError into a usage error
+    (exit 2): one reading of --metrics, --ui and --home-net for every command."""
+    def check(ctx, param, value):
+        if value not in (None, ()):
+            import importlib
+            parse = getattr(importlib.import_module(f".{module}", __package__), parser)
+            try:
+                parse(value)
+            except ValueError as e:
+                raise click.BadParameter(str(e)) from None
+        return value
+    return check
+
+
 def device_option(default: str | None = "pi4", help: str = "Device profile (see `edge-ids "
                                                               "devices`)."):
     """--device, checked against the profiles when the command line is parsed (exit 2)."""

@@ -12,32 +12,12 @@ import click
 
 from . import exit_codes
 from .cli_operator import operator_options, operator_settings, unit_operator_options
-from .cli_options import bundle_option, device_option
+from .cli_options import bundle_option, checked_by, device_option
 from .exit_codes import BadInput, Failed
 
 # What a damaged input raises while it is read (the file given is at fault, not the machine):
 # a truncated or corrupt .gz, or a capture cut in the middle of a packet
 DAMAGED_INPUT = (EOFError, zlib.error, gzip.BadGzipFile)
-
-
-def _check_metrics(ctx, param, address):
-    if address is not None:
-        from .edge_runtime.metrics import parse_address
-        try:
-            parse_address(address)
-        except ValueError as e:
-            raise click.BadParameter(str(e)) from None
-    return address
-
-
-def _check_home_net(ctx, param, cidrs):
-    if cidrs:
-        from .edge_runtime.devices import parse_home_net
-        try:
-            parse_home_net(cidrs)
-        except ValueError as e:
-            raise click.BadParameter(str(e)) from None
-    return tuple(cidrs)
 
 
 def _check_input(ctx, param, spec):
@@ -57,7 +37,7 @@ def _output_options(command):
         click.option("--alerts", default="-", show_default=True, metavar="DEST",
                      help="EVE JSON lines go here: a file (appended; reopened on SIGHUP, for "
                           "logrotate) or '-' for stdout."),
-        click.option("--metrics", default=None, metavar="[HOST:]PORT", callback=_check_metrics,
+        click.option("--metrics", default=None, metavar="[HOST:]PORT", callback=checked_by("edge_runtime.metrics", "parse_address"),
                      help="Serve Prometheus metrics at http://HOST:PORT/metrics. A bare port "
                           "listens on 127.0.0.1 only; name another address (0.0.0.0:9108) to "
                           "expose them."),
@@ -70,7 +50,7 @@ def _output_options(command):
                           "learn`); 'both' (the two; with a bundle that knows no devices, the "
                           "same as attacks); 'all' a line for every record, and the incidents."),
         click.option("--home-net", "home_net", multiple=True, metavar="CIDR",
-                     callback=_check_home_net,
+                     callback=checked_by("edge_runtime.devices", "parse_home_net"),
                      help="The protected networks whose addresses are devices (repeatable; "
                           "default: the bundle's, which learn stored: the private ranges "
                           "unless it was given others)."),

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 import sshd
 from daemon_process import send
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(not sshd.available() or not (BIN / "ansible-play
 HOSTS = ("dev1", "dev2", "dev3")
 
 
-def cli(*args) -> "click.testing.Result":
+def cli(*args) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 

@@ -5,18 +5,16 @@ received by an HTTP server on 127.0.0.1; and the page's defences against hostile
 tricks and a bind without a token."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import threading
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from daemon_process import DaemonProcess, send
+from webhook_receiver import WebhookReceiver
 from edge_ids.benchmarks.detection import incident_scenarios as scenarios
 from edge_ids.benchmarks.detection.incident_load import flow_lines
 
@@ -28,30 +26,6 @@ BOT_PEER = "185.244.25.235"
 
 def utc(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-class Receiver:
-    """A webhook target on 127.0.0.1 that keeps every JSON body it is sent."""
-
-    def __init__(self):
-        bodies = self.bodies = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/edge-ids"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +53,7 @@ def replay(learned_site, smart_home, data_dir, tmp_path_factory) -> dict:
 def served(replay, tmp_path_factory):
     """The daemon with the page and a webhook, after every flow of the replay."""
     tmp = tmp_path_factory.mktemp("served")
-    receiver = Receiver()
+    receiver = WebhookReceiver(path="/edge-ids")
     sock = tmp / "flows.sock"
     daemon = DaemonProcess(tmp, "--bundle", str(replay["bundle"]), "--input", f"unix:{sock}",
                            "--alerts", str(tmp / "alerts.json"), "--metrics", "127.0.0.1:0",

@@ -3,12 +3,10 @@ the severity floor, retries with back-off, and a bounded queue that drops (and c
 than make the daemon wait."""
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from webhook_receiver import WebhookReceiver
 from edge_ids.edge_runtime.webhook import Webhook, WebhookOptions
 
 
@@ -21,36 +19,6 @@ def event(mac: str, t: float, kind: str = "open") -> dict:
                          "peers": [{"ip": "203.0.113.7", "flows": 3}], "why": []}}
 
 
-class Server:
-    """Answers 500 to the first `failures` requests, then 204; keeps what it was sent."""
-
-    def __init__(self, failures: int = 0):
-        self.bodies, self.requests = [], 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.requests += 1
-                if outer.requests <= failures:
-                    self.send_response(500)
-                else:
-                    outer.bodies.append(json.loads(body))
-                    self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def wait(condition, timeout=20):
     deadline = time.monotonic() + timeout
     while not condition() and time.monotonic() < deadline:
@@ -59,7 +27,7 @@ def wait(condition, timeout=20):
 
 
 def test_throttled_per_device_and_kind_in_flow_time_and_the_floor_holds():
-    server = Server()
+    server = WebhookReceiver()
     hook = Webhook(WebhookOptions(server.url, min_severity="medium", throttle_seconds=300))
     try:
         hook.offer([event("02:00:00:00:00:01", 1000), event("02:00:00:00:00:01", 1100),
@@ -81,7 +49,7 @@ def test_throttled_per_device_and_kind_in_flow_time_and_the_floor_holds():
 
 
 def test_a_failing_target_is_retried_with_back_off():
-    server = Server(failures=2)
+    server = WebhookReceiver(failures=2)
     hook = Webhook(WebhookOptions(server.url, backoff_seconds=0.2, retries=3))
     try:
         hook.offer([event("02:00:00:00:00:01", 1000)])
