@@ -29,6 +29,14 @@ def keygen(path: Path) -> str:
     return path.with_suffix(".pub").read_text().strip()
 
 
+def release_keys(folder: Path, namespace: str) -> dict[str, Path]:
+    """A release signing key and the allowed_signers file that trusts it (the tests' keys)."""
+    keygen(folder / "release")
+    kind, blob = (folder / "release.pub").read_text().split()[:2]
+    (folder / "allowed_signers").write_text(f'ops namespaces="{namespace}" {kind} {blob}\n')
+    return {"key": folder / "release", "allowed": folder / "allowed_signers"}
+
+
 def client_config(port: int, user: str, key: Path, known_hosts: Path,
                   alias: str = HOST_ALIAS) -> str:
     """An ssh_config for `alias` on 127.0.0.1:port: this key only, this known_hosts only,

@@ -87,13 +87,15 @@ def counter(page: str, name: str, **labels) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def wait_until(condition, timeout: float, what: str, system=None):
+def wait_until(condition, timeout: float, what: str, system=None, every: float = 0.2):
+    """condition()'s first true value within timeout, else an AssertionError with the unit's
+    journal on `system` (a BootedSystemd or the virtual Pi)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
-        time.sleep(0.2)
+        time.sleep(every)
     journal = system.journal(UNIT) if system else ""
     raise AssertionError(f"{what} within {timeout} s; journal:\n{journal}")
 

@@ -85,11 +85,7 @@ def releases(folder: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("keys")
-    sshd.keygen(folder / "release")
-    kind, blob = (folder / "release.pub").read_text().split()[:2]
-    (folder / "allowed_signers").write_text(f'ops namespaces="{NAMESPACE}" {kind} {blob}\n')
-    return {"key": folder / "release", "allowed": folder / "allowed_signers"}
+    return sshd.release_keys(tmp_path_factory.mktemp("keys"), NAMESPACE)
 
 
 @pytest.fixture(scope="module")

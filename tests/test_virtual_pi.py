@@ -17,6 +17,7 @@ import json
 import re
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -25,11 +26,15 @@ import virtual_pi
 from click.testing import CliRunner, Result
 from edge_ids.edge_runtime import load_bundle
 from edge_ids.edge_runtime.signature import NAMESPACE
+import systemd_site
 from systemd_site import counter
 from test_daemon import expected_classes
 from test_deploy import broken_copy
 
 from edge_ids.cli import main
+
+# ssh into the emulator costs about a second a call: poll it gently
+wait_until = partial(systemd_site.wait_until, every=2)
 
 pytestmark = pytest.mark.slow
 UNIT = "edge-ids.service"
@@ -67,11 +72,7 @@ def pi(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("keys")
-    sshd.keygen(folder / "release")
-    kind, blob = (folder / "release.pub").read_text().split()[:2]
-    (folder / "allowed_signers").write_text(f'ops namespaces="{NAMESPACE}" {kind} {blob}\n')
-    return {"key": folder / "release", "allowed": folder / "allowed_signers"}
+    return sshd.release_keys(tmp_path_factory.mktemp("keys"), NAMESPACE)
 
 
 @pytest.fixture(scope="module")
@@ -112,17 +113,6 @@ def metrics(pi, port: int = 9108) -> str:
 def serving(pi) -> str | None:
     found = re.search(r'model_sha256="(\w+)"', metrics(pi))
     return found.group(1) if found else None
-
-
-def wait_until(condition, timeout: float, what: str, pi=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(2)
-    journal = pi.ssh(f"journalctl -u {UNIT} -n 40 --no-pager", check=False).stdout if pi else ""
-    raise AssertionError(f"{what} within {timeout} s; journal:\n{journal}")
 
 
 def with_drop_in(pi, text: str | None) -> None:

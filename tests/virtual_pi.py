@@ -222,6 +222,10 @@ class VirtualPi:
                                            done.stdout.decode(errors="replace"),
                                            done.stderr.decode(errors="replace"))
 
+    def journal(self, unit: str, lines: int = 40) -> str:
+        """The unit's last journal lines (what a failed wait shows, as BootedSystemd's)."""
+        return self.ssh(f"journalctl -u {unit} -n {lines} --no-pager", check=False).stdout
+
     def copy(self, source: Path, dest: str) -> None:
         subprocess.run(["scp", "-q", "-F", str(self.ssh_config), str(source), f"vpi:{dest}"],
                        check=True, timeout=600)
