@@ -18,8 +18,8 @@ from ..edge_runtime.argus import CaptureError, ra_fields
 from ..edge_runtime.bundle import Bundle, BundleError, load_bundle
 from ..edge_runtime.records import RawSchema
 from ..edge_runtime.signature import TrustPolicy
-from .install import ALLOWED_SIGNERS_FILE, UNIT_NAME
-from .package import GLIBC_FOR_PYTHON, INSTALL_SCRIPT, PackageError, Target, build_package
+from .release_prefix import ALLOWED_SIGNERS_FILE, UNIT_NAME
+from .package import GLIBC_FOR_PYTHON, PROBE_SCRIPT, PackageError, Target, build_package
 from .package import check_wheel_inputs, pinned_requirements, write_archive
 from .profiles import DeviceProfile, load_profile
 from .ssh import Remote, SSHError, ssh_command
@@ -240,8 +240,9 @@ def report_notes(result: dict) -> list[str]:
 
 
 def probe_target(remote: Remote) -> dict:
-    """install.py's `probe`, sent on stdin: the device-side facts come from one place."""
-    result = remote.run("python3 - probe", input=INSTALL_SCRIPT.read_text(), check=False)
+    """probe.py, sent on stdin: the device-side facts come from one place (install.py reads
+    them from it too)."""
+    result = remote.run("python3 -", input=PROBE_SCRIPT.read_text(), check=False)
     if result.returncode == 127:
         raise DeployError(f"{remote.host} has no python3 (Raspberry Pi OS ships it)")
     last = (result.stdout.strip().splitlines() or [""])[-1]
@@ -293,7 +294,7 @@ def dry_run(options: DeployOptions, profile: DeviceProfile, trust: TrustPolicy,
     tmp = "/tmp/edge-ids-deploy.XXXXXX"
     planned = [
         f"check the bundle {options.bundle} (hashes, schema): checked, {describe(bundle)}",
-        f"ask the target what it is: {ssh('python3 - probe')} < install.py (architecture, Python, glibc, "
+        f"ask the target what it is: {ssh('python3 -')} < probe.py (architecture, Python, glibc, "
         f"systemd, sudo) and check it against profile {profile.name}",
         f"build the wheelhouse for {target.architecture} CPython {target.python} (glibc "
         f"2.{target.glibc} assumed until the target says) from {wheels_from}"

@@ -1,13 +1,14 @@
 """Install, check, roll back and report an edge-ids release on the device itself.
 
-This one file travels inside every release package and runs with the device's own python3
-(standard library only: it must work before any venv exists, and when a venv is broken).
-`edge-ids deploy` runs it over SSH (`probe` first, sent on stdin); a package carried by hand
-runs it the same way: `sudo python3 install.py install --prefix /opt/edge-ids`.
+It travels inside every release package with its two siblings, probe.py (what the device is;
+deploy sends that one alone on stdin first) and release_prefix.py (the prefix's layout), and
+runs with the device's own python3 (standard library only: it must work before any venv
+exists, and when a venv is broken). `edge-ids deploy` runs it over SSH; a package carried by
+hand runs it the same way: `sudo python3 install.py install --prefix /opt/edge-ids`.
 
 Under the prefix: venvs/<wheelhouse hash>/ (one per set of wheels), releases/<id>/ (bundle,
 unit, release.json, probe.csv, health.json, venv link), current -> releases/<id> (switched by
-one rename), and this script (for `status` and `rollback`). docs/deploy.md has the details.
+one rename), and these three scripts (for `status` and `rollback`). docs/deploy.md has the details.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import argparse
 import glob
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -26,9 +26,14 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
-UNIT_NAME = "edge-ids.service"
-ALLOWED_SIGNERS_FILE = "allowed_signers"  # optional: the keys the daemon trusts (its unit says)
-DEFAULT_PREFIX = "/opt/edge-ids"
+if __package__:  # imported on the host, as edge_ids.devices.install
+    from .probe import facts, has_systemd, memory_cgroup
+    from .release_prefix import (ALLOWED_SIGNERS_FILE, DEFAULT_PREFIX, DEVICE_SCRIPTS, UNIT_NAME,
+                                 Prefix, same_as_current, trust_dropped)
+else:  # run as a script on the device: its siblings sit beside it (sys.path[0])
+    from probe import facts, has_systemd, memory_cgroup
+    from release_prefix import (ALLOWED_SIGNERS_FILE, DEFAULT_PREFIX, DEVICE_SCRIPTS, UNIT_NAME,
+                                Prefix, same_as_current, trust_dropped)
 DEFAULT_UNIT_DIR = "/etc/systemd/system"
 MEMORY_CGROUP_ADVICE = (
     "MemoryMax= is ignored here: the kernel has the memory cgroup off (Raspberry Pi kernels do "
@@ -58,26 +63,6 @@ def tail(text: str, lines: int = 6) -> str:
     return " | ".join(line for line in text.strip().splitlines()[-lines:])
 
 
-def has_systemd() -> bool:
-    """sd_booted(): systemd is PID 1 when /run/systemd/system exists."""
-    return os.path.isdir("/run/systemd/system") and shutil.which("systemctl") is not None
-
-
-def memory_cgroup() -> bool:
-    """Is the kernel's memory controller on (cgroup v2, or v1/hybrid as on older systems)?"""
-    try:
-        for line in Path("/proc/cgroups").read_text().splitlines():
-            fields = line.split()
-            if fields and fields[0] == "memory":
-                return fields[-1] == "1"
-    except OSError:
-        pass
-    try:
-        return "memory" in Path("/sys/fs/cgroup/cgroup.controllers").read_text().split()
-    except OSError:
-        return False
-
-
 def exec_start(unit_text: str) -> list[str]:
     """The ExecStart command of a unit, as an argv."""
     match = re.search(r"^ExecStart=(.+)$", unit_text, re.MULTILINE)
@@ -98,55 +83,6 @@ def with_options(argv: list[str], replace: dict[str, str], drop: tuple = ()) -> 
     for option, value in replace.items():
         out += [option, value]
     return out
-
-
-class Prefix:
-    """The install prefix on the device: releases, venvs and the `current` link."""
-
-    def __init__(self, path: str):
-        self.path = Path(path)
-        self.releases = self.path / "releases"
-        self.venvs = self.path / "venvs"
-        self.current_link = self.path / "current"
-
-    def current(self) -> str | None:
-        try:
-            return Path(os.readlink(self.current_link)).name
-        except OSError:
-            return None
-
-    def release_ids(self) -> list[str]:
-        """Oldest first (ids begin with a UTC time stamp)."""
-        if not self.releases.is_dir():
-            return []
-        return sorted(p.name for p in self.releases.iterdir() if (p / "release.json").is_file())
-
-    def info(self, release_id: str) -> dict:
-        directory = self.releases / release_id
-        release = json.loads((directory / "release.json").read_text())
-        health = directory / "health.json"
-        release["health"] = json.loads(health.read_text()) if health.is_file() else None
-        return release
-
-    def switch(self, release_id: str | None) -> None:
-        """Point `current` at a release (None removes it) with one atomic rename."""
-        if release_id is None:
-            self.current_link.unlink(missing_ok=True)
-            return
-        temporary = self.path / f".current-{os.getpid()}"
-        temporary.unlink(missing_ok=True)
-        temporary.symlink_to(Path("releases") / release_id)
-        os.replace(temporary, self.current_link)
-
-    def previous_healthy(self, before: str | None) -> str | None:
-        """The newest release older than `before` whose last health check passed."""
-        for release_id in reversed(self.release_ids()):
-            if before is not None and release_id >= before:
-                continue
-            health = self.info(release_id)["health"]
-            if health and health.get("ok"):
-                return release_id
-        return None
 
 
 def install_venv(prefix: Prefix, package: Path, release: dict) -> Path:
@@ -185,13 +121,14 @@ def place_release(prefix: Prefix, package: Path, release: dict, venv: Path) -> P
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     shutil.copytree(package / "bundle", partial / "bundle")
-    for name in ("release.json", UNIT_NAME, "probe.csv", "install.py"):
+    for name in ("release.json", UNIT_NAME, "probe.csv", *DEVICE_SCRIPTS):
         shutil.copy2(package / name, partial / name)
     if (package / ALLOWED_SIGNERS_FILE).is_file():
         shutil.copy2(package / ALLOWED_SIGNERS_FILE, partial / ALLOWED_SIGNERS_FILE)
     (partial / "venv").symlink_to(Path("..") / ".." / "venvs" / venv.name)
     partial.rename(directory)
-    shutil.copy2(package / "install.py", prefix.path / "install.py")
+    for name in DEVICE_SCRIPTS:
+        shutil.copy2(package / name, prefix.path / name)
     say(f"release: {directory}")
     return directory
 
@@ -316,51 +253,8 @@ def roll_back(prefix: Prefix, failed: str | None, systemd: bool, unit_dir: Path,
     return previous
 
 
-def prune(prefix: Prefix, keep: int) -> None:
-    """Keep the newest `keep` releases and the current one; drop venvs nobody links to."""
-    current, ids = prefix.current(), prefix.release_ids()
-    for release_id in ids[:-keep] if keep > 0 else []:
-        if release_id != current:
-            shutil.rmtree(prefix.releases / release_id)
-            say(f"prune: removed release {release_id}")
-    used = {os.readlink(prefix.releases / r / "venv").rsplit("/", 1)[-1]
-            for r in prefix.release_ids()}
-    for venv in prefix.venvs.iterdir() if prefix.venvs.is_dir() else []:
-        if venv.name not in used:
-            shutil.rmtree(venv)
-            say(f"prune: removed unused venv {venv.name}")
-
-
 def manual_command(prefix: Prefix) -> str:
     return shlex.join(exec_start((prefix.current_link / UNIT_NAME).read_text()))
-
-
-def same_as_current(prefix: Prefix, package: Path, release: dict) -> bool:
-    """The current release is healthy and has this package's whole bundle (its manifest, which
-    hashes every file, and its signature), wheels, unit and trusted keys: installing it again
-    would change nothing (for Ansible's "ok" instead of "changed"). A release from before
-    bundle_sha256 was recorded is never the same."""
-    current = prefix.current()
-    if current is None or current not in prefix.release_ids():
-        return False
-    info, directory = prefix.info(current), prefix.releases / current
-    keys = ("model_sha256", "bundle_sha256", "wheelhouse_sha256", "metrics")
-    read = (lambda path: path.read_bytes() if path.is_file() else None)
-    return (info["health"] or {}).get("ok") and release.get("bundle_sha256") is not None and \
-        all(info.get(k) == release.get(k) for k in keys) and \
-        all(read(directory / f) == read(package / f) for f in (UNIT_NAME, ALLOWED_SIGNERS_FILE))
-
-
-def trust_dropped(prefix: Prefix, package: Path, release: dict) -> str | None:
-    """Why this release may not replace the current one: the device trusts keys and the
-    release has none, unasked (--allow-unsigned says it is meant): else signatures go quietly."""
-    current = prefix.current()
-    if current is None or not (prefix.releases / current / ALLOWED_SIGNERS_FILE).is_file() \
-            or (package / ALLOWED_SIGNERS_FILE).is_file() or release.get("unsigned_on_purpose"):
-        return None
-    return (f"this device trusts signing keys (releases/{current}/{ALLOWED_SIGNERS_FILE}) and "
-            f"release {release['id']} has none: deploy with --allowed-signers FILE, or with "
-            "--allow-unsigned to drop them on purpose")
 
 
 def command_install(args) -> dict:
@@ -391,7 +285,8 @@ def command_install(args) -> dict:
                    "rolled_back_to": roll_back(prefix, release["id"], systemd,
                                                Path(args.unit_dir), args.timeout)}
         return result
-    prune(prefix, args.keep)
+    for removed in prefix.prune(args.keep):
+        say(f"prune: removed {removed}")
     if not systemd:
         say("systemd: not running on this device; the unit is in "
             f"{prefix.current_link / UNIT_NAME}. Start the daemon by hand with:")
@@ -436,13 +331,8 @@ def command_status(args) -> dict:
 
 
 def command_probe(args) -> dict:
-    """What deploy checks against the device profile before it builds anything."""
-    root = os.getuid() == 0
-    return {"architecture": platform.machine(), "python": "%d.%d" % sys.version_info[:2],
-            "python_full": platform.python_version(), "libc": platform.libc_ver(),
-            "uid": os.getuid(), "systemd": has_systemd(), "memory_cgroup": memory_cgroup(),
-            "sudo": root or (shutil.which("sudo") is not None
-                             and run(["sudo", "-n", "true"], check=False).returncode == 0)}
+    """What deploy checks against the device profile before it builds anything (probe.py)."""
+    return facts()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -455,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--systemd", choices=("auto", "yes", "no"), default="auto")
             sub.add_argument("--unit-dir", default=DEFAULT_UNIT_DIR)
             sub.add_argument("--timeout", type=float, default=60)
-    commands.add_parser("probe")  # deploy sends this file on stdin (`python3 - probe`) first
+    commands.add_parser("probe")  # the facts of probe.py (deploy sends that file alone, on stdin)
     commands.choices["install"].add_argument("--package", default=None)
     commands.choices["install"].add_argument("--keep", type=int, default=3)
     commands.choices["install"].add_argument(

@@ -20,11 +20,12 @@ from pathlib import Path
 from .. import __version__
 from ..edge_runtime.bundle import load_bundle
 from ..edge_runtime.signature import TrustPolicy
-from .install import ALLOWED_SIGNERS_FILE
+from .release_prefix import ALLOWED_SIGNERS_FILE, DEVICE_SCRIPTS
 from .profiles import DeviceProfile
 from .unit import render_unit
 
-INSTALL_SCRIPT = Path(__file__).with_name("install.py")
+HERE = Path(__file__).parent
+PROBE_SCRIPT = HERE / "probe.py"  # sent alone on stdin: what the device is
 # glibc of the Raspberry Pi OS (Debian) release that ships each Python: Bookworm 3.11, Trixie 3.13.
 GLIBC_FOR_PYTHON = {"3.11": 36, "3.12": 39, "3.13": 41}
 
@@ -175,7 +176,8 @@ def build_package(parent: Path, profile: DeviceProfile, bundle_path: Path, targe
         raise PackageError(f"no edge_ids-{__version__} wheel in the wheelhouse")
     (dest / "edge-ids.service").write_text(render_unit(profile, **unit_options))
     (dest / "probe.csv").write_text("\n".join(probe_records(bundle.spec or bundle.anomaly.spec)) + "\n")
-    shutil.copy2(INSTALL_SCRIPT, dest / "install.py")
+    for name in DEVICE_SCRIPTS:  # install.py and the two modules it imports
+        shutil.copy2(HERE / name, dest / name)
     if allowed_signers is not None:
         shutil.copyfile(allowed_signers, dest / ALLOWED_SIGNERS_FILE)
     release = {

@@ -205,7 +205,7 @@ def test_dry_run_prints_the_steps_and_touches_nothing(small_pipeline, tmp_path):
     sha = manifest["files"]["model.tflite"]["sha256"]
     assert f"checked, nsl-kdd classifier model {sha[:12]}" in result.output
     assert "[2/6] would ask" in result.output
-    assert "ssh pi@sensor-1 'python3 - probe' < install.py" in result.output
+    assert "ssh pi@sensor-1 'python3 -' < probe.py" in result.output
     assert "manylinux_2_36_aarch64" in result.output and "the edge-ids wheel built from" \
         in result.output
     assert f"ExecStart={prefix}/current/venv/bin/edge-ids run" in result.output
@@ -230,47 +230,6 @@ def test_dry_run_fails_where_the_deploy_would(small_pipeline, bundle_copy, tmp_p
         assert result.exit_code == 5 and said in result.output, result.output
         assert "would" not in result.output
     assert not prefix.exists()
-
-
-def test_a_32_bit_os_is_refused_with_the_reason():
-    """The facts install.py's probe reads on this machine, as a 32-bit Pi OS reports them."""
-    from edge_ids.devices.deploy import DeployError, check_target
-    from edge_ids.devices.install import command_probe
-    from edge_ids.devices.profiles import load_profile
-
-    facts = command_probe(None)
-    assert check_target(load_profile("x86_64"), facts).architecture == "x86_64"  # control
-    with pytest.raises(DeployError) as refused:
-        check_target(load_profile("pi4"), facts | {"architecture": "armv7l"})
-    said = str(refused.value)
-    assert "32-bit Raspberry Pi OS" in said and "no 32-bit wheels" in said
-    assert "install the 64-bit Raspberry Pi OS" in said
-
-
-def test_deploy_and_status_say_when_memory_max_is_ignored():
-    """Both decide from what install.py reads on the device (its memory_cgroup(), checked
-    here against the kernel's /proc/cgroups). Under a running systemd only: this machine has
-    none, so the real deploy takes the no-systemd branch (test_deploy_puts_everything_...)."""
-    from edge_ids.cli_deploy import format_status
-    from edge_ids.devices.deploy import report_notes
-    from edge_ids.devices.install import memory_cgroup
-
-    # MemoryMax= needs the memory controller on; systemd applies it on cgroup v2 and on the
-    # v1/hybrid hierarchies (shown under the booted systemd here, which has v1: test_systemd_unit)
-    enabled = {line.split()[0]: line.split()[3] == "1" for line in
-               Path("/proc/cgroups").read_text().splitlines()[1:]}
-    assert memory_cgroup() == enabled.get("memory", False)
-    off = report_notes({"systemd": True, "memory_cgroup": False})
-    assert len(off) == 1 and "MemoryMax= is ignored there" in off[0]
-    assert "cgroup_enable=memory to /boot/firmware/cmdline.txt" in off[0]
-    assert report_notes({"systemd": True, "memory_cgroup": True}) == []
-    assert "start the daemon by hand" in report_notes({"systemd": False,
-                                                      "memory_cgroup": False})[0]
-    status = {"prefix": "/opt/edge-ids", "systemd": True, "service": "active",
-              "memory_cgroup": False, "metrics": None, "metrics_error": "refused",
-              "releases": []}
-    assert "the memory cgroup is off, so MemoryMax= is ignored" in format_status("pi", status)
-    assert "memory cgroup" not in format_status("pi", status | {"memory_cgroup": True})
 
 
 def test_output_writes_a_package_to_carry_by_hand(small_pipeline, tmp_path):

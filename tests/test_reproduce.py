@@ -1,6 +1,8 @@
-"""The reproductions in quick mode (what CI can afford): every method of both papers trains on
-the real data and beats the majority-class baseline on macro-F1; the outputs are complete.
-The full runs (3 seeds, the papers' epochs) are `pytest -m slow` and the documented command."""
+"""The reproductions in quick mode: every method of both papers trains on the real data and
+beats the majority-class baseline on macro-F1; the outputs are complete; --resume reuses only
+what was made under the same settings. Quick mode still trains every method (~45 s for both
+papers), so it is in the slow set with the full runs (3 seeds, the papers' epochs):
+`pytest -m slow tests/test_reproduce.py`. CI keeps the resampling check."""
 import json
 
 import numpy as np
@@ -24,6 +26,7 @@ def quick_run(request, data_dir, tmp_path_factory):
                                          quick=True, echo=lambda _: None)
 
 
+@pytest.mark.slow  # quick mode is still ~45 s for the two papers: `pytest -m slow tests/test_reproduce.py`
 def test_every_method_beats_the_majority_class(quick_run):
     paper, _, results = quick_run
     assert list(results["runs"]) == [m.name for m in PAPERS[paper].methods]
@@ -34,6 +37,7 @@ def test_every_method_beats_the_majority_class(quick_run):
                                                            baseline)
 
 
+@pytest.mark.slow  # quick mode is still ~45 s for the two papers: `pytest -m slow tests/test_reproduce.py`
 def test_outputs_are_complete(quick_run):
     paper, out, results = quick_run
     assert json.loads((out / "results.json").read_text())["runs"].keys() == results["runs"].keys()
@@ -72,6 +76,7 @@ def test_resampling_never_touches_validation_or_test_rows(sampler, data_dir):
         assert only_there and not only_there & trained
 
 
+@pytest.mark.slow  # quick mode is still ~45 s for the two papers: `pytest -m slow tests/test_reproduce.py`
 def test_resume_reuses_finished_runs_and_only_under_the_same_settings(quick_run, data_dir):
     """A grid interrupted after its runs were kept resumes without training them again (same
     figures, nothing retrained); a run kept under other settings is never reused."""

@@ -1,21 +1,26 @@
 """Deploy's systemd path under a real systemd, booted in its own Debian root
 (tests/booted_systemd.py) and reached over ssh like a device: the unit installed,
 daemon-reload, enable, restart, the is-active + metrics-page health check, a release that fails
-under systemd (the previous one restored *and restarted*), status and rollback. Needs root. In
-CI: about 1 minute once the root is cached (~/.cache/edge-ids/systemd; building it takes 2-3
-minutes). The unit's other promises are in test_systemd_unit.py (slow)."""
+under systemd (the previous one restored *and restarted*), status and rollback. Needs root. Slow
+set (`pytest -m slow tests/test_systemd.py`): about 1-2 minutes once the root is cached
+(~/.cache/edge-ids/systemd; building it takes 2-3 minutes), too much of CI's 20; the virtual Pi
+(test_virtual_pi.py) runs the same path on a whole emulated machine. The unit's other promises
+are in test_systemd_unit.py (slow too)."""
 from __future__ import annotations
 
 import json
 import re
 import socket
 
+import pytest
 from edge_ids.edge_runtime import load_bundle
 
 from daemon_process import read_alerts, send
 from systemd_site import (ALERTS, PREFIX, SOCKET, UNIT, cli, counter, first, metrics_page,  # noqa: F401 (fixtures)
                           site, system, wait_until)
 from test_daemon import expected_classes
+
+pytestmark = pytest.mark.slow
 
 
 def test_deploy_installs_enables_restarts_and_checks_the_service(system, site, first):
