@@ -243,3 +243,14 @@ def test_sighup_to_inconsistent_incident_settings_keeps_the_old_model(learned_si
             "incidents.threshold_bits is None" in daemon.log_text()
     finally:
         assert daemon.stop() == 0
+
+
+def test_the_benchmarks_capture_cache_is_keyed_on_its_data_and_its_code(data_dir):
+    """`python -m edge_ids.benchmarks.detection.incidents` makes its captures again when the data
+    files or the code that makes them change: the key reads both (it once named a moved file)."""
+    from edge_ids.benchmarks.detection.incidents import captures_version
+    from edge_ids.train.fingerprint import files_fingerprint
+
+    key = captures_version(data_dir)
+    assert key["data"] == files_fingerprint(scenarios.sources(data_dir))
+    assert len(key["code"]) == 16 and captures_version(data_dir) == key

@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ...train.fingerprint import Stamp, code_version, files_fingerprint
+from ...train.fingerprint import PACKAGE, Stamp, code_version, files_fingerprint
 from . import incident_scenarios as scenarios
 from ...train.paths import RESULTS, data_dir as default_data_dir
 
@@ -166,6 +166,14 @@ def joined(events: list[dict], table: list[dict]) -> dict:
             "other_new_devices": sorted(k for k in new if k not in macs)}
 
 
+def captures_version(data_dir: Path) -> dict:
+    """What the made captures depend on: the data files and the code that makes them (the
+    cache of captures is made again when either changed)."""
+    made_by = Path(scenarios.__file__).resolve().relative_to(PACKAGE)
+    return {"data": files_fingerprint(scenarios.sources(data_dir)),
+            "code": code_version((), (str(made_by),))}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
@@ -180,8 +188,7 @@ def main(argv=None) -> int:
     started = time.monotonic()
     echo = (lambda text: print(text, flush=True))
     echo("[1/3] Captures: the site, infections, joins (tcprewrite, editcap, mergecap)")
-    captures_key = {"data": files_fingerprint(scenarios.sources(data_dir)),
-                    "code": code_version((), ("benchmarks/incident_scenarios.py",))}
+    captures_key = captures_version(data_dir)
     Stamp(work / "captures", captures_key).ensure(echo)  # made again if either changed
     site = scenarios.site(data_dir, work / "captures") | {"data_dir": str(data_dir)}
     infections = scenarios.infections(data_dir, work / "captures", site)
