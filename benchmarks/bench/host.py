@@ -194,7 +194,7 @@ def onnx_model(model) -> bytes | None:
 
 
 def measure_here(work: Path, log: Log) -> dict:
-    """benchmarks/device.py in a process of this python, its progress lines passed on."""
+    """benchmarks/bench/device.py in a process of this python, its progress lines passed on."""
     process = subprocess.Popen([sys.executable, "-m", "edge_ids.benchmarks.bench.device", str(work)],
                                stderr=subprocess.PIPE, text=True)
     tail = []
