@@ -1,9 +1,11 @@
 """Live flows: Argus reads packets (an interface or a pcap), `ra` prints its flow records as
 CSV, and this source hands them to the daemon in the bundle's raw layout.
 
-    argus -X -F CONF (-i IF | -r FILE) -w -  |  ra -r - -c , -n -u -L -1 -s FIELDS - not man
+    argus -X -F CONF (-i IF | -r -) -w -  |  ra -r - -c , -n -u -L -1 -s FIELDS - not man
 
-(-u: StartTime and LastTime as Unix seconds, which order flows across midnight.)
+(-u: StartTime and LastTime as Unix seconds, which order flows across midnight.) A pcap file
+reaches argus on its standard input with a clock that keeps going (pcapclock.py), so that it
+meters as argus meters the live interface; ra drops the clock's own records.
 
 Argus and the WUSTL datasets name their columns alike (`ra -s sjit` prints `SrcJitter`), so the
 bundle's raw column names pick the `ra` fields, and the fields pick what argus must generate
@@ -23,6 +25,7 @@ import time
 from operator import itemgetter
 from typing import Iterator
 
+from .pcapclock import TICK_FILTER, with_clock
 from .pcapfile import check_capture
 from .records import RawSchema, TruncatedInput
 from .sources import READ_BYTES, POLL_SECONDS, LineSource, LineSplitter
@@ -128,19 +131,32 @@ class ArgusSource(LineSource):
                                                    suffix=".conf")
         self._config.write(argus_config(schema, status_seconds))
         self._config.flush()
-        source = ["-i", interface] if interface else ["-r", pcap]
+        source = ["-i", interface] if interface else ["-r", "-"]
         self.command = [argus, "-X", "-F", self._config.name, *source, "-w", "-"]
         self._argus = subprocess.Popen(self.command, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                                       stderr=subprocess.PIPE,
+                                       stdin=subprocess.DEVNULL if interface else subprocess.PIPE)
+        records = "not man" if interface else f"not man and {TICK_FILTER}"
         self._ra = subprocess.Popen([ra, "-r", "-", "-c", ",", "-n", "-u", "-L", "-1", "-s",
-                                     *fields, "-", "not man"], stdin=self._argus.stdout,
+                                     *fields, "-", records], stdin=self._argus.stdout,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._argus.stdout.close()  # ra holds it now: argus sees EPIPE if ra goes away
+        if pcap is not None:
+            threading.Thread(target=self._feed, args=(pcap,), daemon=True).start()
         self._errors: list[bytes] = []  # the last lines either wrote to stderr
         for stream in (self._argus.stderr, self._ra.stderr):
             threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
         if interface is not None:
             self._check_started(interface)
+
+    def _feed(self, pcap: str) -> None:
+        """The capture, with its clock, into argus (which ends at the end of it)."""
+        try:
+            with open(pcap, "rb") as f, self._argus.stdin as into:
+                for chunk in with_clock(f):
+                    into.write(chunk)
+        except (BrokenPipeError, ValueError, OSError):
+            pass  # argus went away (closed, or failed: _check_ended says why)
 
     def _drain(self, stream) -> None:
         for line in stream:

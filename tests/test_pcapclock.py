@@ -1,0 +1,153 @@
+"""A capture read with a clock (edge_runtime/pcapclock.py): the file's own packets, unchanged
+and in order, with a tick in every silent second; and, through real argus, a device's records
+that no longer change with the traffic merged around it, and that match what argus makes of
+the same packets live (replayed on a veth pair into a network namespace this test creates).
+
+The case is a real one, from the incidents benchmark: the Schlage deadbolt's MQTT connection,
+idle for 107 s; read from the file alone, argus put its next status record's packets with the
+previous timer's (out of order, jitter 5.3 s); read with a bot's day merged in, or live, it
+reports a 421-byte gap and a jitter of 103 ms."""
+from __future__ import annotations
+
+import math
+import shutil
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_ids.edge_runtime.argus import ArgusSource, argus_config, find_tools
+from edge_ids.edge_runtime.pcapclock import TICK_FRAME, with_clock
+from edge_ids.edge_runtime.pcapfile import check_capture
+from edge_ids.edge_runtime.records import RawSchema
+from edge_ids.flows import default_flow_schema
+
+DEADBOLT = ("smart-home-7day/pcaps/schlage-lock-01.pcap", "192.168.1.122")
+WINDOW = (1615662700, 1615662840)  # its idle MQTT connection, and the record after it
+BOT = ("iot-23-pcap/CTU-IoT-Malware-Capture-34-1/other-pcap/"
+       "2018-12-21-15-50-14-192.168.1.195.irc.pcap")
+BOT_START = 1615606756  # where the benchmark's first Mirai injection starts (its first day)
+TOOLS = ("editcap", "mergecap", "capinfos", "tcprewrite")
+
+
+def run(*argv) -> str:
+    return subprocess.run([str(a) for a in argv], check=True, capture_output=True,
+                          text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def excerpt(data_dir, tmp_path_factory) -> dict[str, Path]:
+    """The deadbolt's two minutes alone (pcapng and pcap), and with the bot merged in."""
+    if not all(map(shutil.which, TOOLS)):
+        pytest.skip("needs apt-get install wireshark-common tcpreplay")
+    work = tmp_path_factory.mktemp("clock")
+    alone = work / "alone.pcapng"
+    run("editcap", "-A", WINDOW[0], "-B", WINDOW[1], data_dir / DEADBOLT[0], alone)
+    run("editcap", "-F", "pcap", alone, work / "alone.pcap")
+    first = float(run("capinfos", "-a", "-S", data_dir / BOT).split("time:")[-1])
+    run("editcap", "-t", f"{BOT_START - first:.6f}", data_dir / BOT, work / "bot-day.pcap")
+    run("editcap", "-A", WINDOW[0], "-B", WINDOW[1], work / "bot-day.pcap", work / "bot.pcap")
+    run("tcprewrite", "-i", work / "bot.pcap", "-o", work / "bot-65535.pcap")  # one snaplen
+    run("mergecap", "-w", work / "merged.pcapng", alone, work / "bot-65535.pcap")
+    return {"pcapng": alone, "pcap": work / "alone.pcap", "merged": work / "merged.pcapng"}
+
+
+def packets(path: Path) -> list[tuple[float, bytes]]:
+    """(time, frame) of every packet of a capture (editcap makes it a pcap to read)."""
+    with tempfile.NamedTemporaryFile(suffix=".pcap") as flat:
+        run("editcap", "-F", "pcap", path, flat.name)
+        data = Path(flat.name).read_bytes()
+    out, offset = [], 24
+    while offset < len(data):
+        seconds, micros, captured, _ = struct.unpack_from("<IIII", data, offset)
+        out.append((seconds + micros / 1e6, data[offset + 16:offset + 16 + captured]))
+        offset += 16 + captured
+    return out
+
+
+@pytest.mark.parametrize("form", ["pcapng", "pcap"])
+def test_a_tick_fills_every_silent_second_and_the_packets_stay_as_they_were(excerpt, form,
+                                                                          tmp_path):
+    ticked = tmp_path / f"ticked.{form}"
+    with open(excerpt[form], "rb") as f:
+        ticked.write_bytes(b"".join(with_clock(f)))
+    assert check_capture(ticked) is None  # a whole capture of its own format
+    before, after = packets(excerpt[form]), packets(ticked)
+    assert [p for p in after if p[1] != TICK_FRAME] == before
+    ticks = [t for t, frame in after if frame == TICK_FRAME]
+    seconds = {math.floor(t) for t, _ in before}
+    expected = [s for s in range(math.floor(before[0][0]) + 1, math.floor(before[-1][0]) + 1)]
+    assert ticks == expected  # one a second, on the second, from the first packet to the last
+    assert all(abs(b[0] - a[0]) <= 1 for a, b in zip(after, after[1:]))
+    assert len(seconds) < len(expected)  # the excerpt is mostly silence: the ticks matter
+
+
+def deadbolt_records(source: ArgusSource, schema: RawSchema) -> list[tuple[str, ...]]:
+    lines = [line.decode() for batch in source.batches(threading.Event()) for line in batch]
+    source.close()
+    columns = [schema.names.index(n) for n in ("StartTime", "Flgs", "SrcGap", "SrcJitter",
+                                              "TotPkts", "SrcAddr", "Dport")]
+    rows = [tuple(line.split(",")[i].strip() for i in columns) for line in lines]
+    return [r for r in rows if r[-2] == DEADBOLT[1]]
+
+
+def plain_argus(pcap: Path, schema: RawSchema) -> list[str]:
+    """Argus reading the file itself, as edge-ids did before the clock."""
+    argus, ra = find_tools()
+    with tempfile.NamedTemporaryFile("w", suffix=".conf") as conf:
+        conf.write(argus_config(schema))
+        conf.flush()
+        return subprocess.run(f"{argus} -X -F {conf.name} -r {pcap} -w - | {ra} -r - -c , -n "
+                              f"-u -s stime flgs sgap sjit - host {DEADBOLT[1]}", shell=True,
+                              capture_output=True, text=True, check=True).stdout.splitlines()
+
+
+def test_a_device_meters_alike_whatever_traffic_is_merged_around_it(excerpt):
+    schema = default_flow_schema()
+    alone = deadbolt_records(ArgusSource(schema, pcap=str(excerpt["pcapng"])), schema)
+    merged = deadbolt_records(ArgusSource(schema, pcap=str(excerpt["merged"])), schema)
+    assert alone == merged and len(alone) == 2
+    assert alone[1][1:3] == ("M g", "421")  # the gap, as argus sees it live (below)
+    # without the clock, the same packets meter differently (what this test guards against)
+    assert plain_argus(excerpt["pcapng"], schema) != plain_argus(excerpt["merged"], schema)
+
+
+@pytest.mark.slow
+def test_a_capture_meters_as_argus_meters_the_same_packets_live(excerpt):
+    """Two minutes in real time: tcpreplay sends the excerpt at its own pace into a veth pair
+    whose other end live argus reads."""
+    if not all(map(shutil.which, ("ip", "tcpreplay"))):
+        pytest.skip("needs apt-get install iproute2 tcpreplay")
+    schema = default_flow_schema()
+    tag = f"eidsclk{int(time.time()) % 10000}"
+    here, there, namespace = f"{tag}a", f"{tag}b", f"{tag}n"
+    try:
+        for command in (["ip", "netns", "add", namespace],
+                        ["ip", "link", "add", here, "type", "veth", "peer", "name", there],
+                        ["ip", "link", "set", there, "netns", namespace],
+                        ["ip", "link", "set", here, "up"],
+                        ["ip", "netns", "exec", namespace, "ip", "link", "set", there, "up"]):
+            subprocess.run(command, check=True, capture_output=True)
+        source, stop, lines = ArgusSource(schema, interface=here), threading.Event(), []
+        reader = threading.Thread(target=lambda: [lines.extend(b) for b in source.batches(stop)])
+        reader.start()
+        subprocess.run(["ip", "netns", "exec", namespace, "tcpreplay", "-i", there,
+                        str(excerpt["pcap"])], check=True, capture_output=True, timeout=300)
+        time.sleep(2 * 5 + 2)  # two status intervals: argus reports what is still open
+        stop.set()
+        reader.join(30)
+        source.close()
+    finally:
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+        subprocess.run(["ip", "link", "del", here], capture_output=True)
+    flags, gap = schema.names.index("Flgs"), schema.names.index("SrcGap")
+    address, packets_ = schema.names.index("SrcAddr"), schema.names.index("TotPkts")
+    live = [(f[flags].strip(), f[gap], f[packets_]) for f in
+            (line.decode().split(",") for line in lines) if f[address] == DEADBOLT[1]]
+    from_file = [(r[1], r[2], r[4]) for r in
+                 deadbolt_records(ArgusSource(schema, pcap=str(excerpt["pcap"])), schema)]
+    assert live == from_file, (live, from_file)
