@@ -14,7 +14,8 @@ whatever else is in the file.
 
 A tick is an Ethernet frame of the IEEE 802 local experimental EtherType (0x88b5, which no
 device ships) between two locally administered addresses; `ra` drops its records (TICK_FILTER).
-Captures of other link types are passed through without ticks.
+Captures of other link types are passed through without ticks. A pcapng's interfaces are given
+one snapshot length (libpcap reads nothing of a file whose interfaces differ in it).
 
 Written by hand (the standard library's struct), as pcapfile.py is: only the framing of the two
 formats is walked, a few fields, and no packet library is in the runtime's dependencies.
@@ -32,6 +33,7 @@ TICK_ETHERTYPE = 0x88B5
 TICK_FILTER = f"not ether proto 0x{TICK_ETHERTYPE:04x}"
 TICK_FRAME = bytes.fromhex("020000000001" "020000000002") + TICK_ETHERTYPE.to_bytes(2, "big")
 ETHERNET = 1  # the link type (DLT_EN10MB) that ticks are made for
+MAX_SNAPLEN = 262144  # libpcap's largest snapshot length (MAXIMUM_SNAPLEN)
 CHUNK = 1 << 16
 
 
@@ -100,6 +102,9 @@ def _pcapng(stream: BinaryIO, magic: bytes, every: float) -> Iterator[bytes]:
                 if struct.unpack_from(order + "H", body)[0] == ETHERNET and tick_interface is None:
                     tick_interface = len(interfaces)
                 interfaces.append(_time_unit(body, order))
+                # libpcap reads nothing of a file whose interfaces differ in snapshot length
+                # (mergecap keeps each file's), and argus says nothing: one length for all
+                body = body[:4] + struct.pack(order + "I", MAX_SNAPLEN) + body[8:]
             elif kind == 6 and tick_interface is not None and len(body) >= 20:  # a packet
                 interface, high, low = struct.unpack_from(order + "III", body)
                 if interface < len(interfaces):

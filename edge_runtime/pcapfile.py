@@ -59,16 +59,24 @@ def _pcap_cut(data, order: str, path: Path) -> str | None:
 def _pcapng_cut(data, path: Path) -> str | None:
     if len(data) < 12:
         return f"{path} is cut inside its first block ({len(data)} bytes)"
-    order = "<" if data[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
+    order, link_types = "<", set()
     offset, blocks = 0, 0
     while offset < len(data):
         if len(data) - offset < 12:
             return (f"{path} is cut inside block {blocks + 1} (byte {offset:,} of "
                     f"{len(data):,}); the {blocks:,} blocks before it were read")
-        length = struct.unpack_from(order + "I", data, offset + 4)[0]
+        if data[offset:offset + 4] == PCAPNG_MAGIC:  # a section: its own byte order
+            order = "<" if data[offset + 8:offset + 12] == b"\x4d\x3c\x2b\x1a" else ">"
+        kind, length = struct.unpack_from(order + "II", data, offset)
         if length < 12 or offset + length > len(data):
             return (f"{path} is cut in the middle of block {blocks + 1} (byte {offset:,} of "
                     f"{len(data):,}); the {blocks:,} blocks before it were read")
+        if kind == 1 and length >= 20:  # an interface
+            link_types.add(struct.unpack_from(order + "H", data, offset + 8)[0])
         offset += length
         blocks += 1
+    if len(link_types) > 1:  # libpcap stops at the first interface unlike the others
+        raise BadCapture(f"{path} has interfaces of link types {sorted(link_types)}, and argus "
+                         f"reads one link type per file: split it by interface first (tshark "
+                         f"-r {path.name} -Y 'frame.interface_id == 0' -w part0.pcapng)")
     return None

@@ -70,3 +70,23 @@ def test_learn_refuses_a_cut_capture_and_writes_nothing(cut, tmp_path):
     result = cli("learn", "--pcap", cut, "--out", tmp_path / "site")
     assert result.exit_code == 5 and "learn from whole captures only" in result.output
     assert not (tmp_path / "site").exists()
+
+
+@needs_argus
+@pytest.mark.skipif(not shutil.which("mergecap"), reason="apt-get install wireshark-common")
+def test_a_pcapng_of_two_link_types_is_refused_with_how_to_split_it(net_bundle, captures,
+                                                                    tmp_path):
+    """libpcap stops at an interface unlike the first, and argus says nothing of it."""
+    import subprocess
+
+    cooked, mixed = tmp_path / "cooked.pcap", tmp_path / "mixed.pcapng"
+    subprocess.run(["editcap", "-T", "linux-sll", "-r", captures["honeypot"], cooked, "1-50"],
+                   check=True)
+    subprocess.run(["mergecap", "-w", mixed, captures["honeypot"], cooked], check=True)
+    with pytest.raises(BadCapture, match=r"link types \[1, 113\].*split it by interface"):
+        check_capture(mixed)
+    result = cli("capture", "--pcap", mixed, "--bundle", net_bundle, "--alerts",
+                 tmp_path / "alerts.json")
+    assert result.exit_code == 5 and "split it by interface" in result.output, result.output
+    alerts = tmp_path / "alerts.json"
+    assert not alerts.exists() or not alerts.read_text()  # nothing was classified
