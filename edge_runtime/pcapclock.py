@@ -34,12 +34,16 @@ TICK_FILTER = f"not ether proto 0x{TICK_ETHERTYPE:04x}"
 TICK_FRAME = bytes.fromhex("020000000001" "020000000002") + TICK_ETHERTYPE.to_bytes(2, "big")
 ETHERNET = 1  # the link type (DLT_EN10MB) that ticks are made for
 MAX_SNAPLEN = 262144  # libpcap's largest snapshot length (MAXIMUM_SNAPLEN)
+LONGEST_SILENCE = 3600.0  # seconds of ticks in one silence (see Ticker)
 CHUNK = 1 << 16
 
 
 class Ticker:
     """The tick times due before a packet at time t: every TICK_SECONDS of packet time, on a
-    fixed grid (a tick in a busy second changes nothing; one in a silent second is the point)."""
+    fixed grid (a tick in a busy second changes nothing; one in a silent second is the point).
+    A silence longer than LONGEST_SILENCE gets its first hour of ticks and then its last one:
+    by then every timer of argus has fired (its timeouts are minutes), and a file that joins
+    captures months apart does not become billions of ticks."""
 
     def __init__(self, every: float = TICK_SECONDS):
         self.every, self.next = every, None
@@ -47,9 +51,12 @@ class Ticker:
     def due(self, t: float) -> Iterator[float]:
         if self.next is None:
             self.next = math.floor(t / self.every) * self.every + self.every
+        silence_ends = self.next + LONGEST_SILENCE
         while self.next <= t:
             yield self.next
             self.next += self.every
+            if self.next > silence_ends:
+                self.next = max(self.next, math.floor(t / self.every) * self.every)
 
 
 def with_clock(stream: BinaryIO, every: float = TICK_SECONDS) -> Iterator[bytes]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from edge_ids.edge_runtime.argus import ArgusSource, argus_config, find_tools
-from edge_ids.edge_runtime.pcapclock import TICK_FRAME, with_clock
+from edge_ids.edge_runtime.pcapclock import LONGEST_SILENCE, TICK_FRAME, Ticker, with_clock
 from edge_ids.edge_runtime.pcapfile import check_capture
 from edge_ids.edge_runtime.records import RawSchema
 from edge_ids.flows import default_flow_schema
@@ -86,6 +86,16 @@ def test_a_tick_fills_every_silent_second_and_the_packets_stay_as_they_were(exce
     assert ticks == expected  # one a second, on the second, from the first packet to the last
     assert all(abs(b[0] - a[0]) <= 1 for a, b in zip(after, after[1:]))
     assert len(seconds) < len(expected)  # the excerpt is mostly silence: the ticks matter
+
+
+def test_a_silence_of_months_is_an_hour_of_ticks_and_the_last_second():
+    ticker = Ticker(1.0)
+    assert list(ticker.due(10.5)) == [] and list(ticker.due(13.2)) == [11.0, 12.0, 13.0]
+    months = list(ticker.due(1e9 + 0.3))
+    assert months[:2] == [14.0, 15.0] and months[-1] == 1e9
+    assert len(months) == LONGEST_SILENCE + 2  # not a billion
+    assert list(ticker.due(1e9 + 2.5)) == [1e9 + 1, 1e9 + 2]  # back on the grid
+    assert list(ticker.due(5.0)) == []  # a packet out of order ticks nothing
 
 
 def deadbolt_records(source: ArgusSource, schema: RawSchema) -> list[tuple[str, ...]]:
