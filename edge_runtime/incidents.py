@@ -123,29 +123,32 @@ class IncidentTracker:
 
         The records of a batch are taken device by device (a batch holds few devices), so the
         per-record work is a comparison or two; only the flows that are evidence go through
-        the episode's bookkeeping, in their order."""
+        the episode's bookkeeping, each device's in their order, whoever else a flow belongs to
+        (else how a batch was cut, which moves with all else on the network, changed them)."""
         events: list = []
-        groups: dict[tuple, list[int]] = {}
+        groups: dict[str, tuple[list[int], list]] = {}
         for r, owners in enumerate(devices):
-            if owners:
-                rows = groups.get(owners)
-                if rows is None:
-                    groups[owners] = [r]
-                else:
-                    rows.append(r)
-        for owners, rows in groups.items():
             for key, ip in owners:
-                self._observe_device(key, ip, rows, times, starts, scores, named_bits,
-                                     differences, flows, services, events)
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = ([r], [ip])
+                else:
+                    group[0].append(r)
+                    group[1].append(ip)
+        for key, (rows, ips) in groups.items():
+            self._observe_device(key, ips, rows, times, starts, scores, named_bits,
+                                 differences, flows, services, events)
         if len(times):
             self.clock = max(self.clock, max(times))
         self._sweep(events)
         return events
 
-    def _observe_device(self, key, ip, rows, times, starts, scores, named_bits, differences,
+    def _observe_device(self, key, ips, rows, times, starts, scores, named_bits, differences,
                         flows, services, events) -> None:
+        """rows: the device's records of the batch, in order; ips: its address in each."""
         settings = self.settings
-        device = self._device(key, ip, times[rows[0]], flows(rows[0]), events)
+        device = self._device(key, ips[0], times[rows[0]], flows(rows[0]), events)
+        device.ip = next((ip for ip in reversed(ips) if ip is not None), device.ip)
         device.flows += len(rows)
         latest = max(times[r] for r in rows)
         if latest > device.last_seen:
@@ -160,8 +163,9 @@ class IncidentTracker:
         episode = device.episode
         if episode is not None:
             episode.seen += len(rows) - len(candidates)  # the flagged ones count in _flag
+        ip_of = dict(zip(rows, ips)) if candidates else None
         for r in candidates:
-            t = times[r]
+            t, ip = times[r], ip_of[r]
             bits = 0.0
             if scores is not None and scores[r] > threshold:
                 bits = math.log2(scores[r] / threshold) if threshold > 0 else 64.0
@@ -213,8 +217,6 @@ class IncidentTracker:
         device = devices.pop(key, None)
         if device is not None:
             devices[key] = device  # now the most recently seen
-            if ip is not None and device.ip != ip:
-                device.ip = ip
             return device
         new = key not in self.settings.known
         device = devices[key] = _Device(key, ip, new, t)

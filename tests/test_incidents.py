@@ -156,6 +156,33 @@ def test_a_late_flow_resumes_its_episode_instead_of_starting_anew():
     assert late == in_order and len(late) == 1
 
 
+def test_a_devices_incidents_do_not_depend_on_how_its_flows_were_batched():
+    """The cam's flows in their order, some of them also the router's (DHCP, DNS): cut into
+    batches of any size, the same incidents. Grouped by a flow's devices, a batch once took the
+    cam's flows with the router after its own later ones, and its evidence moved with where
+    the batches were cut (how much else the network did)."""
+    router = ("00:1c:7f:53:d0:28", "192.168.1.1")
+    flows = [(T0 + 50 * i + (i % 3), 8.0 if i % 4 else 30.0, i % 2 == 0) for i in range(60)]
+
+    def run(size):
+        tracker, events = IncidentTracker(settings(threshold_bits=4.0), record_peaks=True), []
+        for k in range(0, len(flows), size):
+            part = flows[k:k + size]
+            owners = [((CAM, "192.168.1.129"),) + ((router,) if both else ())
+                      for _, _, both in part]
+            events += tracker.observe([t for t, _, _ in part], [t - 1 for t, _, _ in part],
+                                      owners, [s for _, s, _ in part], None, None,
+                                      lambda r: ("192.168.1.129", "68", "192.168.1.1", "67",
+                                                 "udp"), ["udp/67"] * len(part))
+        events += tracker.finish()
+        return [(e["incident"]["state"], e["incident"]["opened"], e["incident"]["peak_bits"])
+                for e in events if e["event_type"] == "incident"
+                and e["incident"]["state"] != "update"], tracker.episode_peaks
+
+    one_by_one = run(1)
+    assert one_by_one[0] and all(run(size) == one_by_one for size in (2, 3, 7, 60))
+
+
 def test_state_is_bounded_however_many_devices():
     tracker = IncidentTracker(settings(), max_devices=1000)
     macs = [f"02:00:00:00:{i // 256:02x}:{i % 256:02x}" for i in range(10_000)]
