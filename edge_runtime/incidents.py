@@ -13,10 +13,11 @@ in bits over the operating point, from two detectors:
   a handful of services, so for them a new one is strong evidence; a device that keeps using
   new ones earns little from it.
 
-A device's evidence takes the strongest of its flows each minute, counted from the episode's first flagged flow (a burst of status records from one
-reconnect counts once, and Argus's report interval does not change what an incident is) and decays with a
-half-life of five minutes, so it measures trouble that lasts, not one odd moment. Evidence rising from nothing starts an
-**episode**; when it crosses the bundle's incident threshold the episode becomes an incident
+A device's evidence takes the strongest of its flows each minute, counted from the episode's
+first flagged flow (a burst of status records from one reconnect counts once, and Argus's
+report interval does not change what an incident is), and decays with a half-life of five
+minutes, so it measures trouble that lasts, not one odd moment. Evidence rising from nothing
+starts an **episode**; when it crosses the bundle's incident threshold the episode becomes an incident
 (one EVE line, `event_type: "incident"`, state "open"), updated at most every ten minutes while
 flagged flows keep coming, and closed by a line when the device has had no flagged flow for 30
 minutes (or the input ended). A device with an open incident never opens a second one; a device
