@@ -25,7 +25,7 @@ import time
 from operator import itemgetter
 from typing import Iterator
 
-from .pcapclock import TICK_FILTER, with_clock
+from .pcapclock import TICK_FILTER, TICK_SECONDS, with_clock
 from .pcapfile import check_capture
 from .records import RawSchema, TruncatedInput
 from .sources import READ_BYTES, POLL_SECONDS, LineSource, LineSplitter
@@ -142,18 +142,20 @@ class ArgusSource(LineSource):
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._argus.stdout.close()  # ra holds it now: argus sees EPIPE if ra goes away
         if pcap is not None:
-            threading.Thread(target=self._feed, args=(pcap,), daemon=True).start()
+            threading.Thread(target=self._feed, args=(pcap, status_seconds),
+                             daemon=True).start()
         self._errors: list[bytes] = []  # the last lines either wrote to stderr
         for stream in (self._argus.stderr, self._ra.stderr):
             threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
         if interface is not None:
             self._check_started(interface)
 
-    def _feed(self, pcap: str) -> None:
-        """The capture, with its clock, into argus (which ends at the end of it)."""
+    def _feed(self, pcap: str, status_seconds: int) -> None:
+        """The capture, with its clock, into argus (which ends at the end of it); the clock
+        runs on past the last packet until argus has reported every flow still open."""
         try:
             with open(pcap, "rb") as f, self._argus.stdin as into:
-                for chunk in with_clock(f):
+                for chunk in with_clock(f, after=status_seconds + TICK_SECONDS):
                     into.write(chunk)
         except (BrokenPipeError, ValueError, OSError):
             pass  # argus went away (closed, or failed: _check_ended says why)

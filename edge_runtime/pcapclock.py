@@ -46,9 +46,10 @@ class Ticker:
     captures months apart does not become billions of ticks."""
 
     def __init__(self, every: float = TICK_SECONDS):
-        self.every, self.next = every, None
+        self.every, self.next, self.last = every, None, -math.inf
 
     def due(self, t: float) -> Iterator[float]:
+        self.last = max(self.last, t)
         if self.next is None:
             self.next = math.floor(t / self.every) * self.every + self.every
         silence_ends = self.next + LONGEST_SILENCE
@@ -59,21 +60,25 @@ class Ticker:
                 self.next = max(self.next, math.floor(t / self.every) * self.every)
 
 
-def with_clock(stream: BinaryIO, every: float = TICK_SECONDS) -> Iterator[bytes]:
+def with_clock(stream: BinaryIO, every: float = TICK_SECONDS, after: float = 0.0
+               ) -> Iterator[bytes]:
     """The capture's bytes, with tick frames inserted (pcap or pcapng; what is neither, or cut
-    short, is passed on as it is: pcapfile.check_capture says what is wrong with it)."""
+    short, is passed on as it is: pcapfile.check_capture says what is wrong with it), and
+    `after` seconds of them past the last packet: live, argus reports a flow still open at the
+    end by its status timer, and so does argus here, instead of racing its own exit for it."""
     head = stream.read(4)
     if head in PCAP_MAGIC:
-        yield from _pcap(stream, head, PCAP_MAGIC[head], every)
+        yield from _pcap(stream, head, PCAP_MAGIC[head], every, after)
     elif head == PCAPNG_MAGIC:
-        yield from _pcapng(stream, head, every)
+        yield from _pcapng(stream, head, every, after)
     else:
         yield head
     while chunk := stream.read(CHUNK):
         yield chunk
 
 
-def _pcap(stream: BinaryIO, magic: bytes, order: str, every: float) -> Iterator[bytes]:
+def _pcap(stream: BinaryIO, magic: bytes, order: str, every: float, after: float
+          ) -> Iterator[bytes]:
     header = magic + stream.read(20)
     yield header
     if len(header) < 24 or struct.unpack_from(order + "I", header, 20)[0] & 0xFFFF != ETHERNET:
@@ -81,17 +86,22 @@ def _pcap(stream: BinaryIO, magic: bytes, order: str, every: float) -> Iterator[
     fraction = 1e9 if magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1e6
     record = struct.Struct(order + "IIII")
     ticker = Ticker(every)
+    def ticks(t: float) -> Iterator[bytes]:
+        for tick in ticker.due(t):
+            whole = math.floor(tick)
+            yield record.pack(whole, round((tick - whole) * fraction), len(TICK_FRAME),
+                              len(TICK_FRAME)) + TICK_FRAME
+
     while len(packet_header := stream.read(16)) == 16:
         seconds, part, captured, _ = record.unpack(packet_header)
-        for t in ticker.due(seconds + part / fraction):
-            whole = math.floor(t)
-            yield record.pack(whole, round((t - whole) * fraction), len(TICK_FRAME),
-                              len(TICK_FRAME)) + TICK_FRAME
+        yield from ticks(seconds + part / fraction)
         yield packet_header + stream.read(captured)
     yield packet_header
+    if not packet_header and ticker.next is not None:  # the file ended whole
+        yield from ticks(ticker.last + after)
 
 
-def _pcapng(stream: BinaryIO, magic: bytes, every: float) -> Iterator[bytes]:
+def _pcapng(stream: BinaryIO, magic: bytes, every: float, after: float) -> Iterator[bytes]:
     order, tick_interface, ticker = "<", None, Ticker(every)
     interfaces: list[float] = []  # per interface of the section: its time unit, in seconds
     start = magic + stream.read(4)
@@ -122,6 +132,9 @@ def _pcapng(stream: BinaryIO, magic: bytes, every: float) -> Iterator[bytes]:
                 return  # cut short: argus reads to the cut, check_capture says where
         start = stream.read(8)
     yield start
+    if not start and tick_interface is not None and ticker.next is not None:  # ended whole
+        for t in ticker.due(ticker.last + after):
+            yield _tick_block(order, tick_interface, t, interfaces[tick_interface])
 
 
 def _time_unit(body: bytes, order: str) -> float:

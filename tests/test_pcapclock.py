@@ -88,6 +88,17 @@ def test_a_tick_fills_every_silent_second_and_the_packets_stay_as_they_were(exce
     assert len(seconds) < len(expected)  # the excerpt is mostly silence: the ticks matter
 
 
+def test_the_clock_runs_on_past_the_last_packet_when_asked(excerpt, tmp_path):
+    """So that argus reports the flow still open at the end by its status timer, every time,
+    instead of only when its exit happens to come late enough."""
+    ticked = tmp_path / "ticked.pcap"
+    with open(excerpt["pcap"], "rb") as f:
+        ticked.write_bytes(b"".join(with_clock(f, after=6.0)))
+    after = packets(ticked)
+    last = max(t for t, frame in after if frame != TICK_FRAME)
+    assert after[-1][1] == TICK_FRAME and after[-1][0] == math.floor(last + 6.0)
+
+
 def test_a_silence_of_months_is_an_hour_of_ticks_and_the_last_second():
     ticker = Ticker(1.0)
     assert list(ticker.due(10.5)) == [] and list(ticker.due(13.2)) == [11.0, 12.0, 13.0]
