@@ -86,6 +86,7 @@ def _pcap(stream: BinaryIO, magic: bytes, order: str, every: float, after: float
     fraction = 1e9 if magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1e6
     record = struct.Struct(order + "IIII")
     ticker = Ticker(every)
+
     def ticks(t: float) -> Iterator[bytes]:
         for tick in ticker.due(t):
             whole = math.floor(tick)
@@ -104,6 +105,11 @@ def _pcap(stream: BinaryIO, magic: bytes, order: str, every: float, after: float
 def _pcapng(stream: BinaryIO, magic: bytes, every: float, after: float) -> Iterator[bytes]:
     order, tick_interface, ticker = "<", None, Ticker(every)
     interfaces: list[float] = []  # per interface of the section: its time unit, in seconds
+
+    def ticks(t: float) -> Iterator[bytes]:
+        for tick in ticker.due(t):
+            yield _tick_block(order, tick_interface, tick, interfaces[tick_interface])
+
     start = magic + stream.read(4)
     while len(start) == 8:
         if start[:4] == PCAPNG_MAGIC:  # a section: its byte order, and no interfaces yet
@@ -125,16 +131,14 @@ def _pcapng(stream: BinaryIO, magic: bytes, every: float, after: float) -> Itera
             elif kind == 6 and tick_interface is not None and len(body) >= 20:  # a packet
                 interface, high, low = struct.unpack_from(order + "III", body)
                 if interface < len(interfaces):
-                    for t in ticker.due(((high << 32) | low) * interfaces[interface]):
-                        yield _tick_block(order, tick_interface, t, interfaces[tick_interface])
+                    yield from ticks(((high << 32) | low) * interfaces[interface])
             yield start + body
             if len(body) < length - 8:
                 return  # cut short: argus reads to the cut, check_capture says where
         start = stream.read(8)
     yield start
     if not start and tick_interface is not None and ticker.next is not None:  # ended whole
-        for t in ticker.due(ticker.last + after):
-            yield _tick_block(order, tick_interface, t, interfaces[tick_interface])
+        yield from ticks(ticker.last + after)
 
 
 def _time_unit(body: bytes, order: str) -> float:

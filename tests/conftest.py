@@ -108,6 +108,29 @@ def net_bundle(data_dir) -> Path:
     shutil.rmtree(out)
 
 
+@pytest.fixture
+def veth_pair():
+    """Two ends of a veth pair: one here, one in a network namespace made for this test."""
+    import subprocess
+
+    if not all(map(shutil.which, ("ip", "tcpreplay"))):
+        pytest.skip("needs ip and tcpreplay (apt-get install iproute2 tcpreplay)")
+    tag = f"eids{os.getpid() % 100000}"
+    here, there, namespace = f"{tag}a", f"{tag}b", f"{tag}ns"
+    commands = [["ip", "netns", "add", namespace],
+                ["ip", "link", "add", here, "type", "veth", "peer", "name", there],
+                ["ip", "link", "set", there, "netns", namespace],
+                ["ip", "link", "set", here, "up"],
+                ["ip", "netns", "exec", namespace, "ip", "link", "set", there, "up"]]
+    try:
+        for command in commands:
+            subprocess.run(command, check=True, capture_output=True)
+        yield here, there, namespace
+    finally:  # deleting the namespace deletes its end, and so the pair
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+        subprocess.run(["ip", "link", "del", here], capture_output=True)
+
+
 @pytest.fixture(scope="session")
 def captures(data_dir) -> dict[str, Path]:
     """The two IoT-23 captures: benign Philips Hue traffic, and a Mirai bot's IRC C&C."""

@@ -194,32 +194,11 @@ class StreamLines:
         return "".join(self.lines)
 
 
-@pytest.fixture
-def veth_pair():
-    """Two ends of a veth pair: one here, one in a network namespace made for this test."""
-    if unit_sandbox.missing():  # the daemon runs in the capture unit's sandbox
-        pytest.skip(unit_sandbox.missing())
-    if not all(map(shutil.which, ("ip", "tcpreplay"))):
-        pytest.skip("needs ip and tcpreplay (apt-get install iproute2 tcpreplay)")
-    tag = f"eids{os.getpid() % 100000}"
-    here, there, namespace = f"{tag}a", f"{tag}b", f"{tag}ns"
-    commands = [["ip", "netns", "add", namespace],
-                ["ip", "link", "add", here, "type", "veth", "peer", "name", there],
-                ["ip", "link", "set", there, "netns", namespace],
-                ["ip", "link", "set", here, "up"],
-                ["ip", "netns", "exec", namespace, "ip", "link", "set", there, "up"]]
-    try:
-        for command in commands:
-            subprocess.run(command, check=True, capture_output=True)
-        yield here, there, namespace
-    finally:  # deleting the namespace deletes its end, and so the pair
-        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
-        subprocess.run(["ip", "link", "del", here], capture_output=True)
-
-
 def test_replayed_traffic_on_an_interface_arrives_as_alerts(veth_pair, captures, net_bundle):
     """The daemon runs as the capture unit would: as nobody, with only the unit's ambient
     capabilities and under its system-call filter (tests/unit_sandbox.py)."""
+    if unit_sandbox.missing():
+        pytest.skip(unit_sandbox.missing())
     here, there, namespace = veth_pair
     folder = Path(tempfile.mkdtemp())
     folder.chmod(0o777)  # the daemon runs as nobody

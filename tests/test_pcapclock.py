@@ -155,33 +155,22 @@ def test_a_pcapng_of_two_snapshot_lengths_is_read_whole(excerpt):
 
 
 @pytest.mark.slow
-def test_a_capture_meters_as_argus_meters_the_same_packets_live(excerpt):
+def test_a_capture_meters_as_argus_meters_the_same_packets_live(excerpt, veth_pair):
     """Two minutes in real time: tcpreplay sends the excerpt at its own pace into a veth pair
     whose other end live argus reads."""
-    if not all(map(shutil.which, ("ip", "tcpreplay"))):
-        pytest.skip("needs apt-get install iproute2 tcpreplay")
+    here, there, namespace = veth_pair
     schema = default_flow_schema()
-    tag = f"eidsclk{int(time.time()) % 10000}"
-    here, there, namespace = f"{tag}a", f"{tag}b", f"{tag}n"
+    source, stop, lines = ArgusSource(schema, interface=here), threading.Event(), []
+    reader = threading.Thread(target=lambda: [lines.extend(b) for b in source.batches(stop)])
+    reader.start()
     try:
-        for command in (["ip", "netns", "add", namespace],
-                        ["ip", "link", "add", here, "type", "veth", "peer", "name", there],
-                        ["ip", "link", "set", there, "netns", namespace],
-                        ["ip", "link", "set", here, "up"],
-                        ["ip", "netns", "exec", namespace, "ip", "link", "set", there, "up"]):
-            subprocess.run(command, check=True, capture_output=True)
-        source, stop, lines = ArgusSource(schema, interface=here), threading.Event(), []
-        reader = threading.Thread(target=lambda: [lines.extend(b) for b in source.batches(stop)])
-        reader.start()
         subprocess.run(["ip", "netns", "exec", namespace, "tcpreplay", "-i", there,
                         str(excerpt["pcap"])], check=True, capture_output=True, timeout=300)
         time.sleep(2 * 5 + 2)  # two status intervals: argus reports what is still open
+    finally:
         stop.set()
         reader.join(30)
         source.close()
-    finally:
-        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
-        subprocess.run(["ip", "link", "del", here], capture_output=True)
     flags, gap = schema.names.index("Flgs"), schema.names.index("SrcGap")
     address, packets_ = schema.names.index("SrcAddr"), schema.names.index("TotPkts")
     live = [(f[flags].strip(), f[gap], f[packets_]) for f in
