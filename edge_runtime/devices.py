@@ -16,8 +16,11 @@ addresses cannot grow memory).
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from itertools import islice
 from typing import Iterable
+
+import numpy as np
 
 DEFAULT_HOME_NET = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe80::/10")
 ADDRESS_COLUMNS = {"src": ("SrcAddr", "saddr"), "dst": ("DstAddr", "daddr")}
@@ -165,6 +168,56 @@ class DeviceMap:
             self._mac_of_ip.pop(next(iter(self._mac_of_ip)))  # the oldest binding
         self._mac_of_ip[address] = mac
         self._memo.clear()
+
+
+@dataclass
+class Pairs:
+    """A batch's (record, device) pairs, grouped by device: device d's are bounds[d]:bounds[d+1]."""
+
+    keys: list[str]  # the batch's devices, in the order they first appear
+    rows: np.ndarray  # per pair: its record
+    devices: np.ndarray  # per pair: its device (index into keys)
+    slots: np.ndarray  # per pair: the device's place in the record's tuple
+    has_ip: np.ndarray  # per pair: the record gives the device's address
+    bounds: np.ndarray
+
+
+class Owners:
+    """The devices of a batch's records, each distinct tuple of (key, ip) once, and per record
+    the index of its tuple: flows repeat their devices, so what is done per tuple (a device's
+    threshold, its place in the batch) is not done per record."""
+
+    def __init__(self, owners: list[tuple]):
+        index: dict[tuple, int] = {}
+        self.codes = np.array([index.setdefault(o, len(index)) for o in owners], dtype=np.intp)
+        self.tuples = list(index)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, r: int) -> tuple:
+        return self.tuples[self.codes[r]]
+
+    def pairs(self) -> "Pairs":
+        """Every (record, device) pair, device by device (numbered in the order they first
+        appear) and in record order within one."""
+        keys: dict[str, int] = {}
+        shape = (len(self.tuples), max(map(len, self.tuples), default=0))
+        at, has_ip = np.full(shape, -1, np.intp), np.zeros(shape, bool)
+        for t, owners in enumerate(self.tuples):
+            for j, (key, ip) in enumerate(owners):
+                at[t, j] = keys.setdefault(key, len(keys))
+                has_ip[t, j] = ip is not None
+        per_record = at[self.codes]
+        rows, slots = np.nonzero(per_record >= 0)  # row-major: in record order
+        devices = per_record[rows, slots]
+        order = np.argsort(devices, kind="stable")  # stable: record order within a device
+        rows, devices, slots = rows[order], devices[order], slots[order]
+        return Pairs(list(keys), rows, devices, slots, has_ip[self.codes[rows], slots],
+                     np.searchsorted(devices, np.arange(len(keys) + 1)))
+
+    def ip(self, row: int, slot: int) -> str | None:
+        return self.tuples[self.codes[row]][slot][1]
 
 
 def device_label(key: str, ip: str | None) -> dict:

@@ -38,8 +38,10 @@ import math
 
 import numpy as np
 
-from .devices import device_label
+from .devices import Owners, device_label
+from .incident_lines import incident_event, new_device_event
 from .incident_settings import IncidentSettings
+from .services import ServiceIndex
 
 SLOT_SECONDS = 60.0  # a device's evidence grows by its strongest flagged flow of each minute
 MAX_DEVICES = 16384
@@ -96,7 +98,7 @@ class IncidentTracker:
 
     def __init__(self, settings: IncidentSettings, features: list[tuple[str, bool]] = (),
                  max_devices: int = MAX_DEVICES, record_peaks: bool = False):
-        self.settings = settings
+        self.settings = settings  # (and the services and decay that come with it)
         self.features = list(features)  # per model input: (raw column, is one-hot)
         self.max_devices = max_devices
         # plain dicts keep insertion order: re-inserting a device moves it to the end, so the
@@ -110,6 +112,15 @@ class IncidentTracker:
         self.opened = self.closed = self.new_devices = 0
         self.peaks: list[float] | None = [] if record_peaks else None
         self.timelines = False  # flagged flows per quarter hour per device, for the page
+
+    @property
+    def settings(self) -> IncidentSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: IncidentSettings) -> None:
+        self._settings = settings
+        self.index = ServiceIndex(settings.services)
         self._decay = math.log(2) / settings.half_life
 
     # -- one batch ------------------------------------------------------------------------------
@@ -117,79 +128,95 @@ class IncidentTracker:
     def observe(self, times, starts, devices, scores, named_bits, differences, flows,
                 services) -> list:
         """times/starts: per record (flow end and start, Unix s); devices: per record a tuple of
-        (key, ip); scores: anomaly scores or None; named_bits: the classifier's evidence per
-        record or None; differences: the anomaly model's (input - reconstruction) rows or None;
-        flows(r): record r's (src, sport, dst, dport, proto) texts, for peers; services: per
-        record its service ("tcp/443").
+        (key, ip), or their Owners; scores: anomaly scores or None; named_bits: the classifier's
+        evidence per record or None; differences: the anomaly model's (input - reconstruction)
+        rows or None; flows(r): record r's (src, sport, dst, dport, proto) texts, for peers;
+        services: per record its service ("tcp/443").
 
-        The records of a batch are taken device by device (a batch holds few devices), so the
-        per-record work is a comparison or two; only the flows that are evidence go through
-        the episode's bookkeeping, each device's in their order, whoever else a flow belongs to
-        (else how a batch was cut, which moves with all else on the network, changed them)."""
+        Which records are evidence for which of their devices is found for the whole batch at
+        once (numpy); only those flows go through the episode's bookkeeping, device by device
+        and each device's in their order, whoever else a flow belongs to (else how a batch was
+        cut, which moves with all else on the network, changed them)."""
         events: list = []
-        groups: dict[str, tuple[list[int], list]] = {}
-        for r, owners in enumerate(devices):
-            for key, ip in owners:
-                group = groups.get(key)
-                if group is None:
-                    groups[key] = ([r], [ip])
-                else:
-                    group[0].append(r)
-                    group[1].append(ip)
-        for key, (rows, ips) in groups.items():
-            self._observe_device(key, ips, rows, times, starts, scores, named_bits,
-                                 differences, flows, services, events)
-        if len(times):
-            self.clock = max(self.clock, max(times))
+        owners = devices if isinstance(devices, Owners) else Owners(devices)
+        if len(owners):
+            services = np.asarray(services, dtype=str)
+            times = np.asarray(times, dtype=np.float64)
+            self._observe(owners.pairs(), owners, times, starts,
+                          None if scores is None else np.asarray(scores, dtype=np.float64),
+                          None if named_bits is None else np.asarray(named_bits, np.float64),
+                          differences, flows, services, events)
+            self.clock = max(self.clock, float(times.max()))
         self._sweep(events)
         return events
 
-    def _observe_device(self, key, ips, rows, times, starts, scores, named_bits, differences,
-                        flows, services, events) -> None:
-        """rows: the device's records of the batch, in order; ips: its address in each."""
-        settings = self.settings
-        device = self._device(key, ips[0], times[rows[0]], flows(rows[0]), events)
-        device.ip = next((ip for ip in reversed(ips) if ip is not None), device.ip)
-        device.flows += len(rows)
-        latest = max(times[r] for r in rows)
-        if latest > device.last_seen:
-            device.last_seen = latest
-        threshold = settings.threshold(key)
-        used = settings.services.get(key) if settings.services is not None else None
-        new_bits = settings.service_bits.get(key, 0.0) if used is not None else 0.0
-        candidates = [r for r in rows
-                      if (scores is not None and scores[r] > threshold)
-                      or (named_bits is not None and named_bits[r] > 0)
-                      or (new_bits > 0 and services[r] not in used)]
+    def _observe(self, pairs, owners, times, starts, scores, named_bits, differences, flows,
+                 services, events) -> None:
+        settings, keys, rows = self.settings, pairs.keys, pairs.rows
+        thresholds = [settings.threshold(k) for k in keys]
+        new_bits = [settings.service_bits.get(k, 0.0) if settings.services is not None
+                    and settings.services.get(k) is not None else 0.0 for k in keys]
+        # per pair: is the record evidence for that device?
+        novel = (np.array(new_bits)[pairs.devices] > 0) & \
+            self.index.unused(keys, pairs.devices, services[rows])
+        flagged = novel.copy()
+        if scores is not None:
+            flagged |= scores[rows] > np.array(thresholds)[pairs.devices]
+        if named_bits is not None:
+            flagged |= named_bits[rows] > 0
+        bounds = pairs.bounds
+        candidates = np.flatnonzero(flagged)
+        cuts = np.searchsorted(candidates, bounds).tolist()
+        latest = np.maximum.reduceat(times[rows], bounds[:-1]).tolist()
+        with_ip = np.maximum.reduceat(np.where(pairs.has_ip, np.arange(len(rows)), -1),
+                                      bounds[:-1]).tolist()
+        firsts, counts = bounds[:-1].tolist(), np.diff(bounds).tolist()
+        rows_, slots, novel = rows.tolist(), pairs.slots.tolist(), novel.tolist()
+        times = times.tolist()
+        for d, key in enumerate(keys):
+            first = firsts[d]
+            r = rows_[first]
+            device = self._device(key, owners.ip(r, slots[first]), times[r], flows, r, events)
+            if with_ip[d] >= first:
+                device.ip = owners.ip(rows_[with_ip[d]], slots[with_ip[d]])
+            device.flows += counts[d]
+            if latest[d] > device.last_seen:
+                device.last_seen = latest[d]
+            mine = candidates[cuts[d]:cuts[d + 1]].tolist()
+            if device.episode is not None:
+                device.episode.seen += counts[d] - len(mine)  # the flagged ones count in _flag
+            for p in mine:
+                self._evidence(device, rows_[p], owners.ip(rows_[p], slots[p]), times,
+                               starts, scores, named_bits, thresholds[d],
+                               new_bits[d] if novel[p] else 0.0, differences, flows,
+                               services, events)
+
+    def _evidence(self, device, r, ip, times, starts, scores, named_bits, threshold, new_bits,
+                  differences, flows, services, events) -> None:
+        """Record r is evidence for the device: its bits, then the episode it belongs to."""
+        settings, t = self.settings, times[r]
+        score = None if scores is None else float(scores[r])
+        bits = 0.0
+        if score is not None and score > threshold:
+            bits = math.log2(score / threshold) if threshold > 0 else 64.0
+        if named_bits is not None and named_bits[r] > bits:
+            bits = float(named_bits[r])
+        if bits > settings.max_flow_bits:
+            bits = settings.max_flow_bits
+        bits += new_bits  # a service it never used while learning
         episode = device.episode
-        if episode is not None:
-            episode.seen += len(rows) - len(candidates)  # the flagged ones count in _flag
-        ip_of = dict(zip(rows, ips)) if candidates else None
-        for r in candidates:
-            t, ip = times[r], ip_of[r]
-            bits = 0.0
-            if scores is not None and scores[r] > threshold:
-                bits = math.log2(scores[r] / threshold) if threshold > 0 else 64.0
-            if named_bits is not None and named_bits[r] > bits:
-                bits = named_bits[r]
-            if bits > settings.max_flow_bits:
-                bits = settings.max_flow_bits
-            if new_bits > 0 and services[r] not in used:
-                bits += new_bits
-            episode = device.episode
-            if episode is not None and t - episode.last_flagged >= settings.close_after:
-                self._end(device, events, f"no flagged flow for "
-                                          f"{settings.close_after / 60:g} min",
-                          episode.last_flagged + settings.close_after)
-                episode = None  # (ended before this flow, whatever the batch boundaries)
-            if episode is None:
-                episode = device.episode = self._episode(device, t)
-                self.active[key] = device
-                if len(self.active) > MAX_EPISODES:
-                    self._drop_weakest(events)
-            self._flag(device, episode, r, bits, t, starts[r], ip, flows(r),
-                       None if scores is None else scores[r] / threshold, differences,
-                       services[r], events)
+        if episode is not None and t - episode.last_flagged >= settings.close_after:
+            self._end(device, events, f"no flagged flow for {settings.close_after / 60:g} min",
+                      episode.last_flagged + settings.close_after)
+            episode = None  # (ended before this flow, whatever the batch boundaries)
+        if episode is None:
+            episode = device.episode = self._episode(device, t)
+            self.active[device.key] = device
+            if len(self.active) > MAX_EPISODES:
+                self._drop_weakest(events)
+        self._flag(device, episode, r, bits, t, float(starts[r]), ip, flows(r),
+                   None if score is None else score / threshold, differences,
+                   str(services[r]), events)
 
     def _drop_weakest(self, events: list) -> None:
         """Bounded state with many devices in trouble at once: the episode with the least
@@ -213,7 +240,9 @@ class IncidentTracker:
                 return episode
         return _Episode(t, len(self.features))
 
-    def _device(self, key: str, ip: str | None, t: float, flow, events: list) -> _Device:
+    def _device(self, key: str, ip: str | None, t: float, flows, r: int, events: list
+                ) -> _Device:
+        """The device, now the most recently seen; a new one is announced with its flow r."""
         devices = self.devices
         device = devices.pop(key, None)
         if device is not None:
@@ -223,7 +252,7 @@ class IncidentTracker:
         device = devices[key] = _Device(key, ip, new, t)
         if new and self.evicted_new.pop(key, False) is False:  # never named before
             self.new_devices += 1
-            events.append(self._new_device_event(device, t, flow))
+            events.append(new_device_event(device, t, flows(r)))
         if len(self.devices) > self.max_devices:
             self._evict(events)
         return device
@@ -278,7 +307,7 @@ class IncidentTracker:
             self.opened += 1
             episode.opened = t
             episode.last_line, episode.lines_flagged = t, episode.flagged
-            events.append(self._incident_event(device, episode, "open", t))
+            events.append(self._line(device, episode, "open", t))
 
     def _sweep(self, events: list) -> None:
         """Close what has been quiet long enough; update what is due; forget ended episodes
@@ -298,7 +327,7 @@ class IncidentTracker:
             elif episode.incident is not None and episode.flagged > episode.lines_flagged \
                     and self.clock - episode.last_line >= settings.update_every:
                 episode.last_line, episode.lines_flagged = self.clock, episode.flagged
-                events.append(self._incident_event(device, episode, "update", self.clock))
+                events.append(self._line(device, episode, "update", self.clock))
 
     def _end(self, device: _Device, events: list, reason: str, at: float | None = None
              ) -> None:
@@ -310,7 +339,7 @@ class IncidentTracker:
             self.peaks.append(episode.peak)
         if episode.incident is not None:
             self.closed += 1
-            events.append(self._incident_event(device, episode, "closed", max(
+            events.append(self._line(device, episode, "closed", max(
                 self.clock, episode.last) if at is None else at, reason))
             device.ended = None
         else:
@@ -331,50 +360,9 @@ class IncidentTracker:
             self._end(device, events, reason)
         return events
 
-    # -- what the lines say ---------------------------------------------------------------------
-
-    def _new_device_event(self, device: _Device, t: float, flow) -> dict:
-        src, sport, dst, dport, proto = flow
-        return {"time": t, "event_type": "new_device",
-                "device": device_label(device.key, device.ip),
-                "new_device": {"first_flow": t, "flow": {"src_ip": src, "src_port": sport,
-                                                         "dest_ip": dst, "dest_port": dport,
-                                                         "proto": proto}}}
-
-    def _incident_event(self, device: _Device, episode: _Episode, state: str, t: float,
-                        reason: str | None = None) -> dict:
-        body = {"id": episode.incident, "state": state, "new_device": device.new,
-                "opened": episode.opened, "first_flow": episode.first,
-                "last_flow": episode.last, "flows_flagged": episode.flagged,
-                "flows_seen": episode.seen, "evidence_bits": round(episode.evidence, 3),
-                "peak_bits": round(episode.peak, 3),
-                "threshold_bits": round(self.settings.threshold_bits, 3),
-                "max_score_ratio": round(episode.max_ratio, 3),
-                "peers": _top(episode.peers, "ip"), "ports": _top(episode.ports, "port"),
-                "why": self._why(episode)}
-        if reason:
-            body["reason"] = reason
-        return {"time": t, "event_type": "incident", "device": device_label(device.key,
-                                                                            device.ip),
-                "incident": body}
-
-    def _why(self, episode: _Episode) -> list[dict]:
-        """The raw columns whose features the model reconstructed worst, by share of the
-        evidence-weighted squared error, with the direction of the difference."""
-        if episode.errors is None or not episode.errors[0].sum() > 0:
-            return []
-        by_column: dict[str, list] = {}
-        for (column, one_hot), error, sign in zip(self.features, episode.errors[0].tolist(),
-                                                  episode.errors[1].tolist()):
-            entry = by_column.setdefault(column, [0.0, 0.0, one_hot])
-            entry[0] += error
-            entry[1] += sign
-        total = sum(e[0] for e in by_column.values())
-        ranked = sorted(by_column.items(), key=lambda kv: -kv[1][0])[:3]
-        return [{"feature": column, "share": round(error / total, 3),
-                 "direction": "unusual value" if one_hot else
-                 ("higher" if sign > 0 else "lower") + " than normal"}
-                for column, (error, sign, one_hot) in ranked]
+    def _line(self, device, episode, state: str, t: float, reason: str | None = None) -> dict:
+        return incident_event(device, episode, state, t, self.settings.threshold_bits,
+                              self.features, reason)
 
     def snapshot(self) -> list[dict]:
         """The devices remembered now (for the operator's page): newest first."""
@@ -397,7 +385,3 @@ def _bin(device: _Device, t: float) -> None:
     device.timeline[slot] = device.timeline.get(slot, 0) + 1
     if len(device.timeline) > TIMELINE_BINS:
         del device.timeline[min(device.timeline)]
-
-
-def _top(counter: dict, name: str) -> list[dict]:
-    return [{name: k, "flows": v} for k, v in sorted(counter.items(), key=lambda kv: -kv[1])[:5]]

@@ -11,10 +11,11 @@ import time
 import numpy as np
 
 from .detector import Detector, Verdicts
-from .devices import DeviceMap, HomeNet, remember
+from .devices import DeviceMap, HomeNet, Owners, remember
 from .incident_settings import IncidentSettings
 from .incidents import MAX_DEVICES, IncidentTracker
 from .records import Records
+from .services import services_of
 
 TIME_COLUMNS = ("LastTime", "StartTime")  # Argus ltime, stime (ra -u: Unix seconds)
 FLOW_COLUMNS = (("SrcAddr", "saddr"), ("Sport", "sport"), ("DstAddr", "daddr"),
@@ -46,14 +47,6 @@ def flow_times(records: Records, now: float | None = None
     end = np.where(np.isfinite(end), end, np.where(np.isfinite(start), start, now))
     start = np.where(np.isfinite(start), np.minimum(start, end), end)
     return end, start, own
-
-
-def service_of(proto: str, sport: str, dport: str) -> str:
-    """A flow's service: its protocol and the lower of its two ports (the well-known side,
-    whichever way Argus saw the flow start), or the protocol alone (ICMP, ARP, ...)."""
-    if sport.isdigit() and dport.isdigit():
-        return f"{proto}/{min(int(sport), int(dport))}"
-    return proto or "?"
 
 
 def _to_float(texts: np.ndarray) -> np.ndarray:
@@ -101,26 +94,26 @@ class DeviceWatch:
         return tuple(dict.fromkeys((*self.map.text_columns, *self.time_columns,
                                     *filter(None, self.flow_columns))))
 
-    def devices(self, records: Records) -> tuple[list[tuple], np.ndarray]:
+    def devices(self, records: Records) -> tuple[Owners | list, np.ndarray]:
         """(the devices of each record, the anomaly threshold each is held to: the lowest of its
         devices' own, so that a flow unusual for either is flagged)."""
         if not self.map.usable:
             return [()] * len(records), np.full(len(records),
                                                 self.settings.fallback_threshold)
-        owners = self.map.attribute(records.columns)
+        owners = Owners(self.map.attribute(records.columns))
         settings, memo = self.settings, self._thresholds
-        thresholds = [memo.get(devices) for devices in owners]  # one lookup a record
-        if None in thresholds:
-            for r, value in enumerate(thresholds):
-                if value is None:
-                    devices = owners[r]
-                    value = thresholds[r] = min((settings.threshold(k) for k, _ in devices),
-                                                default=settings.fallback_threshold)
-                    remember(memo, devices, value)
-        return owners, np.array(thresholds, dtype=np.float64)
+        thresholds = []
+        for devices in owners.tuples:  # once per distinct tuple of devices, not per record
+            value = memo.get(devices)
+            if value is None:
+                value = min((settings.threshold(k) for k, _ in devices),
+                            default=settings.fallback_threshold)
+                remember(memo, devices, value)
+            thresholds.append(value)
+        return owners, np.array(thresholds, dtype=np.float64)[owners.codes]
 
-    def observe(self, records: Records, verdicts: Verdicts, owners: list[tuple],
-                now: float | None = None, times=None) -> list[dict]:
+    def observe(self, records: Records, verdicts: Verdicts, owners, now: float | None = None,
+                times=None) -> list[dict]:
         """The incident and new-device events of a batch. `times`: flow_times(records), if
         the caller has them already."""
         end, start, _ = times if times is not None else flow_times(records, now)
@@ -129,20 +122,11 @@ class DeviceWatch:
         def flow(r: int) -> tuple:  # only for the few flows an event names
             return tuple(str(c[r]) if c is not None else "" for c in columns)
 
-        return self.tracker.observe(end.tolist(), start.tolist(), owners,
-                                    None if verdicts.anomaly_scores is None
-                                    else verdicts.anomaly_scores.tolist(),
+        n = len(records)
+        _, sport, _, dport, proto = (c if c is not None else np.full(n, "") for c in columns)
+        return self.tracker.observe(end, start, owners, verdicts.anomaly_scores,
                                     self._named_bits(verdicts), verdicts.differences, flow,
-                                    self._services(columns, len(records)))
-
-    def _services(self, columns: list, n: int) -> list[str]:
-        """Each record's service: its protocol and the lower of its two ports. Decimal ports
-        compare by length, then as text, so no port is converted to a number."""
-        _, sport, _, dport, proto = (c.tolist() if c is not None else [""] * n
-                                     for c in columns)
-        return [(p + "/" + (s if (len(s), s) < (len(d), d) else d))
-                if s.isdigit() and d.isdigit() else (p or "?")
-                for p, s, d in zip(proto, sport, dport)]
+                                    services_of(proto, sport, dport))
 
     def _named_bits(self, verdicts: Verdicts) -> list[float] | None:
         """A flow the classifier names as an attack: log2(normal_threshold / P(normal)), in
@@ -151,7 +135,7 @@ class DeviceWatch:
             return None
         named = verdicts.classes != self.normal_index
         bits = np.log2(self.normal_threshold / np.maximum(verdicts.normal_probability, 1 / 256))
-        return np.where(named, np.clip(bits, 0.0, MAX_NAMED_BITS), 0.0).tolist()
+        return np.where(named, np.clip(bits, 0.0, MAX_NAMED_BITS), 0.0)
 
     def finish(self, reason: str = "end of input") -> list[dict]:
         return self.tracker.finish(reason)

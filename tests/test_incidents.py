@@ -13,7 +13,7 @@ from edge_ids.edge_runtime.devices import DeviceMap, HomeNet, parse_home_net, un
 from edge_ids.edge_runtime.incident_settings import IncidentSettings, SettingsError, \
     read_settings
 from edge_ids.edge_runtime.incidents import IncidentTracker
-from edge_ids.edge_runtime.watch import service_of
+from edge_ids.edge_runtime.services import service_of
 
 T0 = 1_615_600_000.0
 CAM, HUB, NEW = "f4:b8:5e:ff:2b:1b", "24:6f:28:d9:a7:64", "02:00:00:00:00:01"

@@ -34,8 +34,8 @@ from ..edge_runtime.detector import Detector
 from ..edge_runtime.devices import DeviceMap
 from ..edge_runtime.incident_settings import (CLOSE_AFTER_SECONDS, HALF_LIFE_SECONDS,
                                               UPDATE_EVERY_SECONDS, IncidentSettings)
-from ..edge_runtime.watch import FLOW_COLUMNS, DeviceWatch, anomaly_features, flow_times, \
-    service_of
+from ..edge_runtime.services import service_of
+from ..edge_runtime.watch import FLOW_COLUMNS, DeviceWatch, anomaly_features, flow_times
 from .operating_point import MIN_FALSE_ALARMS
 
 WEEK = 7 * 86400.0

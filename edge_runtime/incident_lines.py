@@ -1,0 +1,53 @@
+"""What an incident's and a new device's EVE lines say (incidents.py keeps the state)."""
+from __future__ import annotations
+
+from .devices import device_label
+
+
+def new_device_event(device, t: float, flow) -> dict:
+    src, sport, dst, dport, proto = flow
+    return {"time": t, "event_type": "new_device",
+            "device": device_label(device.key, device.ip),
+            "new_device": {"first_flow": t, "flow": {"src_ip": src, "src_port": sport,
+                                                     "dest_ip": dst, "dest_port": dport,
+                                                     "proto": proto}}}
+
+
+def incident_event(device, episode, state: str, t: float, threshold_bits: float, features,
+                   reason: str | None = None) -> dict:
+    body = {"id": episode.incident, "state": state, "new_device": device.new,
+            "opened": episode.opened, "first_flow": episode.first,
+            "last_flow": episode.last, "flows_flagged": episode.flagged,
+            "flows_seen": episode.seen, "evidence_bits": round(episode.evidence, 3),
+            "peak_bits": round(episode.peak, 3),
+            "threshold_bits": round(threshold_bits, 3),
+            "max_score_ratio": round(episode.max_ratio, 3),
+            "peers": top(episode.peers, "ip"), "ports": top(episode.ports, "port"),
+            "why": why(episode, features)}
+    if reason:
+        body["reason"] = reason
+    return {"time": t, "event_type": "incident", "device": device_label(device.key, device.ip),
+            "incident": body}
+
+
+def why(episode, features) -> list[dict]:
+    """The raw columns whose features the model reconstructed worst, by share of the
+    evidence-weighted squared error, with the direction of the difference."""
+    if episode.errors is None or not episode.errors[0].sum() > 0:
+        return []
+    by_column: dict[str, list] = {}
+    for (column, one_hot), error, sign in zip(features, episode.errors[0].tolist(),
+                                              episode.errors[1].tolist()):
+        entry = by_column.setdefault(column, [0.0, 0.0, one_hot])
+        entry[0] += error
+        entry[1] += sign
+    total = sum(e[0] for e in by_column.values())
+    ranked = sorted(by_column.items(), key=lambda kv: -kv[1][0])[:3]
+    return [{"feature": column, "share": round(error / total, 3),
+             "direction": "unusual value" if one_hot else
+             ("higher" if sign > 0 else "lower") + " than normal"}
+            for column, (error, sign, one_hot) in ranked]
+
+
+def top(counter: dict, name: str) -> list[dict]:
+    return [{name: k, "flows": v} for k, v in sorted(counter.items(), key=lambda kv: -kv[1])[:5]]

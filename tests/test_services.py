@@ -1,0 +1,52 @@
+"""The batch-at-once parts of the incident path (services.py, devices.Owners): each must give,
+for a whole batch, exactly what the one-flow-at-a-time rule gives."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from edge_ids.edge_runtime.devices import Owners
+from edge_ids.edge_runtime.services import ServiceIndex, service_of, services_of
+
+CAM, HUB = "f4:b8:5e:ff:2b:1b", "24:6f:28:d9:a7:64"
+
+
+def test_a_batch_has_the_services_each_of_its_flows_has():
+    rng = random.Random(0)
+    flows = [("tcp", "48986", "6667"), ("tcp", "6667", "48986"), ("udp", "53", "53"),
+             ("tcp", "9", "10"), ("tcp", "100", "99"), ("icmp", "", "0xd841"), ("arp", "", ""),
+             ("", "", ""), ("", "80", "8080"), ("ipv6-icmp", "0x0087", "0x0000")]
+    flows += [(rng.choice(["tcp", "udp"]), str(rng.randrange(65536)), str(rng.randrange(65536)))
+              for _ in range(500)]
+    proto, sport, dport = (np.array(c) for c in zip(*flows))
+    assert services_of(proto, sport, dport).tolist() == [service_of(*f) for f in flows]
+    assert services_of(np.array([], str), np.array([], str), np.array([], str)).size == 0
+
+
+def test_unused_services_are_those_a_known_device_never_used():
+    index = ServiceIndex({CAM: frozenset({"tcp/443", "udp/53"}), HUB: frozenset()})
+    keys = [CAM, HUB, "02:00:00:00:00:01"]  # the last is not known: no services on record
+    devices = np.array([0, 0, 0, 1, 2])
+    services = np.array(["tcp/443", "udp/53", "tcp/8883", "tcp/443", "tcp/443"])
+    assert index.unused(keys, devices, services).tolist() == [False, False, True, True, False]
+    assert not ServiceIndex(None).unused(keys, devices, services).any()
+
+
+def test_pairs_take_devices_in_the_order_they_appear_and_flows_in_record_order():
+    router = ("00:1c:7f:53:d0:28", "192.168.1.1")
+    cam, hub, cam_dhcp = (CAM, "192.168.1.129"), (HUB, "192.168.1.122"), (CAM, None)
+    records = [(hub,), (cam, router), (), (cam,), (cam_dhcp,), (router, hub), (hub,)]
+    owners = Owners(records)
+    pairs = owners.pairs()
+    assert pairs.keys == [HUB, CAM, router[0]]
+    by_device = [(pairs.keys[d], r) for d, r in zip(pairs.devices.tolist(), pairs.rows.tolist())]
+    expected = [(key, r) for key in pairs.keys for r, devices in enumerate(records)
+                if any(k == key for k, _ in devices)]
+    assert by_device == expected
+    assert [owners.ip(r, s) for r, s in zip(pairs.rows.tolist(), pairs.slots.tolist())] == \
+        [ip for key in pairs.keys for devices in records for k, ip in devices if k == key]
+    assert pairs.has_ip.tolist() == [owners.ip(r, s) is not None for r, s in
+                                     zip(pairs.rows.tolist(), pairs.slots.tolist())]
+    assert pairs.bounds.tolist() == [0, 3, 6, 8]
+    assert [owners[r] for r in range(len(records))] == records
