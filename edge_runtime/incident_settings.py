@@ -1,7 +1,7 @@
 """The devices and incident settings a bundle carries (manifest "devices" and "incidents"), read
 and checked once at load: a bundle whose settings are missing or inconsistent is refused.
 
-    "devices":   {"home_net": [CIDR, ...], "min_validation_flows": 500,
+    "devices":   {"home_net": [CIDR, ...], "min_validation_flows": 231,
                   "fallback_threshold": T_site,          (= the anomaly threshold)
                   "known": {KEY: {"ip": ..., "flows": n, "validation_flows": m,
                                   "threshold": t | null, "first_seen": s, "last_seen": s,

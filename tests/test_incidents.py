@@ -229,3 +229,19 @@ def test_the_bundles_settings_are_read_and_checked():
             read_settings(manifest(**change), 0.01)
     with pytest.raises(SettingsError, match="no \"incidents\" object"):
         read_settings({"devices": manifest()["devices"]}, 0.01)
+
+
+def test_a_quiet_devices_own_threshold_holds_the_budget_at_90_percent_confidence():
+    from edge_ids.train.incident_budget import own_threshold
+
+    rng = np.random.default_rng(0)
+    scores, nobody = rng.random(1000), np.zeros(1000, bool)
+    busy = own_threshold(scores, nobody, 0.01)  # 10 expected: the budget's share exactly
+    assert (scores > busy).sum() == 10
+    quiet = own_threshold(scores[:300], nobody[:300], 0.01)  # 3 expected: not measurable
+    assert quiet == scores[:300].max() and (scores[:300] > quiet).sum() == 0
+    assert (scores[:400] > own_threshold(scores[:400], nobody[:400], 0.01)).sum() == 1
+    assert own_threshold(scores[:230], nobody[:230], 0.01) is None  # too few: the site's
+    named = nobody[:300].copy()
+    named[0] = True  # one flow the classifier names already spends more than the bound allows
+    assert own_threshold(scores[:300], named, 0.01) is None

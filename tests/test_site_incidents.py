@@ -47,8 +47,10 @@ def test_learn_knows_the_sites_devices_and_sets_the_incident_budget(learned_site
         assert d.mac in known and known[d.mac]["ip"] == d.ip
     hub, cam = known[device(smart_home, "lockly-hub-01").mac], known[device(smart_home,
                                                                          "blink-cam-01").mac]
+    least = bundle.manifest["devices"]["min_validation_flows"]
+    assert least == 231  # none of 231 flows over it bounds the rate at 1 % with 90 % confidence
     assert hub["validation_flows"] >= 500 and hub["threshold"] is not None  # its own
-    assert cam["validation_flows"] < 500 and cam["threshold"] is None  # the site's fallback
+    assert cam["validation_flows"] < least and cam["threshold"] is None  # the site's fallback
     assert "tcp/443" in cam["services"] and "tcp/1883" in hub["services"]
     incidents = bundle.manifest["incidents"]
     assert incidents["threshold_bits"] > incidents["max_flow_bits"] > 0

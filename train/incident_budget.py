@@ -2,9 +2,11 @@
 learning period (never from test days or attacks).
 
 1. **Devices' own thresholds.** A device with enough validation flows for the per-flow budget
-   to mean something (MIN_FALSE_ALARMS / budget, e.g. 500 at 0.01) gets its own threshold: the
+   to be measured (MIN_FALSE_ALARMS / budget, e.g. 500 at 0.01) gets its own threshold: the
    score that exactly the budget's share of its own validation flows exceeds (after those its
-   classifier already names, as for the site). Others use the site's threshold, as new devices
+   classifier already names, as for the site). A device with fewer gets the threshold whose
+   false-alarm rate's 90 % upper bound is the budget (at 0.01, from 231 flows: none over it),
+   as the incident budget is held; quieter devices use the site's threshold, as new devices
    do.
 2. **Devices' services**: the services each used while learning, and the evidence a flow to
    any other adds, log2(budget / P(new)), with P(new) = (services seen once + 1) / (flows + 1)
@@ -121,15 +123,39 @@ def device_thresholds(flows: DeviceFlows, scores: np.ndarray, by_classifier: np.
 
 def own_threshold(scores: np.ndarray, by_classifier: np.ndarray, max_fpr: float
                   ) -> float | None:
-    """As the site's operating point, on one device's validation flows; None if too few."""
+    """As the site's operating point, on one device's validation flows; None if too few.
+
+    With fewer flows than MIN_FALSE_ALARMS / budget, the share over a threshold cannot be
+    measured, so the budget is held as the incident budget is: the threshold is the lowest
+    whose false-alarm rate's CONFIDENCE upper bound (Poisson) is the budget. With none over it
+    that needs budget x flows >= 2.3 (231 flows at 1 %); fewer, and the device uses the site's.
+    """
     n = len(scores)
-    if n * max_fpr < MIN_FALSE_ALARMS:
-        return None
+    allowed = int(math.floor(max_fpr * n)) if n * max_fpr >= MIN_FALSE_ALARMS else \
+        bounded_false_alarms(n, max_fpr)
     rest = np.sort(scores[~by_classifier])[::-1]
-    left = int(math.floor(max_fpr * n)) - int(by_classifier.sum())
+    left = allowed - int(by_classifier.sum())
     if not len(rest) or left < 0:
         return None
     return float(rest[min(left, len(rest) - 1)])
+
+
+def bounded_false_alarms(n: int, max_fpr: float) -> int:
+    """The most false alarms among n flows whose rate's CONFIDENCE upper bound fits the budget
+    (-1: not even none)."""
+    from scipy.stats import chi2
+
+    allowed = -1
+    while chi2.ppf(CONFIDENCE, 2 * allowed + 4) / 2 <= max_fpr * n:
+        allowed += 1
+    return allowed
+
+
+def min_validation_flows(max_fpr: float) -> int:
+    """The fewest validation flows that give a device its own threshold."""
+    from scipy.stats import chi2
+
+    return math.ceil(chi2.ppf(CONFIDENCE, 2) / 2 / max_fpr)
 
 
 def known_devices(fit: DeviceFlows, val: DeviceFlows, own: dict, max_fpr: float,
@@ -260,11 +286,11 @@ def calibrate(bundle, val, max_fpr: float, budget: float, home_net: tuple[str, .
             f"a longer period for a measured budget.")
     own_count = sum(1 for v in known.values() if v["threshold"] is not None)
     echo(f"      devices: {len(known)} in the learning period, {own_count} with their own "
-         f"threshold (≥ {math.ceil(MIN_FALSE_ALARMS / max_fpr):,} validation flows), the rest "
+         f"threshold (≥ {min_validation_flows(max_fpr):,} validation flows), the rest "
          f"on the site's; incident threshold {threshold:.3g} bits ({how['episodes']} episodes "
          f"over {hours:.1f} h; {counted} incident(s) on the validation tail)")
     devices = {"home_net": list(home_net), "min_validation_flows":
-               math.ceil(MIN_FALSE_ALARMS / max_fpr), "fallback_threshold": site,
+               min_validation_flows(max_fpr), "fallback_threshold": site,
                "known": known}
     incidents = {"threshold_bits": threshold, "max_flow_bits": max_flow_bits,
                  "evidence": "per device and minute, the strongest flow's log2(score / device "
