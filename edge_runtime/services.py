@@ -44,11 +44,9 @@ class ServiceIndex:
         """Per (device, service) pair: True where that known device never used that service
         (devices: indices into keys; a device with no services on record is never True)."""
         known = np.array([k in self.devices for k in keys], dtype=bool)[devices]
-        if not known.any():
+        if not known.any() or not len(self._pairs):
             return known
         pairs = np.strings.add(np.strings.add(np.array(keys, dtype=str)[devices], " "),
                                services)
-        if not len(self._pairs):
-            return known
         found = np.minimum(np.searchsorted(self._pairs, pairs), len(self._pairs) - 1)
         return known & (self._pairs[found] != pairs)

@@ -94,12 +94,12 @@ class DeviceWatch:
         return tuple(dict.fromkeys((*self.map.text_columns, *self.time_columns,
                                     *filter(None, self.flow_columns))))
 
-    def devices(self, records: Records) -> tuple[Owners | list, np.ndarray]:
+    def devices(self, records: Records) -> tuple[Owners, np.ndarray]:
         """(the devices of each record, the anomaly threshold each is held to: the lowest of its
         devices' own, so that a flow unusual for either is flagged)."""
         if not self.map.usable:
-            return [()] * len(records), np.full(len(records),
-                                                self.settings.fallback_threshold)
+            return Owners([()] * len(records)), np.full(len(records),
+                                                        self.settings.fallback_threshold)
         owners = Owners(self.map.attribute(records.columns))
         settings, memo = self.settings, self._thresholds
         thresholds = []

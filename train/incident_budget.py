@@ -36,7 +36,7 @@ from ..edge_runtime.detector import Detector
 from ..edge_runtime.devices import DeviceMap
 from ..edge_runtime.incident_settings import (CLOSE_AFTER_SECONDS, HALF_LIFE_SECONDS,
                                               UPDATE_EVERY_SECONDS, IncidentSettings)
-from ..edge_runtime.services import service_of
+from ..edge_runtime.services import services_of
 from ..edge_runtime.watch import FLOW_COLUMNS, DeviceWatch, anomaly_features, flow_times
 from .operating_point import MIN_FALSE_ALARMS
 
@@ -68,10 +68,10 @@ def attribute(device_map: DeviceMap, records, order: np.ndarray) -> DeviceFlows:
                 {c: v[rows] for c, v in records.columns.items()})):
             owners[r] = devices
     n = len(records)
-    proto, sport, dport = ([""] * n if c is None else records.columns[c].tolist() for c in (
+    proto, sport, dport = (np.full(n, "") if c is None else records.columns[c] for c in (
         _column(records, FLOW_COLUMNS[4]), _column(records, FLOW_COLUMNS[1]),
         _column(records, FLOW_COLUMNS[3])))
-    services = [service_of(*flow) for flow in zip(proto, sport, dport)]
+    services = services_of(proto, sport, dport).tolist()
     return DeviceFlows(owners, flow_times(records)[0], services)
 
 
@@ -132,7 +132,7 @@ def own_threshold(scores: np.ndarray, by_classifier: np.ndarray, max_fpr: float
     """
     n = len(scores)
     allowed = int(math.floor(max_fpr * n)) if n * max_fpr >= MIN_FALSE_ALARMS else \
-        bounded_false_alarms(n, max_fpr)
+        most_events_within(max_fpr * n)
     rest = np.sort(scores[~by_classifier])[::-1]
     left = allowed - int(by_classifier.sum())
     if not len(rest) or left < 0:
@@ -140,22 +140,25 @@ def own_threshold(scores: np.ndarray, by_classifier: np.ndarray, max_fpr: float
     return float(rest[min(left, len(rest) - 1)])
 
 
-def bounded_false_alarms(n: int, max_fpr: float) -> int:
-    """The most false alarms among n flows whose rate's CONFIDENCE upper bound fits the budget
-    (-1: not even none)."""
+def upper_bound(events: int) -> float:
+    """The CONFIDENCE upper bound of a Poisson count of which `events` were seen."""
     from scipy.stats import chi2
 
-    allowed = -1
-    while chi2.ppf(CONFIDENCE, 2 * allowed + 4) / 2 <= max_fpr * n:
-        allowed += 1
-    return allowed
+    return chi2.ppf(CONFIDENCE, 2 * events + 2) / 2
+
+
+def most_events_within(allowed: float) -> int:
+    """The most events seen whose count's upper bound still fits `allowed` (-1: not even
+    none)."""
+    most = -1
+    while upper_bound(most + 1) <= allowed:
+        most += 1
+    return most
 
 
 def min_validation_flows(max_fpr: float) -> int:
     """The fewest validation flows that give a device its own threshold."""
-    from scipy.stats import chi2
-
-    return math.ceil(chi2.ppf(CONFIDENCE, 2) / 2 / max_fpr)
+    return math.ceil(upper_bound(0) / max_fpr)
 
 
 def known_devices(fit: DeviceFlows, val: DeviceFlows, own: dict, max_fpr: float,
@@ -224,9 +227,8 @@ def _tail_threshold(peaks: list[float], device_weeks: float, budget: float
               "confidence": CONFIDENCE,
               "highest_peak_bits": float(peaks[0]) if len(peaks) else 0.0}
     # the most validation incidents whose rate's upper bound still fits the budget
-    counts = [c for c in range(len(peaks) + 1) if chi2.ppf(CONFIDENCE, 2 * c + 2) / 2 <= allowed]
-    if counts and counts[-1] < len(peaks) and counts[-1] >= MEASURED_INCIDENTS:
-        c = counts[-1]
+    c = min(most_events_within(allowed), len(peaks))
+    if MEASURED_INCIDENTS <= c < len(peaks):
         return float(peaks[c]), report | {
             "method": f"measured: {c} validation episodes above it, whose rate's "
                       f"{CONFIDENCE:.0%} upper bound is the budget"}
@@ -238,10 +240,9 @@ def _tail_threshold(peaks: list[float], device_weeks: float, budget: float
     level = float(peaks[k])
     scale = max(float(np.mean(peaks[:k] - level)), 1e-9)
     scale_bound = 2 * k * scale / chi2.ppf(1 - CONFIDENCE, 2 * k)
-    rate_bound = chi2.ppf(CONFIDENCE, 2 * k + 2) / 2 / device_weeks  # episodes over `level`
+    rate_bound = upper_bound(k) / device_weeks  # episodes over `level`
     fitted = level + scale_bound * math.log(max(rate_bound / budget, 1.0))
-    floor_level = float(peaks[counts[-1]]) if counts and counts[-1] < len(peaks) else \
-        float(peaks[0])
+    floor_level = float(peaks[c]) if 0 <= c < len(peaks) else float(peaks[0])
     threshold = max(fitted, floor_level * (1 + 1e-9))
     return threshold, report | {
         "method": f"extrapolated: exponential tail of the top {k} episodes over {level:.3g} "
