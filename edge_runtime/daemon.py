@@ -150,7 +150,7 @@ class Daemon:
         Raises BundleError/OSError/ValueError when it cannot start."""
         self.model = Model(self.options.bundle, self.options)
         self.watch = self.model.new_watch(self.options)
-        self._keep_text = self._text_columns()
+        self._keep_text, self._keep_fields = self._text_columns(), self._key_columns()
         self._set_model_metrics()
         self.outputs = OperatorOutputs(self.metrics, self.model.ml, self.model.describe(),
                                        self.options.ui, self.options.ui_token,
@@ -201,6 +201,10 @@ class Daemon:
         times = tuple(c for c in ("LastTime", "StartTime")
                       if c in self.model.detector.schema.names and c not in columns)
         return columns + times
+
+    def _key_columns(self) -> tuple[str, ...]:
+        """What the parser hands over per record as one tuple: the device watch's keys."""
+        return self.watch.key_columns if self.watch is not None else ()
 
     def _finish_incidents(self, writer: AlertWriter) -> None:
         if self.watch is None:
@@ -305,7 +309,8 @@ class Daemon:
         model = self.model
         records, rejected = parse_lines(batch.lines, model.detector.schema,
                                         first_number=batch.first_number,
-                                        keep_text=self._keep_text)
+                                        keep_text=self._keep_text,
+                                        keep_fields=self._keep_fields)
         self.counts["lines"] += len(batch.lines)
         for r in rejected:
             self.metrics.rejected.labels(r.reason).inc()
@@ -374,7 +379,7 @@ class Daemon:
                 else:
                     self.watch = new.new_watch(self.options)
                 self.outputs.watching(self.watch, new.describe(), new.ml)
-            self._keep_text = self._text_columns()
+            self._keep_text, self._keep_fields = self._text_columns(), self._key_columns()
             self._set_model_metrics()
             self.metrics.reloads.labels("ok").inc()
             log.info("reloaded: %s (was %s)", new.describe(), old)

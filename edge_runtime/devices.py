@@ -103,8 +103,16 @@ class DeviceMap:
         self.addresses = (pick(ADDRESS_COLUMNS["src"]), pick(ADDRESS_COLUMNS["dst"]))
         self.macs = (pick(MAC_COLUMNS["src"]), pick(MAC_COLUMNS["dst"]))
         self.home_net = home_net
+        # where src, src MAC, dst, dst MAC are in a flow's key fields (None: not in the layout)
+        self._places = [self.key_columns.index(c) if c else None
+                        for c in (self.addresses[0], self.macs[0], self.addresses[1],
+                                  self.macs[1])]
         self._mac_of_ip: dict[str, str] = {}
-        self._memo: dict[tuple, tuple] = {}
+        self._by_binding: set[str] = set()  # addresses remembered answers keyed by binding
+        self._forgotten = 0  # times the remembered answers were forgotten
+        self._memo: dict[tuple, int] = {}  # a flow's key fields -> its tuple's number
+        self._numbers: dict[tuple, int] = {}  # a tuple of devices -> its number
+        self._tuples: list[tuple] = []  # by number
 
     def seed(self, known: dict) -> None:
         """Start from the address -> MAC bindings of the learning period (key -> its IP), so
@@ -112,7 +120,7 @@ class DeviceMap:
         for key, ip in known.items():
             if ip and is_mac(key):
                 self._mac_of_ip[ip] = key
-        self._memo.clear()
+        self.forget()
 
     @property
     def usable(self) -> bool:
@@ -120,26 +128,54 @@ class DeviceMap:
         return None not in self.addresses
 
     @property
-    def text_columns(self) -> tuple[str, ...]:
-        return tuple(c for c in (*self.addresses, *self.macs) if c)
+    def key_columns(self) -> tuple[str, ...]:
+        """The columns a flow's devices are found from (the daemon's parser hands them over
+        per record as one tuple: `Records.fields`)."""
+        return tuple(c for c in (self.addresses[0], self.macs[0], self.addresses[1],
+                                 self.macs[1]) if c)
+
+    def owners(self, records) -> "Owners":
+        """The devices of each record, from its key fields if the parser kept them, else from
+        its columns."""
+        if records.fields is not None and records.fields[0] == self.key_columns:
+            return self._owners(records.fields[1])
+        return self._owners(list(zip(*(records.columns[c].tolist() for c in self.key_columns))))
 
     def attribute(self, columns: dict) -> list[tuple]:
         """One tuple of (key, ip) per record (empty: no local device)."""
-        n = len(columns[self.addresses[0]])
-        empty = [""] * n
-        fields = [columns[c].tolist() if c else empty
-                  for c in (self.addresses[0], self.macs[0], self.addresses[1], self.macs[1])]
-        memo = self._memo
-        out = []
-        for flow in zip(*fields):
-            devices = memo.get(flow)
-            if devices is None:
-                devices = self._resolve(flow)
-            out.append(devices)
-        return out
+        return list(self._owners(list(zip(*(np.asarray(columns[c]).tolist()
+                                             for c in self.key_columns)))))
 
-    def _resolve(self, flow: tuple) -> tuple:
-        src, src_mac, dst, dst_mac = flow
+    def _owners(self, flows: list[tuple]) -> "Owners":
+        """Each flow's answer is remembered by number (a flow's key fields -> the number of its
+        tuple of devices), so a batch is one dictionary lookup a record; a miss is resolved in
+        record order, and one that changes an answer by a new address -> MAC binding looks the
+        later records up again, as if each had been resolved in turn."""
+        if len(self._tuples) > MEMO_LIMIT or len(self._by_binding) > 2 * MEMO_LIMIT:
+            self._numbers.clear()  # between batches, so that no number in use goes stale
+            self._tuples.clear()
+            self.forget()
+        memo = self._memo
+        found = list(map(memo.get, flows))
+        i = -1
+        while True:
+            try:
+                i = found.index(None, i + 1)
+            except ValueError:
+                break
+            answer = memo.get(flows[i])
+            if answer is None:
+                forgotten = self._forgotten
+                answer = self._resolve(flows[i])
+                if self._forgotten != forgotten:  # a binding changed answers already found
+                    found[i + 1:] = map(memo.get, flows[i + 1:])
+            found[i] = answer
+        return Owners.numbered(np.array(found, dtype=np.intp), self._tuples)
+
+    def _resolve(self, flow: tuple) -> int:
+        """The number of the flow's tuple of devices (remembered for its key fields)."""
+        src, src_mac, dst, dst_mac = [flow[i].strip() if i is not None else ""
+                                      for i in self._places]
         devices = []
         for address, mac_text in ((src, src_mac), (dst, dst_mac)):
             kind = self.home_net.classify(address)
@@ -156,18 +192,33 @@ class DeviceMap:
                 key = mac
             else:
                 key = self._mac_of_ip.get(address, address)
+                self._by_binding.add(address)
             if all(key != k for k, _ in devices):
                 devices.append((key, address))
         devices = tuple(devices)
-        remember(self._memo, flow, devices)
-        return devices
+        number = self._numbers.get(devices)
+        if number is None:
+            number = self._numbers[devices] = len(self._tuples)
+            self._tuples.append(devices)
+        remember(self._memo, flow, number)
+        return number
 
     def _learn(self, address: str, mac: str) -> None:
-        """A new address -> MAC binding: earlier answers keyed by the address may be stale."""
+        """A new address -> MAC binding: the answers that looked the address up (or the one
+        whose binding goes to make room) are stale."""
+        evicted = None
         if len(self._mac_of_ip) >= BINDINGS_LIMIT:
-            self._mac_of_ip.pop(next(iter(self._mac_of_ip)))  # the oldest binding
+            evicted = next(iter(self._mac_of_ip))  # the oldest binding
+            del self._mac_of_ip[evicted]
         self._mac_of_ip[address] = mac
+        if address in self._by_binding or evicted in self._by_binding:
+            self.forget()
+
+    def forget(self) -> None:
+        """Every remembered answer goes (a binding they used changed)."""
         self._memo.clear()
+        self._by_binding.clear()
+        self._forgotten += 1
 
 
 @dataclass
@@ -192,8 +243,24 @@ class Owners:
         self.codes = np.array([index.setdefault(o, len(index)) for o in owners], dtype=np.intp)
         self.tuples = list(index)
 
+    @classmethod
+    def numbered(cls, numbers: np.ndarray, table: list[tuple]) -> "Owners":
+        """From each record's number in a table of tuples: renumbered in order of first
+        appearance, as the constructor numbers them."""
+        owners = cls([])
+        distinct, first, inverse = np.unique(numbers, return_index=True, return_inverse=True)
+        order = np.argsort(first)
+        rank = np.empty(len(order), dtype=np.intp)
+        rank[order] = np.arange(len(order))
+        owners.codes = rank[inverse.ravel()]
+        owners.tuples = [table[t] for t in distinct[order].tolist()]
+        return owners
+
     def __len__(self) -> int:
         return len(self.codes)
+
+    def __iter__(self):
+        return map(self.tuples.__getitem__, self.codes.tolist())
 
     def __getitem__(self, r: int) -> tuple:
         return self.tuples[self.codes[r]]

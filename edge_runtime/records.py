@@ -109,6 +109,8 @@ class Records:
     trailing: dict[str, np.ndarray] = field(default_factory=dict)
     # The parser's numeric columns side by side (`columns` holds views of it), and their names
     numeric: tuple[np.ndarray, tuple[str, ...]] | None = None
+    # parse_lines' keep_fields: (their names, per record a tuple of those fields' raw texts)
+    fields: tuple[tuple[str, ...], list[tuple]] | None = None
 
     def __len__(self) -> int:
         return len(self.numbers)
@@ -122,27 +124,32 @@ class Records:
         columns = {k: v for k, v in self.columns.items() if k not in names}
         if numeric is not None:  # views of the new matrix, as the parser makes them
             columns |= dict(zip(numeric[1], numeric[0].T))
-        return Records(columns, self.numbers, self.trailing, numeric)
+        return Records(columns, self.numbers, self.trailing, numeric, self.fields)
 
     def take(self, rows: np.ndarray) -> "Records":
         """The records at these positions, in this order."""
         return Records({k: v[rows] for k, v in self.columns.items()}, self.numbers[rows],
                        {k: v[rows] for k, v in self.trailing.items()},
-                       None if self.numeric is None else (self.numeric[0][rows], self.numeric[1]))
+                       None if self.numeric is None else (self.numeric[0][rows], self.numeric[1]),
+                       None if self.fields is None else
+                       (self.fields[0], [self.fields[1][r] for r in np.asarray(rows).tolist()]))
 
 
 def parse_lines(lines: Sequence[bytes | str], schema: RawSchema, first_number: int = 1,
-                keep_text: tuple[str, ...] = ()) -> tuple[Records, list[Rejected]]:
+                keep_text: tuple[str, ...] = (), keep_fields: tuple[str, ...] = ()
+                ) -> tuple[Records, list[Rejected]]:
     """Parse lines into `Records`; every line either becomes a record or a `Rejected`.
 
     A line is CSV in the schema's column order, or a JSON object keyed by column name (a line
     starting with '{'). `keep_text` names "ignored" columns to keep as text (e.g. addresses
-    for an alert), never read as features."""
+    for an alert), never read as features. `keep_fields` names columns handed back as one
+    tuple of raw texts per record (`Records.fields`): for a lookup keyed by several columns
+    (the device watch's), tuples of the split line's own strings cost a fraction of arrays."""
     lines = list(lines)
     rows = _clean_rows(lines, schema)
     if rows is not None:  # the common case, checked for the whole batch at once
         numbers = np.arange(first_number, first_number + len(rows), dtype=np.int64)
-        return _to_columns(rows, numbers, schema, keep_text)
+        return _to_columns(rows, numbers, schema, keep_text, keep_fields)
     n_min, n_max = len(schema.names), len(schema.names) + len(schema.trailing)
     rows, numbers, rejected = [], [], []
     for number, line in enumerate(lines, start=first_number):
@@ -159,7 +166,8 @@ def parse_lines(lines: Sequence[bytes | str], schema: RawSchema, first_number: i
         else:
             rows.append(row + [""] * (n_max - len(row)))  # absent trailing columns: empty
             numbers.append(number)
-    records, bad = _to_columns(rows, np.array(numbers, dtype=np.int64), schema, keep_text)
+    records, bad = _to_columns(rows, np.array(numbers, dtype=np.int64), schema, keep_text,
+                               keep_fields)
     return records, sorted(rejected + bad, key=lambda r: r.record)
 
 
@@ -245,7 +253,8 @@ def _layout(schema: RawSchema, keep_text: tuple[str, ...]) -> _Layout:
 
 
 def _to_columns(rows: list[list[str]], numbers: np.ndarray, schema: RawSchema,
-                keep_text: tuple[str, ...] = ()) -> tuple[Records, list[Rejected]]:
+                keep_text: tuple[str, ...] = (), keep_fields: tuple[str, ...] = ()
+                ) -> tuple[Records, list[Rejected]]:
     """Split rows to columns; "ignored" columns are never loaded, so a value there can be
     anything. When a batch holds a value that is not a number, its rows are parsed one by one
     to find and reject each bad one."""
@@ -267,7 +276,13 @@ def _to_columns(rows: list[list[str]], numbers: np.ndarray, schema: RawSchema,
     for name, i in layout.text:
         columns[name] = np.array(list(map(str.strip, map(itemgetter(i), rows))), dtype=str)
     trailing = {name: columns.pop(name) for name in schema.trailing}
-    return Records(columns, numbers, trailing, (values, layout.num_names)), list(bad.values())
+    fields = None
+    if keep_fields:
+        pick = itemgetter(*(schema.names.index(name) for name in keep_fields))
+        fields = (keep_fields, list(map(pick, rows)) if len(keep_fields) > 1
+                  else [(value,) for value in map(pick, rows)])
+    return Records(columns, numbers, trailing, (values, layout.num_names), fields), \
+        list(bad.values())
 
 
 class _FloatMemo(dict):

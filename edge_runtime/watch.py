@@ -90,9 +90,14 @@ class DeviceWatch:
 
     @property
     def text_columns(self) -> tuple[str, ...]:
-        """Raw columns the parser must keep as text for this."""
-        return tuple(dict.fromkeys((*self.map.text_columns, *self.time_columns,
-                                    *filter(None, self.flow_columns))))
+        """Raw columns the parser must keep as text for this (and `key_columns` as fields)."""
+        return tuple(dict.fromkeys((*self.time_columns, *filter(None, self.flow_columns))))
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        """Raw columns the parser should hand over per record as one tuple (`keep_fields`);
+        without them, they are read from the records' text columns."""
+        return self.map.key_columns
 
     def devices(self, records: Records) -> tuple[Owners, np.ndarray]:
         """(the devices of each record, the anomaly threshold each is held to: the lowest of its
@@ -100,7 +105,7 @@ class DeviceWatch:
         if not self.map.usable:
             return Owners([()] * len(records)), np.full(len(records),
                                                         self.settings.fallback_threshold)
-        owners = Owners(self.map.attribute(records.columns))
+        owners = self.map.owners(records)
         settings, memo = self.settings, self._thresholds
         thresholds = []
         for devices in owners.tuples:  # once per distinct tuple of devices, not per record
@@ -145,7 +150,7 @@ class DeviceWatch:
         self.settings = self.tracker.settings = settings
         self.tracker.features = list(features)
         self.map.home_net = HomeNet(settings.home_net)
-        self.map._memo.clear()
+        self.map.forget()
         self._thresholds.clear()
         for device in self.tracker.devices.values():
             device.new = device.key not in settings.known

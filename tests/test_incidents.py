@@ -13,6 +13,7 @@ from edge_ids.edge_runtime.devices import DeviceMap, HomeNet, parse_home_net, un
 from edge_ids.edge_runtime.incident_settings import IncidentSettings, SettingsError, \
     read_settings
 from edge_ids.edge_runtime.incidents import IncidentTracker
+from edge_ids.edge_runtime.records import RawSchema, parse_lines
 from edge_ids.edge_runtime.services import service_of
 
 T0 = 1_615_600_000.0
@@ -62,6 +63,38 @@ def test_a_flow_belongs_to_its_local_endpoints_by_mac():
     assert owners[4] == ()
     assert owners[5] == (("192.168.1.77", "192.168.1.77"),)
 
+
+
+def test_the_parsers_key_fields_give_each_flow_the_devices_found_one_flow_at_a_time():
+    """The daemon's batch path (key fields from the parser, answers remembered by number,
+    a binding learned mid-batch) against the same flows resolved one by one."""
+    names = ("SrcAddr", "SrcMac", "DstAddr", "DstMac", "Dur")
+    schema = RawSchema.of(names, ignored=names[:4])
+    flows = [("192.168.1.50", "", "8.8.8.8", ""),  # no MAC yet: by its address
+             ("192.168.1.129", CAM, "52.70.158.224", "00:1c:7f:53:d0:28"),
+             (" 192.168.1.50", "02:00:00:00:00:50 ", "8.8.8.8", "00:1c:7f:53:d0:28"),  # binds
+             ("192.168.1.50", "", "8.8.8.8", ""),  # now by that MAC
+             ("192.168.1.129", CAM, "192.168.1.50", "Broadcast"),  # both, one by binding
+             ("0.0.0.0", CAM, "255.255.255.255", "Broadcast")]
+    lines = [",".join(f + ("1.5",)).encode() + b"\n" for f in flows]
+    lines.insert(3, b"192.168.1.9,,8.8.8.8,,not-a-number\n")  # rejected: fields stay aligned
+    devices, alone = DeviceMap(HomeNet(), names), DeviceMap(HomeNet(), names)
+    parse = (lambda batch: parse_lines(batch, schema, keep_text=names[:4],
+                                       keep_fields=devices.key_columns))
+    devices.owners(parse(lines[:1])[0])  # remembered by its address, until the binding
+    alone.attribute(columns(flows[0]))
+    records, rejected = parse(lines)
+    assert [x.record for x in rejected] == [4] and len(records.fields[1]) == len(flows)
+    assert records.fields[1][2] == flows[2]  # the raw texts, as the line has them
+    owners = devices.owners(records)
+    expected = [alone.attribute(columns(f))[0] for f in flows]
+    assert list(owners) == expected
+    assert expected[0] == (("192.168.1.50", "192.168.1.50"),)
+    assert expected[3] == (("02:00:00:00:00:50", "192.168.1.50"),)
+    assert expected[4] == ((CAM, "192.168.1.129"), ("02:00:00:00:00:50", "192.168.1.50"))
+    firsts = [owners.codes.tolist().index(c) for c in range(len(owners.tuples))]
+    assert firsts == sorted(firsts)  # numbered in the order they first appear
+    assert list(devices.owners(records.take(np.array([4, 0])))) == [expected[4], expected[3]]
 
 def settings(**changes) -> IncidentSettings:
     base = dict(threshold_bits=6.0, fallback_threshold=1.0, known={CAM: None, HUB: 0.5},

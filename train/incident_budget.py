@@ -326,7 +326,7 @@ def device_settings(bundle, fit, val, val_scores: np.ndarray, normal_probability
     val_order = np.argsort(flow_times(val)[0], kind="stable")
     for records, order in ((fit, fit_order), (val, val_order)):  # learn the address -> MAC
         attribute(device_map, records, order)                    # bindings first, then give
-    device_map._memo.clear()                                      # every flow to its device
+    device_map.forget()                                          # every flow to its device
     fit_flows = attribute(device_map, fit, fit_order)
     val_flows = attribute(device_map, val, val_order)
     by_classifier = np.zeros(len(val), dtype=bool) if normal_probability is None else (
