@@ -291,8 +291,12 @@ class Daemon:
                 self.notifier.stopping(self._status())
             if batch is None:
                 break
-            if batch.lines:
-                self._classify(batch, writer)
+            if batch.lines:  # (with more lines waiting, incidents may wait to be worked out)
+                self._classify(batch, writer, intake.accepted > self.counts["lines"] +
+                               len(batch.lines))
+            elif self.watch is not None:  # idle: nothing waits
+                with self.outputs.lock:
+                    self._write_events(self.watch.flush(), writer)
             now = time.monotonic()
             self.notifier.watchdog_if_due(now)
             if self._hup.is_set() and not stopping:
@@ -304,7 +308,7 @@ class Daemon:
 
     # -- one batch ------------------------------------------------------------------------------
 
-    def _classify(self, batch: Batch, writer: AlertWriter) -> None:
+    def _classify(self, batch: Batch, writer: AlertWriter, later: bool = False) -> None:
         start = time.perf_counter()
         model = self.model
         records, rejected = parse_lines(batch.lines, model.detector.schema,
@@ -333,8 +337,8 @@ class Daemon:
                     log.error("writing alerts to %s failed: %s", self.options.alerts, e)
             if watch is not None:
                 with self.outputs.lock:  # the page copies the devices under it
-                    self._write_events(watch.observe(records, verdicts, owners, times=times),
-                                       writer)
+                    self._write_events(watch.observe(records, verdicts, owners, times=times,
+                                                     later=later), writer)
             self._count(model, records, verdicts)
         self.metrics.batch_size.observe(len(batch.lines))
         self.metrics.latency.observe(time.monotonic() - batch.oldest_arrival)
@@ -372,6 +376,8 @@ class Daemon:
             old = self.model.describe()
             self.model = new
             with self.outputs.lock:  # the page reads the watch's devices
+                if self.watch is not None:  # what waits was flagged by the old bundle
+                    self._write_events(self.watch.flush(), writer)
                 if new.watching and self.watch is not None:
                     self.watch.reconfigure(new.bundle.incidents.with_home_net(
                         self.options.home_net or None),

@@ -256,6 +256,17 @@ class Owners:
         owners.tuples = [table[t] for t in distinct[order].tolist()]
         return owners
 
+    @classmethod
+    def joined(cls, parts: list["Owners"]) -> "Owners":
+        """Several batches' owners as one, numbered in the order the tuples first appear."""
+        index: dict[tuple, int] = {}
+        owners = cls([])
+        owners.codes = np.concatenate([
+            np.array([index.setdefault(t, len(index)) for t in part.tuples], dtype=np.intp)
+            [part.codes] for part in parts])
+        owners.tuples = list(index)
+        return owners
+
     def __len__(self) -> int:
         return len(self.codes)
 

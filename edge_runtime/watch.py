@@ -20,6 +20,7 @@ from .services import services_of
 TIME_COLUMNS = ("LastTime", "StartTime")  # Argus ltime, stime (ra -u: Unix seconds)
 FLOW_COLUMNS = (("SrcAddr", "saddr"), ("Sport", "sport"), ("DstAddr", "daddr"),
                 ("Dport", "dport"), ("Proto", "proto"))
+WATCH_RECORDS = 1024  # under a backlog, batches wait to be observed together up to this many
 MAX_NAMED_BITS = 8.0  # int8 probabilities resolve P(normal) to 1/256: log2(256)
 
 
@@ -80,6 +81,8 @@ class DeviceWatch:
                              for names in FLOW_COLUMNS]
         self.time_columns = tuple(c for c in TIME_COLUMNS if c in columns)
         self._thresholds: dict[tuple, float] = {}
+        self._pending: list[tuple] = []  # batches observed but not yet given to the tracker
+        self._waiting = 0  # their records
 
     @classmethod
     def for_bundle(cls, bundle, detector: Detector, home_net=None, **kwargs) -> "DeviceWatch":
@@ -118,19 +121,38 @@ class DeviceWatch:
         return owners, np.array(thresholds, dtype=np.float64)[owners.codes]
 
     def observe(self, records: Records, verdicts: Verdicts, owners, now: float | None = None,
-                times=None) -> list[dict]:
+                times=None, later: bool = False) -> list[dict]:
         """The incident and new-device events of a batch. `times`: flow_times(records), if
-        the caller has them already."""
+        the caller has them already. `later`: more records are already waiting, so this batch
+        may wait for them (up to WATCH_RECORDS): under a backlog the tracker's numpy work is
+        done once for several batches (its cost is mostly per call, not per record); only
+        these events wait, never the flow alerts."""
         end, start, _ = times if times is not None else flow_times(records, now)
-        columns = [records.columns[c] if c else None for c in self.flow_columns]
+        n = len(records)
+        columns = [records.columns[c] if c else np.full(n, "") for c in self.flow_columns]
+        self._pending.append((owners, end, start, verdicts.anomaly_scores,
+                              self._named_bits(verdicts), verdicts.differences, columns))
+        self._waiting += n
+        if later and self._waiting < WATCH_RECORDS:
+            return []
+        return self.flush()
+
+    def flush(self) -> list[dict]:
+        """The events of the batches waiting, observed as one."""
+        if not self._pending:
+            return []
+        pending, self._pending, self._waiting = self._pending, [], 0
+        owners = pending[0][0] if len(pending) == 1 else Owners.joined([p[0] for p in pending])
+        end, start, scores, named_bits, differences = (
+            None if pending[0][i] is None else np.concatenate([p[i] for p in pending])
+            for i in range(1, 6))
+        columns = [np.concatenate([p[6][j] for p in pending]) for j in range(len(FLOW_COLUMNS))]
 
         def flow(r: int) -> tuple:  # only for the few flows an event names
-            return tuple(str(c[r]) if c is not None else "" for c in columns)
+            return tuple(str(c[r]) for c in columns)
 
-        n = len(records)
-        _, sport, _, dport, proto = (c if c is not None else np.full(n, "") for c in columns)
-        return self.tracker.observe(end, start, owners, verdicts.anomaly_scores,
-                                    self._named_bits(verdicts), verdicts.differences, flow,
+        _, sport, _, dport, proto = columns
+        return self.tracker.observe(end, start, owners, scores, named_bits, differences, flow,
                                     services_of(proto, sport, dport))
 
     def _named_bits(self, verdicts: Verdicts) -> list[float] | None:
@@ -143,10 +165,11 @@ class DeviceWatch:
         return np.where(named, np.clip(bits, 0.0, MAX_NAMED_BITS), 0.0)
 
     def finish(self, reason: str = "end of input") -> list[dict]:
-        return self.tracker.finish(reason)
+        return self.flush() + self.tracker.finish(reason)
 
     def reconfigure(self, settings: IncidentSettings, features) -> None:
-        """A reloaded bundle: new thresholds and known devices, same devices remembered."""
+        """A reloaded bundle: new thresholds and known devices, same devices remembered
+        (flush() first: the batches waiting were flagged with the old ones)."""
         self.settings = self.tracker.settings = settings
         self.tracker.features = list(features)
         self.map.home_net = HomeNet(settings.home_net)

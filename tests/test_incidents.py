@@ -15,6 +15,8 @@ from edge_ids.edge_runtime.incident_settings import IncidentSettings, SettingsEr
 from edge_ids.edge_runtime.incidents import IncidentTracker
 from edge_ids.edge_runtime.records import RawSchema, parse_lines
 from edge_ids.edge_runtime.services import service_of
+from edge_ids.edge_runtime.detector import Verdicts
+from edge_ids.edge_runtime.watch import WATCH_RECORDS, DeviceWatch
 
 T0 = 1_615_600_000.0
 CAM, HUB, NEW = "f4:b8:5e:ff:2b:1b", "24:6f:28:d9:a7:64", "02:00:00:00:00:01"
@@ -278,3 +280,33 @@ def test_a_quiet_devices_own_threshold_holds_the_budget_at_90_percent_confidence
     named = nobody[:300].copy()
     named[0] = True  # one flow the classifier names already spends more than the bound allows
     assert own_threshold(scores[:300], named, 0.01) is None
+
+
+def test_under_a_backlog_the_watch_observes_batches_together_and_loses_none():
+    """`later` (more lines waiting): batches wait until WATCH_RECORDS records do, and are then
+    observed as one batch would be; finish() observes what still waits."""
+    names = ("SrcAddr", "Sport", "DstAddr", "Dport", "Proto", "SrcMac", "DstMac", "LastTime",
+             "StartTime", "Dur")
+    schema = RawSchema.of(names, ignored=names[:9])
+    n, half = WATCH_RECORDS + 200, WATCH_RECORDS // 2
+    lines = [f"192.168.1.129,40000,185.244.25.235,{443 if i < 100 else 23},tcp,{CAM},"
+             f"00:1c:7f:53:d0:28,{T0 + i / 2},{T0 + i / 2 - 1},1".encode() for i in range(n)]
+    scores = np.where(np.arange(n) < 100, 0.1, 8.0)  # a flow every 0.5 s, odd from the 100th
+
+    def observe(watch, rows, later=False):
+        records, _ = parse_lines(lines[rows], schema, keep_text=watch.text_columns,
+                                 keep_fields=watch.key_columns)
+        owners, _ = watch.devices(records)
+        verdicts = Verdicts(np.zeros(len(records), np.intp), {}, anomaly_scores=scores[rows])
+        return watch.observe(records, verdicts, owners, later=later)
+
+    chunks = DeviceWatch(settings(), names)
+    first = observe(chunks, slice(0, WATCH_RECORDS))
+    rest = observe(chunks, slice(WATCH_RECORDS, n))
+    last = chunks.finish()
+    assert [e["incident"]["state"] for e in first + rest + last] == ["open", "closed"]
+    waiting = DeviceWatch(settings(), names)
+    got = [observe(waiting, rows, later=True)
+           for rows in (slice(0, half), slice(half, WATCH_RECORDS), slice(WATCH_RECORDS, n))]
+    assert got == [[], first, []]  # the first half waits; with the second, both are observed
+    assert waiting.finish() == rest + last  # what waits at the end is not lost

@@ -1,9 +1,9 @@
 """What incidents cost the daemon, and that its memory stays flat however many devices:
 
-    python -m edge_ids.benchmarks.detection.incident_load [--bundle B] [--records 300000]   (about 5 min)
+    python -m edge_ids.benchmarks.detection.incident_load [--bundle B] [--records 300000]   (about 5 min; 3 on a fast machine)
 
 The smart-home test days' flows (argus | ra, in the bundle's layout) repeated, through `edge-ids
-run --input file:` pinned to one core (benchmarks/daemon.py's method), alternating, 3 times
+run --input file:` pinned to one core (benchmarks/daemon.py's method), alternating, 5 times
 each:
 
 - throughput with the device watch and incidents (`--emit both`) against the same bundle's flow
@@ -30,7 +30,7 @@ from ..harness.process import daemon_core, throughput
 from ...train.paths import data_dir
 from .incidents import OUT, edge_ids, learn
 
-REPEATS = 3
+REPEATS = 5  # alternating runs of each: these shared machines swing by 10-15 % run to run
 DEVICES = (10_000, 100_000)
 HOME_NET = ("--home-net", "10.0.0.0/8", "--home-net", "192.168.0.0/16")
 
