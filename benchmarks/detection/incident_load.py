@@ -1,6 +1,6 @@
 """What incidents cost the daemon, and that its memory stays flat however many devices:
 
-    python -m edge_ids.benchmarks.detection.incident_load [--bundle B] [--records 300000]   (about 5 min; 3 on a fast machine)
+    python -m edge_ids.benchmarks.detection.incident_load [--bundle B] [--records 300000]   (3-8 min)
 
 The smart-home test days' flows (argus | ra, in the bundle's layout) repeated, through `edge-ids
 run --input file:` pinned to one core (benchmarks/daemon.py's method), alternating, 5 times
