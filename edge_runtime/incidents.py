@@ -182,14 +182,17 @@ class IncidentTracker:
             device.flows += counts[d]
             if latest[d] > device.last_seen:
                 device.last_seen = latest[d]
-            mine = candidates[cuts[d]:cuts[d + 1]].tolist()
-            if device.episode is not None:
-                device.episode.seen += counts[d] - len(mine)  # the flagged ones count in _flag
-            for p in mine:
+            at = first  # the device's flows are counted in order: an episode sees those after
+            for p in candidates[cuts[d]:cuts[d + 1]].tolist():  # it began, whatever the batch
+                if device.episode is not None:
+                    device.episode.seen += p - at  # flows not flagged since (flagged: in _flag)
+                at = p + 1
                 self._evidence(device, rows_[p], owners.ip(rows_[p], slots[p]), times,
                                starts, scores, named_bits, thresholds[d],
                                new_bits[d] if novel[p] else 0.0, differences, flows,
                                services, events)
+            if device.episode is not None:
+                device.episode.seen += first + counts[d] - at
 
     def _evidence(self, device, r, ip, times, starts, scores, named_bits, threshold, new_bits,
                   differences, flows, services, events) -> None:

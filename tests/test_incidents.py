@@ -197,7 +197,8 @@ def test_a_devices_incidents_do_not_depend_on_how_its_flows_were_batched():
     cam's flows with the router after its own later ones, and its evidence moved with where
     the batches were cut (how much else the network did)."""
     router = ("00:1c:7f:53:d0:28", "192.168.1.1")
-    flows = [(T0 + 50 * i + (i % 3), 8.0 if i % 4 else 30.0, i % 2 == 0) for i in range(60)]
+    flows = [(T0 + 50 * i + (i % 3), 0.1 if i % 5 == 0 else 8.0 if i % 4 else 30.0, i % 2 == 0)
+             for i in range(60)]  # every fifth not flagged: counted as seen, in its place
 
     def run(size):
         tracker, events = IncidentTracker(settings(threshold_bits=4.0), record_peaks=True), []
@@ -208,9 +209,11 @@ def test_a_devices_incidents_do_not_depend_on_how_its_flows_were_batched():
             events += tracker.observe([t for t, _, _ in part], [t - 1 for t, _, _ in part],
                                       owners, [s for _, s, _ in part], None, None,
                                       lambda r: ("192.168.1.129", "68", "192.168.1.1", "67",
-                                                 "udp"), ["udp/67"] * len(part))
+                                                 "udp"),
+                                      ["udp/53" if s < 1 else "udp/67" for _, s, _ in part])
         events += tracker.finish()
-        return [(e["incident"]["state"], e["incident"]["opened"], e["incident"]["peak_bits"])
+        return [(e["incident"]["state"], e["incident"]["opened"], e["incident"]["peak_bits"],
+                 e["incident"]["flows_seen"], e["incident"]["flows_flagged"])
                 for e in events if e["event_type"] == "incident"
                 and e["incident"]["state"] != "update"], tracker.episode_peaks
 
