@@ -292,8 +292,7 @@ class Daemon:
             if batch is None:
                 break
             if batch.lines:  # (with more lines waiting, incidents may wait to be worked out)
-                self._classify(batch, writer, intake.accepted > self.counts["lines"] +
-                               len(batch.lines))
+                self._classify(batch, writer, later=intake.waiting > 0)
             elif self.watch is not None:  # idle: nothing waits
                 with self.outputs.lock:
                     self._write_events(self.watch.flush(), writer)

@@ -139,12 +139,15 @@ class DeviceMap:
         its columns."""
         if records.fields is not None and records.fields[0] == self.key_columns:
             return self._owners(records.fields[1])
-        return self._owners(list(zip(*(records.columns[c].tolist() for c in self.key_columns))))
+        return self._owners(self._key_fields(records.columns))
 
     def attribute(self, columns: dict) -> list[tuple]:
         """One tuple of (key, ip) per record (empty: no local device)."""
-        return list(self._owners(list(zip(*(np.asarray(columns[c]).tolist()
-                                             for c in self.key_columns)))))
+        return list(self._owners(self._key_fields(columns)))
+
+    def _key_fields(self, columns: dict) -> list[tuple]:
+        """Per record, its key fields, from text columns (as the parser's keep_fields)."""
+        return list(zip(*(np.asarray(columns[c]).tolist() for c in self.key_columns)))
 
     def _owners(self, flows: list[tuple]) -> "Owners":
         """Each flow's answer is remembered by number (a flow's key fields -> the number of its

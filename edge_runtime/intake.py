@@ -37,6 +37,12 @@ class Intake:
         self._cond = threading.Condition(threading.Lock())
 
     @property
+    def waiting(self) -> int:
+        """Lines accepted and not yet handed over."""
+        with self._cond:
+            return len(self._lines)
+
+    @property
     def accepted(self) -> int:
         """Lines accepted so far (handed over or waiting)."""
         with self._cond:

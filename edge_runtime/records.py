@@ -236,11 +236,13 @@ class _Layout:
     num_names: tuple[str, ...]
     text: tuple[tuple[str, int], ...]  # (name, field index): categorical, kept, trailing
     pick_numbers: Callable[[list[str]], tuple[str, ...]]
+    pick_fields: Callable[[list[str]], tuple[str, ...]] | None  # keep_fields, as one tuple
     floats: "_FloatMemo"  # text -> number, with the schema's missing values already in it
 
 
 @lru_cache(maxsize=16)
-def _layout(schema: RawSchema, keep_text: tuple[str, ...]) -> _Layout:
+def _layout(schema: RawSchema, keep_text: tuple[str, ...],
+            keep_fields: tuple[str, ...] = ()) -> _Layout:
     num_idx = tuple(i for i, t in enumerate(schema.types) if t == "numeric")
     text = tuple((n, i) for i, (n, t) in enumerate(zip(schema.names, schema.types))
                  if t == "categorical" or (t == "ignored" and n in keep_text))
@@ -249,7 +251,11 @@ def _layout(schema: RawSchema, keep_text: tuple[str, ...]) -> _Layout:
             else (lambda row: (row[num_idx[0]],)) if num_idx else (lambda row: ()))
     floats = _FloatMemo(dict.fromkeys(schema.missing, schema.missing_as)) if schema.missing \
         else _FLOATS
-    return _Layout(num_idx, tuple(schema.names[i] for i in num_idx), text, pick, floats)
+    fields = [schema.names.index(name) for name in keep_fields]
+    pick_fields = (itemgetter(*fields) if len(fields) > 1
+                   else (lambda row: (row[fields[0]],)) if fields else None)
+    return _Layout(num_idx, tuple(schema.names[i] for i in num_idx), text, pick, pick_fields,
+                   floats)
 
 
 def _to_columns(rows: list[list[str]], numbers: np.ndarray, schema: RawSchema,
@@ -258,7 +264,7 @@ def _to_columns(rows: list[list[str]], numbers: np.ndarray, schema: RawSchema,
     """Split rows to columns; "ignored" columns are never loaded, so a value there can be
     anything. When a batch holds a value that is not a number, its rows are parsed one by one
     to find and reject each bad one."""
-    layout = _layout(schema, keep_text)
+    layout = _layout(schema, keep_text, keep_fields)
     bad: dict[int, Rejected] = {}
     values = _fast_numbers(rows, layout)
     if values is None:
@@ -276,11 +282,8 @@ def _to_columns(rows: list[list[str]], numbers: np.ndarray, schema: RawSchema,
     for name, i in layout.text:
         columns[name] = np.array(list(map(str.strip, map(itemgetter(i), rows))), dtype=str)
     trailing = {name: columns.pop(name) for name in schema.trailing}
-    fields = None
-    if keep_fields:
-        pick = itemgetter(*(schema.names.index(name) for name in keep_fields))
-        fields = (keep_fields, list(map(pick, rows)) if len(keep_fields) > 1
-                  else [(value,) for value in map(pick, rows)])
+    fields = None if layout.pick_fields is None else \
+        (keep_fields, list(map(layout.pick_fields, rows)))
     return Records(columns, numbers, trailing, (values, layout.num_names), fields), \
         list(bad.values())
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -67,6 +68,18 @@ def _to_float(texts: np.ndarray) -> np.ndarray:
         return np.array(values, dtype=np.float64)
 
 
+class _Waiting(NamedTuple):
+    """A batch observed under a backlog, until the tracker is given it."""
+
+    owners: Owners
+    end: np.ndarray
+    start: np.ndarray
+    scores: np.ndarray | None
+    named_bits: np.ndarray | None
+    differences: np.ndarray | None
+    columns: list[np.ndarray]  # FLOW_COLUMNS' texts
+
+
 class DeviceWatch:
     def __init__(self, settings: IncidentSettings, columns, features=(),
                  max_devices: int = MAX_DEVICES, record_peaks: bool = False,
@@ -81,7 +94,7 @@ class DeviceWatch:
                              for names in FLOW_COLUMNS]
         self.time_columns = tuple(c for c in TIME_COLUMNS if c in columns)
         self._thresholds: dict[tuple, float] = {}
-        self._pending: list[tuple] = []  # batches observed but not yet given to the tracker
+        self._pending: list[_Waiting] = []  # batches observed, not yet given to the tracker
         self._waiting = 0  # their records
 
     @classmethod
@@ -130,8 +143,9 @@ class DeviceWatch:
         end, start, _ = times if times is not None else flow_times(records, now)
         n = len(records)
         columns = [records.columns[c] if c else np.full(n, "") for c in self.flow_columns]
-        self._pending.append((owners, end, start, verdicts.anomaly_scores,
-                              self._named_bits(verdicts), verdicts.differences, columns))
+        self._pending.append(_Waiting(owners, end, start, verdicts.anomaly_scores,
+                                      self._named_bits(verdicts), verdicts.differences,
+                                      columns))
         self._waiting += n
         if later and self._waiting < WATCH_RECORDS:
             return []
@@ -142,11 +156,13 @@ class DeviceWatch:
         if not self._pending:
             return []
         pending, self._pending, self._waiting = self._pending, [], 0
-        owners = pending[0][0] if len(pending) == 1 else Owners.joined([p[0] for p in pending])
+        owners = pending[0].owners if len(pending) == 1 else \
+            Owners.joined([p.owners for p in pending])
         end, start, scores, named_bits, differences = (
-            None if pending[0][i] is None else np.concatenate([p[i] for p in pending])
-            for i in range(1, 6))
-        columns = [np.concatenate([p[6][j] for p in pending]) for j in range(len(FLOW_COLUMNS))]
+            None if arrays[0] is None else np.concatenate(arrays)
+            for arrays in zip(*((p.end, p.start, p.scores, p.named_bits, p.differences)
+                                for p in pending)))
+        columns = [np.concatenate(texts) for texts in zip(*(p.columns for p in pending))]
 
         def flow(r: int) -> tuple:  # only for the few flows an event names
             return tuple(str(c[r]) for c in columns)
