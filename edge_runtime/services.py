@@ -3,8 +3,8 @@
 The daemon checks every flow of every device against the services that device used while
 learning. One flow at a time in Python that was a large part of what incidents cost, so a
 batch's services are made with numpy's text functions and looked up against every device's
-at once, in one sorted array of "device service" texts (a binary search: no library does this
-better here).
+at once, as numbers in one sorted array of (device, service) pairs (a binary search: no library
+does this better here).
 """
 from __future__ import annotations
 
@@ -31,13 +31,19 @@ def services_of(proto: np.ndarray, sport: np.ndarray, dport: np.ndarray) -> np.n
 
 
 class ServiceIndex:
-    """The services each known device used while learning."""
+    """The services each known device used while learning, as numbers: a batch's (device,
+    service) pairs are looked up as integers (texts as long as "MAC service" for every pair
+    of a batch cost several times more, in copies and comparisons)."""
 
     def __init__(self, services: dict | None):
-        self.devices = frozenset(services or ())
-        # device keys (MACs, addresses) have no spaces, so "key service" is unambiguous
-        self._pairs = np.array(sorted(f"{key} {name}" for key, used in (services or {}).items()
-                                      for name in used), dtype=str)
+        services = services or {}
+        self.devices = frozenset(services)
+        self._device = {key: i for i, key in enumerate(services)}
+        self._service = {name: i for i, name in enumerate(sorted(
+            {name for used in services.values() for name in used}))}
+        self._pairs = np.array(sorted(self._device[key] << 32 | self._service[name]
+                                      for key, used in services.items() for name in used),
+                               dtype=np.int64)
 
     def unused(self, keys: list[str], devices: np.ndarray, services: np.ndarray
                ) -> np.ndarray:
@@ -46,7 +52,10 @@ class ServiceIndex:
         known = np.array([k in self.devices for k in keys], dtype=bool)[devices]
         if not known.any() or not len(self._pairs):
             return known
-        pairs = np.strings.add(np.strings.add(np.array(keys, dtype=str)[devices], " "),
-                               services)
+        names, inverse = np.unique(services, return_inverse=True)  # a batch has a few
+        service = np.array([self._service.get(name, -1) for name in names.tolist()],
+                           dtype=np.int64)[inverse.ravel()]
+        device = np.array([self._device.get(k, -1) for k in keys], dtype=np.int64)[devices]
+        pairs = device << 32 | service  # a service never learned (-1): no learned pair
         found = np.minimum(np.searchsorted(self._pairs, pairs), len(self._pairs) - 1)
-        return known & (self._pairs[found] != pairs)
+        return known & ((self._pairs[found] != pairs) | (service < 0))

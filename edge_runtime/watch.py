@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_right
 from typing import NamedTuple
 
 import numpy as np
@@ -66,6 +67,23 @@ def _to_float(texts: np.ndarray) -> np.ndarray:
             except ValueError:
                 values.append(math.nan)
         return np.array(values, dtype=np.float64)
+
+
+class Stacked:
+    """Several batches' arrays read by record number as if they were one, without copying them
+    into one: a copy of a batch's model inputs or addresses for every flush is large enough for
+    the C library to map fresh memory each time (page faults), and only a few rows are read."""
+
+    def __init__(self, parts: list):
+        self.parts = parts
+        self.starts = np.cumsum([0] + [len(p) for p in parts[:-1]]).tolist()
+
+    def __getitem__(self, r: int):
+        i = bisect_right(self.starts, r) - 1
+        return self.parts[i][r - self.starts[i]]
+
+    def joined(self) -> np.ndarray:
+        return self.parts[0] if len(self.parts) == 1 else np.concatenate(self.parts)
 
 
 class _Waiting(NamedTuple):
@@ -158,16 +176,18 @@ class DeviceWatch:
         pending, self._pending, self._waiting = self._pending, [], 0
         owners = pending[0].owners if len(pending) == 1 else \
             Owners.joined([p.owners for p in pending])
-        end, start, scores, named_bits, differences = (
+        end, start, scores, named_bits = (
             None if arrays[0] is None else np.concatenate(arrays)
-            for arrays in zip(*((p.end, p.start, p.scores, p.named_bits, p.differences)
-                                for p in pending)))
-        columns = [np.concatenate(texts) for texts in zip(*(p.columns for p in pending))]
+            for arrays in zip(*((p.end, p.start, p.scores, p.named_bits) for p in pending)))
+        # what only the few evidence flows read stays in its batches (`Stacked`, no copy)
+        differences = None if pending[0].differences is None else \
+            Stacked([p.differences for p in pending])
+        columns = [Stacked(texts) for texts in zip(*(p.columns for p in pending))]
 
         def flow(r: int) -> tuple:  # only for the few flows an event names
             return tuple(str(c[r]) for c in columns)
 
-        _, sport, _, dport, proto = columns
+        _, sport, _, dport, proto = (c.joined() for c in columns)
         return self.tracker.observe(end, start, owners, scores, named_bits, differences, flow,
                                     services_of(proto, sport, dport))
 

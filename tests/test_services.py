@@ -33,6 +33,21 @@ def test_unused_services_are_those_a_known_device_never_used():
     assert not ServiceIndex(None).unused(keys, devices, services).any()
 
 
+def test_unused_services_of_many_devices_are_what_the_rule_says_pair_by_pair():
+    rng = random.Random(1)
+    names = [f"{p}/{port}" for p in ("tcp", "udp") for port in (53, 80, 123, 443, 8883)] + \
+        ["icmp", "arp", "?"]
+    learned = {f"02:00:00:00:00:{d:02x}": frozenset(rng.sample(names, rng.randrange(4)))
+               for d in range(40)}
+    index = ServiceIndex(learned)
+    keys = list(learned)[::3] + [f"02:00:00:00:01:{d:02x}" for d in range(5)]  # some unknown
+    devices = np.array([rng.randrange(len(keys)) for _ in range(2000)])
+    services = np.array([rng.choice(names + ["tcp/9999", "gre"]) for _ in range(2000)])
+    expected = [keys[d] in learned and s not in learned[keys[d]]
+                for d, s in zip(devices.tolist(), services.tolist())]
+    assert index.unused(keys, devices, services).tolist() == expected
+
+
 def test_pairs_take_devices_in_the_order_they_appear_and_flows_in_record_order():
     router = ("00:1c:7f:53:d0:28", "192.168.1.1")
     cam, hub, cam_dhcp = (CAM, "192.168.1.129"), (HUB, "192.168.1.122"), (CAM, None)
