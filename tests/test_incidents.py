@@ -16,7 +16,7 @@ from edge_ids.edge_runtime.incidents import IncidentTracker
 from edge_ids.edge_runtime.records import RawSchema, parse_lines
 from edge_ids.edge_runtime.services import service_of
 from edge_ids.edge_runtime.detector import Verdicts
-from edge_ids.edge_runtime.watch import WATCH_RECORDS, DeviceWatch
+from edge_ids.edge_runtime.watch import WATCH_RECORDS, DeviceWatch, Stacked
 
 T0 = 1_615_600_000.0
 CAM, HUB, NEW = "f4:b8:5e:ff:2b:1b", "24:6f:28:d9:a7:64", "02:00:00:00:00:01"
@@ -313,3 +313,10 @@ def test_under_a_backlog_the_watch_observes_batches_together_and_loses_none():
            for rows in (slice(0, half), slice(half, WATCH_RECORDS), slice(WATCH_RECORDS, n))]
     assert got == [[], first, []]  # the first half waits; with the second, both are observed
     assert waiting.finish() == rest + last  # what waits at the end is not lost
+
+
+def test_batches_waiting_together_are_read_row_by_row_as_one_array():
+    parts = [np.arange(3), np.arange(3, 4), np.arange(4, 9).reshape(5, 1)[:, 0]]
+    stacked = Stacked(parts)
+    assert [int(stacked[r]) for r in range(9)] == list(range(9))
+    assert stacked.joined().tolist() == list(range(9)) and Stacked(parts[:1]).joined() is parts[0]
