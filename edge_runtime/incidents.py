@@ -41,7 +41,7 @@ import numpy as np
 from .devices import Owners, device_label
 from .incident_lines import incident_event, new_device_event
 from .incident_settings import IncidentSettings
-from .services import ServiceIndex
+from .services import ServiceIndex, service_of
 
 SLOT_SECONDS = 60.0  # a device's evidence grows by its strongest flagged flow of each minute
 MAX_DEVICES = 16384
@@ -131,7 +131,7 @@ class IncidentTracker:
         (key, ip), or their Owners; scores: anomaly scores or None; named_bits: the classifier's
         evidence per record or None; differences: the anomaly model's (input - reconstruction)
         rows or None; flows(r): record r's (src, sport, dst, dport, proto) texts, for peers;
-        services: per record its service ("tcp/443").
+        services: per record its service, as its number (ServiceIndex.numbers) or name.
 
         Which records are evidence for which of their devices is found for the whole batch at
         once (numpy); only those flows go through the episode's bookkeeping, device by device
@@ -140,7 +140,7 @@ class IncidentTracker:
         events: list = []
         owners = devices if isinstance(devices, Owners) else Owners(devices)
         if len(owners):
-            services = np.asarray(services, dtype=str)
+            services = self.index.numbered(services)
             times = np.asarray(times, dtype=np.float64)
             self._observe(owners.pairs(), owners, times, starts,
                           None if scores is None else np.asarray(scores, dtype=np.float64),
@@ -171,39 +171,45 @@ class IncidentTracker:
         with_ip = np.maximum.reduceat(np.where(pairs.has_ip, np.arange(len(rows)), -1),
                                       bounds[:-1]).tolist()
         firsts, counts = bounds[:-1].tolist(), np.diff(bounds).tolist()
-        rows_, slots, novel = rows.tolist(), pairs.slots.tolist(), novel.tolist()
-        times = times.tolist()
+        first_rows = rows[bounds[:-1]].tolist()
+        # the few evidence pairs' values as Python numbers, gathered once for the batch
+        at = rows[candidates]
+        evidence = zip(candidates.tolist(), at.tolist(), pairs.slots[candidates].tolist(),
+                       times[at].tolist(), np.asarray(starts, np.float64)[at].tolist(),
+                       [None] * len(at) if scores is None else scores[at].tolist(),
+                       [0.0] * len(at) if named_bits is None else named_bits[at].tolist(),
+                       novel[candidates].tolist())
         for d, key in enumerate(keys):
-            first = firsts[d]
-            r = rows_[first]
-            device = self._device(key, owners.ip(r, slots[first]), times[r], flows, r, events)
+            first, r = firsts[d], first_rows[d]
+            device = self._device(key, owners.ip(r, int(pairs.slots[first])), float(times[r]),
+                                  flows, r, events)
             if with_ip[d] >= first:
-                device.ip = owners.ip(rows_[with_ip[d]], slots[with_ip[d]])
+                device.ip = owners.ip(int(rows[with_ip[d]]), int(pairs.slots[with_ip[d]]))
             device.flows += counts[d]
             if latest[d] > device.last_seen:
                 device.last_seen = latest[d]
-            at = first  # the device's flows are counted in order: an episode sees those after
-            for p in candidates[cuts[d]:cuts[d + 1]].tolist():  # it began, whatever the batch
+            seen = first  # the device's flows are counted in order: an episode sees those after
+            for _ in range(cuts[d + 1] - cuts[d]):  # it began, whatever the batch
+                p, r, slot, t, start, score, named, is_novel = next(evidence)
                 if device.episode is not None:
-                    device.episode.seen += p - at  # flows not flagged since (flagged: in _flag)
-                at = p + 1
-                self._evidence(device, rows_[p], owners.ip(rows_[p], slots[p]), times,
-                               starts, scores, named_bits, thresholds[d],
-                               new_bits[d] if novel[p] else 0.0, differences, flows,
-                               services, events)
+                    device.episode.seen += p - seen  # flows not flagged since (flagged: in _flag)
+                seen = p + 1
+                self._evidence(device, r, owners.ip(r, slot), t, start, score, named,
+                               thresholds[d], new_bits[d] if is_novel else 0.0, differences,
+                               flows, events)
             if device.episode is not None:
-                device.episode.seen += first + counts[d] - at
+                device.episode.seen += first + counts[d] - seen
 
-    def _evidence(self, device, r, ip, times, starts, scores, named_bits, threshold, new_bits,
-                  differences, flows, services, events) -> None:
-        """Record r is evidence for the device: its bits, then the episode it belongs to."""
-        settings, t = self.settings, times[r]
-        score = None if scores is None else float(scores[r])
+    def _evidence(self, device, r, ip, t, start, score, named_bits, threshold, new_bits,
+                  differences, flows, events) -> None:
+        """Record r (flow end t, start, anomaly score or None, the classifier's bits) is
+        evidence for the device: its bits, then the episode it belongs to."""
+        settings = self.settings
         bits = 0.0
         if score is not None and score > threshold:
             bits = math.log2(score / threshold) if threshold > 0 else 64.0
-        if named_bits is not None and named_bits[r] > bits:
-            bits = float(named_bits[r])
+        if named_bits > bits:
+            bits = named_bits
         if bits > settings.max_flow_bits:
             bits = settings.max_flow_bits
         bits += new_bits  # a service it never used while learning
@@ -217,9 +223,8 @@ class IncidentTracker:
             self.active[device.key] = device
             if len(self.active) > MAX_EPISODES:
                 self._drop_weakest(events)
-        self._flag(device, episode, r, bits, t, float(starts[r]), ip, flows(r),
-                   None if score is None else score / threshold, differences,
-                   str(services[r]), events)
+        self._flag(device, episode, r, bits, t, start, ip, flows(r),
+                   None if score is None else score / threshold, differences, events)
 
     def _drop_weakest(self, events: list) -> None:
         """Bounded state with many devices in trouble at once: the episode with the least
@@ -272,7 +277,7 @@ class IncidentTracker:
         if device.episode is not None:
             self._end(device, events, "evicted: more devices than edge-ids keeps in memory")
 
-    def _flag(self, device, episode, r, bits, t, start, ip, flow, ratio, differences, service,
+    def _flag(self, device, episode, r, bits, t, start, ip, flow, ratio, differences,
               events) -> None:
         slot = math.floor((t - episode.first_flagged) / SLOT_SECONDS)
         if episode.slot is None or slot > episode.slot:  # a new minute: decay, then add
@@ -297,11 +302,13 @@ class IncidentTracker:
         src, sport, dst, dport, proto = flow
         peer = dst if src == ip else src
         _count(episode.peers, peer or "?")
-        _count(episode.ports, service)
+        _count(episode.ports, service_of(proto, sport, dport))
         if differences is not None and episode.errors is not None:
             row = differences[r]
-            episode.errors[0] += bits * row * row
-            episode.errors[1] += bits * row
+            weighted = bits * row
+            squared, signed = episode.errors  # (views: no copy back, as errors[0] += would)
+            squared += weighted * row
+            signed += weighted
         if episode.incident is None and episode.evidence > self.settings.threshold_bits and \
                 not (device.new and device.incidents):
             episode.incident = self.next_id

@@ -17,7 +17,6 @@ from .devices import DeviceMap, HomeNet, Owners, remember
 from .incident_settings import IncidentSettings
 from .incidents import MAX_DEVICES, IncidentTracker
 from .records import Records
-from .services import services_of
 
 TIME_COLUMNS = ("LastTime", "StartTime")  # Argus ltime, stime (ra -u: Unix seconds)
 FLOW_COLUMNS = (("SrcAddr", "saddr"), ("Sport", "sport"), ("DstAddr", "daddr"),
@@ -78,12 +77,14 @@ class Stacked:
         self.parts = parts
         self.starts = np.cumsum([0] + [len(p) for p in parts[:-1]]).tolist()
 
-    def __getitem__(self, r: int):
+    def locate(self, r: int) -> tuple[int, int]:
+        """(the part record r is in, its row there)."""
         i = bisect_right(self.starts, r) - 1
-        return self.parts[i][r - self.starts[i]]
+        return i, r - self.starts[i]
 
-    def joined(self) -> np.ndarray:
-        return self.parts[0] if len(self.parts) == 1 else np.concatenate(self.parts)
+    def __getitem__(self, r: int):
+        i, j = self.locate(r)
+        return self.parts[i][j]
 
 
 class _Waiting(NamedTuple):
@@ -182,14 +183,16 @@ class DeviceWatch:
         # what only the few evidence flows read stays in its batches (`Stacked`, no copy)
         differences = None if pending[0].differences is None else \
             Stacked([p.differences for p in pending])
-        columns = [Stacked(texts) for texts in zip(*(p.columns for p in pending))]
+        batches = Stacked([p.end for p in pending])  # (to find a record's batch)
 
         def flow(r: int) -> tuple:  # only for the few flows an event names
-            return tuple(str(c[r]) for c in columns)
+            i, j = batches.locate(r)
+            return tuple(str(c[j]) for c in pending[i].columns)
 
-        _, sport, _, dport, proto = (c.joined() for c in columns)
+        _, sport, _, dport, proto = (texts[0] if len(texts) == 1 else np.concatenate(texts)
+                                     for texts in zip(*(p.columns for p in pending)))
         return self.tracker.observe(end, start, owners, scores, named_bits, differences, flow,
-                                    services_of(proto, sport, dport))
+                                    self.tracker.index.numbers(proto, sport, dport))
 
     def _named_bits(self, verdicts: Verdicts) -> list[float] | None:
         """A flow the classifier names as an attack: log2(normal_threshold / P(normal)), in

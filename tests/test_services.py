@@ -12,16 +12,40 @@ from edge_ids.edge_runtime.services import ServiceIndex, service_of, services_of
 CAM, HUB = "f4:b8:5e:ff:2b:1b", "24:6f:28:d9:a7:64"
 
 
-def test_a_batch_has_the_services_each_of_its_flows_has():
-    rng = random.Random(0)
+def _flows(seed: int) -> list[tuple[str, str, str]]:
+    """Flows' (proto, sport, dport) texts: the odd ones Argus writes, and many plain ones."""
+    rng = random.Random(seed)
     flows = [("tcp", "48986", "6667"), ("tcp", "6667", "48986"), ("udp", "53", "53"),
              ("tcp", "9", "10"), ("tcp", "100", "99"), ("icmp", "", "0xd841"), ("arp", "", ""),
-             ("", "", ""), ("", "80", "8080"), ("ipv6-icmp", "0x0087", "0x0000")]
+             ("", "", ""), ("", "80", "8080"), ("?", "", ""), ("ipv6-icmp", "0x0087", "0x0000"),
+             ("tcp", "99999", "100000"), ("tcp", "0", "7"), ("udp", "080", "443"),
+             ("tcp", "4a", "80"), ("udp", "\u0663", "80"), ("gre", "1", "2")]
     flows += [(rng.choice(["tcp", "udp"]), str(rng.randrange(65536)), str(rng.randrange(65536)))
               for _ in range(500)]
+    return flows
+
+
+def test_a_batch_has_the_services_each_of_its_flows_has():
+    flows = _flows(0)
     proto, sport, dport = (np.array(c) for c in zip(*flows))
     assert services_of(proto, sport, dport).tolist() == [service_of(*f) for f in flows]
     assert services_of(np.array([], str), np.array([], str), np.array([], str)).size == 0
+    assert service_of("tcp", "100000", "80") == "tcp" and service_of("udp", "080", "443") == "udp/80"
+
+
+def test_a_batch_s_service_numbers_are_those_of_its_flows_names():
+    flows = _flows(1)
+    learned = {CAM: frozenset(service_of(*f) for f in flows[::2]),
+               HUB: frozenset({"?", "/80", "tcp/443", "gre"})}
+    index = ServiceIndex(learned)
+    proto, sport, dport = (np.array(c) for c in zip(*flows))
+    numbers = index.numbers(proto, sport, dport)
+    assert numbers.tolist() == [index.number(service_of(*f)) for f in flows]
+    numbered = [n for n in {service_of(*f) for f in flows} if index.number(n) != -1]
+    assert len({index.number(n) for n in numbered}) == len(numbered)  # one number a service
+    assert index.number("sctp/9") == index.number("sctp") == -1  # no device used sctp
+    assert index.numbered(np.array([service_of(*f) for f in flows])).tolist() == numbers.tolist()
+    assert ServiceIndex(None).numbers(proto, sport, dport).tolist() == [-1] * len(flows)
 
 
 def test_unused_services_are_those_a_known_device_never_used():
@@ -29,8 +53,9 @@ def test_unused_services_are_those_a_known_device_never_used():
     keys = [CAM, HUB, "02:00:00:00:00:01"]  # the last is not known: no services on record
     devices = np.array([0, 0, 0, 1, 2])
     services = np.array(["tcp/443", "udp/53", "tcp/8883", "tcp/443", "tcp/443"])
-    assert index.unused(keys, devices, services).tolist() == [False, False, True, True, False]
-    assert not ServiceIndex(None).unused(keys, devices, services).any()
+    assert index.unused(keys, devices, index.numbered(services)).tolist() == \
+        [False, False, True, True, False]
+    assert not ServiceIndex(None).unused(keys, devices, index.numbered(services)).any()
 
 
 def test_unused_services_of_many_devices_are_what_the_rule_says_pair_by_pair():
@@ -45,7 +70,7 @@ def test_unused_services_of_many_devices_are_what_the_rule_says_pair_by_pair():
     services = np.array([rng.choice(names + ["tcp/9999", "gre"]) for _ in range(2000)])
     expected = [keys[d] in learned and s not in learned[keys[d]]
                 for d, s in zip(devices.tolist(), services.tolist())]
-    assert index.unused(keys, devices, services).tolist() == expected
+    assert index.unused(keys, devices, index.numbered(services)).tolist() == expected
 
 
 def test_pairs_take_devices_in_the_order_they_appear_and_flows_in_record_order():
