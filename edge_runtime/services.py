@@ -27,6 +27,10 @@ def service_of(proto: str, sport: str, dport: str) -> str:
     return proto or "?"
 
 
+_PLACES = np.array([[10 ** (n - 1 - j) if j < n else 0 for j in range(5)] for n in range(6)],
+                   dtype=np.int32)  # per length, each digit's place value
+
+
 def ports_of(texts: np.ndarray) -> np.ndarray:
     """Per text its port, or -1 where it is not one. By hand from the characters' code points:
     numpy's text-to-integer cast goes through Python integers (about 190 ns a value here,
@@ -44,10 +48,6 @@ def ports_of(texts: np.ndarray) -> np.ndarray:
                                               == lengths)
     ports = (digits * _PLACES[np.minimum(lengths, 5), :digits.shape[1]]).sum(axis=1)
     return np.where(valid, ports, -1)
-
-
-_PLACES = np.array([[10 ** (n - 1 - j) if j < n else 0 for j in range(5)] for n in range(6)],
-                   dtype=np.int32)  # per length, each digit's place value
 
 
 def services_of(proto: np.ndarray, sport: np.ndarray, dport: np.ndarray) -> np.ndarray:
@@ -70,8 +70,8 @@ class ServiceIndex:
         self.devices = frozenset(services)
         self._device = {key: i for i, key in enumerate(services)}
         names = {name for used in services.values() for name in used}
-        self._protos = sorted({_split(name)[0] for name in names})
-        self._proto = {proto: i for i, proto in enumerate(self._protos)}
+        self._protos = np.array(sorted({_split(name)[0] for name in names}), dtype=str)
+        self._proto = {proto: i for i, proto in enumerate(self._protos.tolist())}
         self._pairs = np.array(sorted(self._device[key] << 32 | self.number(name)
                                       for key, used in services.items() for name in used),
                                dtype=np.int64)
@@ -86,12 +86,12 @@ class ServiceIndex:
     def numbers(self, proto: np.ndarray, sport: np.ndarray, dport: np.ndarray) -> np.ndarray:
         """Per flow the number of its service (service_of), without making its text."""
         proto = np.asarray(proto)
+        if not len(self._protos):
+            return np.full(len(proto), -1, dtype=np.int64)
         sport, dport = ports_of(sport), ports_of(dport)
         ported = (sport >= 0) & (dport >= 0)
-        if not self._protos:
-            return np.full(len(proto), -1, dtype=np.int64)
         at = np.minimum(np.searchsorted(self._protos, proto), len(self._protos) - 1)
-        protos = np.where(np.asarray(self._protos)[at] == proto, at, -1)
+        protos = np.where(self._protos[at] == proto, at, -1)
         # without ports, a flow without a protocol is "?"
         portless = np.where(proto == "", self._proto.get("?", -1), protos)
         numbers = np.where(ported, protos.astype(np.int64) << PORT_BITS | (np.minimum(

@@ -116,7 +116,7 @@ def markdown(result: dict) -> str:
              f"`python -m edge_ids.benchmarks.detection.incident_load`: {result['records']:,} flow "
              f"records of the smart-home test days through `edge-ids run --input file:` on one "
              f"core (cpu {result['cpu']}), {result['repeats']} runs each taking turns (the "
-             f"many-device runs {result.get('rss_repeats', 3)} each, after them), medians.",
+             f"many-device runs {result['rss_repeats']} each, after them), medians.",
              "", "| run | records/s | peak RSS MiB | each run |", "|---|---|---|---|"]
     for name, r in result["runs"].items():
         lines.append(f"| {name} | {r['records_per_second']:,.0f} | {r['peak_rss_mib']:.1f} | "
