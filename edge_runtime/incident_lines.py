@@ -42,6 +42,8 @@ def incident_event(device, episode, state: str, t: float, threshold_bits: float,
             "max_score_ratio": round(episode.max_ratio, 3),
             "peers": top(episode.peers, "ip"), "ports": top(episode.ports, "port"),
             "why": why(episode, features)}
+    if episode.why_since is not None:  # the model changed under it: "why" counts since
+        body["why_since"] = episode.why_since
     if reason:
         body["reason"] = reason
     return {"time": t, "event_type": "incident", "device": device_label(device.key, device.ip),

@@ -27,10 +27,11 @@ from .normal_rule import NormalRule
 HALF_LIFE_SECONDS = 300.0  # a flagged flow's evidence counts half after five minutes
 CLOSE_AFTER_SECONDS = 1800.0  # an incident closes after 30 minutes without a flagged flow
 UPDATE_EVERY_SECONDS = 600.0  # at most one update line per incident every ten minutes
-# A new device's first day may hold a burst this many minutes long of flows as unusual as one
-# flow may say (its set-up: DHCP, DNS, its cloud, discovery) without an incident; chosen with
-# one bot left out and checked on it (benchmarks/detection/living.py, docs/incidents.md)
-JOIN_BURST_MINUTES = 2
+# A device that joins spends its first minutes being set up (DHCP, DNS, its cloud, discovery):
+# flows unlike anything the site learned, and unlike its own later normal. Its flows in this
+# grace are neither evidence nor its normal; chosen with one bot left out and checked on it
+# (benchmarks/detection/living.py, docs/incidents.md)
+JOIN_GRACE_MINUTES = 2
 
 
 class SettingsError(ValueError):
@@ -50,20 +51,8 @@ class IncidentSettings:
     services: dict | None = None  # key -> frozenset of the services it used while learning
     service_bits: dict | None = None  # key -> evidence of a flow to a service not among them
     max_flow_bits: float = math.inf  # the most one flow's anomaly score may say, in bits
-    join_burst_minutes: float = JOIN_BURST_MINUTES
+    join_grace_minutes: float = JOIN_GRACE_MINUTES
     rule: NormalRule = NormalRule()  # learn's rule for a device's own threshold (normals.py)
-
-    @property
-    def join_threshold_bits(self) -> float:
-        """What opens an incident in a new device's first day: the evidence of a burst of
-        join_burst_minutes minutes, each with a flow at max_flow_bits (decaying as evidence
-        does), or the incident threshold if that is higher."""
-        if not math.isfinite(self.max_flow_bits):
-            return self.threshold_bits
-        minutes = math.ceil(self.join_burst_minutes)
-        burst = self.max_flow_bits * sum(2.0 ** (-60.0 * k / self.half_life)
-                                         for k in range(minutes))
-        return max(self.threshold_bits, burst)
 
     def threshold(self, key: str) -> float:
         own = self.known.get(key)

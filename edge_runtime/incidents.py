@@ -20,9 +20,9 @@ starts an **episode**; when it crosses the incident threshold the episode become
 (one EVE line, `event_type: "incident"`, state "open"), updated at most every ten minutes while
 flagged flows keep coming, and closed by a line when the device has had no flagged flow for 30
 minutes (or the input ended). A device with an open incident never opens a second one. A
-device the bundle did not know is named once (`event_type: "new_device"`); in its first day
-(JOIN_SECONDS) its incident threshold allows the burst of a device being set up
-(IncidentSettings.join_threshold_bits), and after it, it is watched as any other.
+device the bundle did not know is named once (`event_type: "new_device"`); its flows in the
+first minutes after it was first seen (IncidentSettings.join_grace_minutes: its set-up) are
+neither evidence nor its normal, and after them it is watched as any other.
 
 Each device's normal (its threshold and services) lives with the network (normals.py): fed by
 its flows outside incidents, learned on the device for a device on probation, changed at a
@@ -52,7 +52,6 @@ from .normals import Normals
 from .services import service_of
 
 SLOT_SECONDS = 60.0  # a device's evidence grows by its strongest flagged flow of each minute
-JOIN_SECONDS = 86400.0  # a new device's first day: the burst of being set up is not an incident
 MAX_DEVICES = 16384
 MAX_EPISODES = 1024  # open episodes; past it the weakest without an incident is dropped
 NEW_DEVICES_REMEMBERED = 131072  # announced new devices (so none is named twice)
@@ -91,6 +90,7 @@ class IncidentTracker:
     def settings(self, settings: IncidentSettings) -> None:
         self._settings = self.normals.settings = settings
         self._decay = math.log(2) / settings.half_life
+        self._grace = 60.0 * settings.join_grace_minutes
 
     @property
     def index(self):
@@ -143,6 +143,7 @@ class IncidentTracker:
         candidates = np.flatnonzero(flagged)
         cuts = np.searchsorted(candidates, bounds).tolist()
         latest = np.maximum.reduceat(times[rows], bounds[:-1]).tolist()
+        earliest = np.minimum.reduceat(times[rows], bounds[:-1]).tolist()
         with_ip = np.maximum.reduceat(np.where(pairs.has_ip, np.arange(len(rows)), -1),
                                       bounds[:-1]).tolist()
         firsts, counts = bounds[:-1].tolist(), np.diff(bounds).tolist()
@@ -166,8 +167,10 @@ class IncidentTracker:
             if latest[d] > device.last_seen:
                 device.last_seen = latest[d]
             end = first + counts[d]
-            if normals.adapt and device.normal.may_change(latest[d], counts[d] + _waiting(
-                    device), normals.rule):
+            normal = device.normal
+            if normal.joined is not None and earliest[d] < normal.joined + self._grace or \
+                    normals.adapt and normal.may_change(latest[d], counts[d] + _waiting(device),
+                                                        normals.rule):
                 for _ in range(cuts[d + 1] - cuts[d]):  # (taken again below, in order)
                     next(evidence)
                 self._in_order(device, batch, first, end, events)
@@ -188,13 +191,17 @@ class IncidentTracker:
 
     def _in_order(self, device: Device, batch: "_Batch", first: int, end: int,
                   events: list) -> None:
-        """A device whose normal may change in this batch, flow by flow: an episode that
-        ended before a flow ends first, the normal changes at the first flow it may, and each
-        flow is judged by the normal as it is at that flow."""
+        """A device whose normal may change in this batch, or in its set-up grace, flow by
+        flow: an episode that ended before a flow ends first, the normal changes at the first
+        flow it may, and each flow is judged by the normal as it is at that flow."""
         normals, key = self.normals, device.key
         for p in range(first, end):
             r = int(batch.rows[p])
             t = float(batch.times[r])
+            if device.normal.joined is not None and t < device.normal.joined + self._grace:
+                if device.episode is not None:  # its set-up: no evidence, not its normal
+                    device.episode.seen += 1
+                continue
             episode = device.episode
             if episode is not None and t - episode.last_flagged >= self.settings.close_after:
                 self._end(device, events, self._quiet_reason(),
@@ -360,7 +367,7 @@ class IncidentTracker:
             squared, signed = episode.errors  # (views: no copy back, as errors[0] += would)
             squared += weighted * row
             signed += weighted
-        if episode.incident is None and episode.evidence > self.incident_threshold(device, t):
+        if episode.incident is None and episode.evidence > self.incident_threshold(device):
             episode.incident = self.next_id
             self.next_id += 1
             device.incidents += 1
@@ -370,15 +377,10 @@ class IncidentTracker:
             episode.pending = None  # an incident's flows never feed the normal
             events.append(self._line(device, episode, "open", t))
 
-    def incident_threshold(self, device: Device, t: float) -> float:
-        """The evidence that opens an incident for this device at flow time t: none while the
-        operator has it muted; in a new device's first day, the joining threshold."""
-        normal = device.normal
-        if normal.muted is not None:
-            return math.inf
-        if normal.joined is not None and t - normal.joined < JOIN_SECONDS:
-            return self.settings.join_threshold_bits
-        return self.settings.threshold_bits
+    def incident_threshold(self, device: Device) -> float:
+        """The evidence that opens an incident for this device: none while the operator has
+        it muted."""
+        return math.inf if device.normal.muted is not None else self.settings.threshold_bits
 
     def _sweep(self, events: list) -> None:
         """Close what has been quiet long enough; update what is due; forget ended episodes
@@ -445,8 +447,8 @@ class IncidentTracker:
         return events
 
     def _line(self, device, episode, state: str, t: float, reason: str | None = None) -> dict:
-        return incident_event(device, episode, state, t, self.incident_threshold(
-            device, episode.opened if episode.opened is not None else t), self.features, reason)
+        return incident_event(device, episode, state, t, self.settings.threshold_bits,
+                              self.features, reason)
 
     def snapshot(self) -> list[dict]:
         """The devices remembered now (for the operator's page): newest first."""

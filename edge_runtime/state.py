@@ -40,12 +40,12 @@ class StateError(OSError):
 def check_directory(path: Path) -> Path:
     """The state directory, made if absent; StateError if it is no directory or not writable."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise StateError(f"--state-dir {path}: not a directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise StateError(f"--state-dir {path}: cannot make it ({e.strerror})") from None
-    if not path.is_dir():
-        raise StateError(f"--state-dir {path}: not a directory")
     if not os.access(path, os.W_OK | os.X_OK):
         raise StateError(f"--state-dir {path}: not writable by this user (uid {os.getuid()})")
     return path

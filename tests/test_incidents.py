@@ -164,8 +164,8 @@ def test_a_device_with_an_open_incident_never_opens_a_second():
 
 
 def test_a_new_device_is_named_once_and_stays_watched():
-    """Named once; its first day allows the burst of being set up (the joining threshold); it
-    is never blind afterwards: trouble later opens incidents again."""
+    """Named once; its set-up (its first minutes) is no evidence; never blind afterwards:
+    trouble later opens incidents again."""
     tracker = IncidentTracker(settings())
     noisy = [(T0 + 20 * i, NEW, 50.0, "tcp/80") for i in range(100)]  # 33 minutes at the cap
     later = [(T0 + 20000 + 20 * i, NEW, 50.0, "tcp/80") for i in range(100)]
@@ -175,15 +175,15 @@ def test_a_new_device_is_named_once_and_stays_watched():
     assert new["device"]["mac"] == NEW and new["time"] == T0
     incidents = opened(events)
     assert len(incidents) == 2 and all(i["incident"]["new_device"] for i in incidents)
-    join = settings().join_threshold_bits  # 5 bits in two minutes, decaying: 9.35
-    assert math.isclose(join, 5 * (1 + 2 ** (-60 / 300))) and join > settings().threshold_bits
-    assert incidents[0]["incident"]["threshold_bits"] == round(join, 3)
-    # a two-minute burst at the cap: nothing on its first day, an incident on its second
-    burst = [(T0 + 60 * i, "02:00:00:00:00:02", 50.0, "tcp/80") for i in range(2)]
-    day2 = [(T0 + 90000 + 60 * i, "02:00:00:00:00:02", 50.0, "tcp/80") for i in range(2)]
+    grace = 60 * settings().join_grace_minutes
+    # 5 bits a minute crosses 6 in the second minute after the grace, counted from there
+    assert T0 + grace + 60 <= incidents[0]["incident"]["opened"] <= T0 + grace + 120
+    assert incidents[0]["incident"]["first_flow"] >= T0 + grace - 1
+    # a burst as long as the grace, right after joining: nothing; the same burst later: one
+    burst = [(T0 + 30 * i, "02:00:00:00:00:02", 50.0, "tcp/80") for i in range(4)]
+    later = [(T0 + 9000 + 30 * i, "02:00:00:00:00:02", 50.0, "tcp/80") for i in range(4)]
     assert opened(feed(tracker, burst)) == []
-    second = opened(feed(tracker, day2))
-    assert len(second) == 1 and second[0]["incident"]["threshold_bits"] == 6.0
+    assert len(opened(feed(tracker, later))) == 1
 
 
 def test_a_late_flow_resumes_its_episode_instead_of_starting_anew():
