@@ -53,8 +53,11 @@ def site():
     """
 
 
-def read_state(state_dir: Path) -> dict:
-    """The state file (exit 5 if it is damaged, 2 if there is none yet)."""
+def read_state(state_dir: Path, fresh: bool = True) -> dict:
+    """The state file (exit 5 if it is damaged, 2 if there is none yet); with `fresh`, a
+    running daemon writes it first."""
+    if fresh and _daemon_running(state_dir):
+        _ask(state_dir, {"action": "save"}, WAIT_SECONDS)
     path = state_dir / "state.json.gz"
     if not path.is_file():
         raise click.UsageError(f"{state_dir} holds no state yet (no daemon has run with "
@@ -154,6 +157,19 @@ def decide(state_dir: Path, action: str, target: str, seconds: float | None = No
     request = {"action": action, "target": target, "seconds": seconds,
                "by": os.environ.get("SUDO_USER") or os.environ.get("USER") or str(os.getuid()),
                "asked": time.time()}
+    answer = _ask(state_dir, request, wait)
+    if answer is None:
+        click.echo(f"no daemon is running on {state_dir}: the decision waits in "
+                   f"{state_dir / 'requests'} and is taken when it starts")
+    elif not answer["ok"]:
+        raise click.UsageError(f"the daemon refused it: {answer['message']}")
+    else:
+        click.echo(answer["message"])
+
+
+def _ask(state_dir: Path, request: dict, wait: float) -> dict | None:
+    """Leave a request for the daemon; its answer, or None when no daemon runs (the request
+    waits for the next start). Written as the state directory's owner (the daemon's user)."""
     name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     requests = state_dir / "requests"
     tmp = requests / f".{name}.tmp"
@@ -168,21 +184,18 @@ def decide(state_dir: Path, action: str, target: str, seconds: float | None = No
         raise click.UsageError(f"{requests}: permission denied (run as root: the state "
                                f"belongs to the daemon's user)") from None
     if not _daemon_running(state_dir):
-        click.echo(f"no daemon is running on {state_dir}: the decision waits in "
-                   f"{requests} and is taken when it starts")
-        return
+        if request["action"] == "save":
+            (requests / f"{name}.json").unlink(missing_ok=True)
+        return None
     answer_path = state_dir / "answers" / f"{name}.json"
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if answer_path.is_file():
             answer = json.loads(answer_path.read_text())
             answer_path.unlink(missing_ok=True)
-            if not answer["ok"]:
-                raise click.UsageError(f"the daemon refused it: {answer['message']}")
-            click.echo(answer["message"])
-            return
-        time.sleep(0.1)
-    raise Failed(f"the daemon did not answer within {wait:g} s; the decision waits in "
+            return answer
+        time.sleep(0.05)
+    raise Failed(f"the daemon did not answer within {wait:g} s; the request waits in "
                  f"{requests} and is taken when it can")
 
 

@@ -56,8 +56,8 @@ def why(episode, features) -> list[dict]:
     if episode.errors is None or not episode.errors[0].sum() > 0:
         return []
     by_column: dict[str, list] = {}
-    for (column, one_hot), error, sign in zip(features, episode.errors[0].tolist(),
-                                              episode.errors[1].tolist()):
+    for (column, one_hot, *_), error, sign in zip(features, episode.errors[0].tolist(),
+                                                  episode.errors[1].tolist()):
         entry = by_column.setdefault(column, [0.0, 0.0, one_hot])
         entry[0] += error
         entry[1] += sign

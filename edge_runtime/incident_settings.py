@@ -31,7 +31,7 @@ UPDATE_EVERY_SECONDS = 600.0  # at most one update line per incident every ten m
 # flows unlike anything the site learned, and unlike its own later normal. Its flows in this
 # grace are neither evidence nor its normal; chosen with one bot left out and checked on it
 # (benchmarks/detection/living.py, docs/incidents.md)
-JOIN_GRACE_MINUTES = 2
+JOIN_GRACE_MINUTES = 1
 
 
 class SettingsError(ValueError):

@@ -8,10 +8,13 @@ mute and accepted peers), its open episode or incident and the episode it may re
 devices announced and no longer remembered; incident ids; the tracker's clock; the address ->
 MAC bindings. Services are kept by name (their numbers are one run's), times as flow times.
 
-**Another bundle** (`rebase`): a device the new bundle knows takes the new bundle's normal,
-unless the bundle is the same model (then what the device learned since stays); a device it does
-not know keeps the normal it has (one that was known to the old bundle is now "learned": its
-normal is no bundle's); operator decisions stay. When the model's inputs differ (another width
+**Another bundle** (`rebase`): a device the new bundle knows takes the new bundle's normal (its
+threshold, services and their bits), unless the bundle is the same model (then what the device
+learned since stays); what it learned on the device that the bundle has not stays too: the
+services it added, its threshold where the bundle has none of its own for it, what its flows
+taught so far (its window). A device the new bundle does not know keeps the normal it has (one
+the old bundle knew is now "learned": its normal is no bundle's); the operator's decisions
+stay. When the model's inputs differ (another width
 or vocabulary), the "why" of an open episode cannot go on adding errors of other features: it
 starts again from the change, and its lines say since when (`why_since`).
 """
@@ -92,7 +95,13 @@ def rebase(tracker, settings, features, same_model: bool, old_features=None) -> 
             fresh = normals.start(key, tracker.clock if math.isfinite(tracker.clock)
                                   else device.last_seen)
             fresh.muted, fresh.peers = normal.muted, normal.peers
+            fresh.window, fresh.changed = normal.window, normal.changed
+            if fresh.ratio is None and normal.ratio is not None:  # none of its own there
+                fresh.stage, fresh.ratio = "learned", normal.ratio
+            if fresh.services is not None and normal.services is not None:
+                fresh.services = fresh.services | normal.services
             device.normal = fresh
+            normals.adopt(key, fresh)
         else:
             if not known and normal.stage == "known":
                 normal.stage = "learned"

@@ -64,7 +64,7 @@ class IncidentTracker:
     def __init__(self, settings: IncidentSettings, features: list[tuple[str, bool]] = (),
                  max_devices: int = MAX_DEVICES, record_peaks: bool = False,
                  rule: NormalRule | None = None, adapt: bool = True):
-        self.features = list(features)  # per model input: (raw column, is one-hot)
+        self.features = list(features)  # per model input: (raw column, is one-hot, value)
         self.max_devices = max_devices
         self.normals = Normals(settings, rule or settings.rule, adapt)
         self.settings = settings  # (and the decay that comes with it)
@@ -462,7 +462,8 @@ class IncidentTracker:
                          "incident": None if episode is None else episode.incident,
                          "stage": normal.stage, "muted": normal.muted,
                          "threshold": None if normal.ratio is None else normal.ratio * fallback,
-                         "changed": normal.changed if normal.stage != "probation" else None,
+                         "changed": normal.changed if normal.changed > device.first_seen
+                         else None,
                          "timeline": dict(device.timeline or {})})
         return rows
 

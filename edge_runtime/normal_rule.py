@@ -34,7 +34,20 @@ class NormalRule:
 
     @property
     def graduate_flows(self) -> int:
+        """The fewest flows that give a threshold (231 at 1 %)."""
         return math.ceil(self.upper_bounds[0] / self.max_fpr - 1e-9)
+
+    @property
+    def measured_flows(self) -> int:
+        """The fewest flows whose share over a threshold is measured, not bounded (500 at
+        1 %): a learned normal changes only on as many."""
+        return math.ceil(self.min_false_alarms / self.max_fpr - 1e-9)
+
+    @property
+    def window_flows(self) -> int:
+        """The most flows a window's TOP_SCORES give learn's rule exactly for (3,200 at 1 %);
+        a window is halved to stay near it (Window.forget)."""
+        return math.ceil(TOP_SCORES / self.max_fpr - 1e-9)
 
     def allowed(self, n: int) -> int:
         """Flows that may be over the threshold among n (-1: too few for any threshold)."""
@@ -104,6 +117,17 @@ class Window:
     def floor(self) -> float:
         """A score below this cannot enter the top (the top is full)."""
         return self.top[0] if len(self.top) >= TOP_SCORES else -math.inf
+
+    def forget(self, keep: int) -> None:
+        """Halve the window until it holds at most `keep` flows: a random half of its flows
+        keeps about every other one of its highest scores, and half of each count (rounded
+        up: a service used stays used). The window then weighs recent flows more, and never
+        holds more than learn's rule can use exactly."""
+        while self.flows > keep:
+            self.flows = (self.flows + 1) // 2
+            self.named //= 2
+            self.top = self.top[(len(self.top) - 1) % 2::2]  # the highest, the third, ...
+            self.services = {s: (n + 1) // 2 for s, n in self.services.items()}
 
     def merge(self, other: "Window") -> None:
         self.flows += other.flows

@@ -24,11 +24,17 @@ device the bundle did not know takes the services it used (a new one is then evi
 log2(budget / P(new)) bits by Good-Turing, as learn gives them).
 
 **Bounded change after that**, for known and learned devices alike: at most once a day, and
-only once a window holds as many flows as graduation needs, the threshold moves toward what the
-window gives by at most a factor THRESHOLD_RATE (doubling takes two days), and at most
-NEW_SERVICES_A_DAY services, each used by at least two of its flows, join. Each change is one
-EVE line. Scores are kept as ratios to the site's threshold: each model has its own scale, and
-a device learned on the device keeps its normal across a reload to another model.
+only once its window holds enough flows for the budget's share to be measured
+(`rule.measured_flows`: 500 at 1 %), the threshold moves toward what the window gives by at
+most a factor THRESHOLD_RATE (doubling takes two days), and at most NEW_SERVICES_A_DAY
+services, each used by at least two of its flows, join; a device learned on the device takes
+the new-service bits its window gives. Each change is one EVE line.
+
+A device's window keeps growing across its changes (a quiet device's rule gets sharper with
+every day), and is halved at a change once it holds more than half of what learn's rule can use
+exactly (`Window.forget`): it weighs recent days more, and forgets. Scores are kept as ratios
+to the site's threshold: each model has its own scale, and a device learned on the device keeps
+its normal across a reload to another model.
 """
 from __future__ import annotations
 
@@ -67,8 +73,9 @@ class Normal:
     def may_change(self, t: float, flows: int, rule: NormalRule) -> bool:
         """Could it change by flow time t with `flows` more flows (a quick test, so that
         only a device about to change is taken flow by flow)?"""
+        need = rule.graduate_flows if self.stage == "probation" else rule.measured_flows
         return self.muted is None and t - self.changed >= DAY and \
-            self.window.flows + flows >= rule.graduate_flows
+            self.window.flows + flows >= need
 
     def ripe(self, t: float, rule: NormalRule) -> bool:
         """May it change now (its device has no episode)?"""
@@ -101,11 +108,16 @@ class Normal:
             if added:
                 self.services = self.services | frozenset(added)
                 change["services_added"] = added
+            if self.stage == "learned" and self.services is not None:
+                bits = service_bits(window.services, rule.max_fpr)
+                if abs(bits - self.bits) > 0.05:
+                    change["bits_were"], self.bits = self.bits, bits
             if change:
                 change["change"] = "updated"
         if change:  # what it was learned from
             change |= {"flows": window.flows, "since": window.start}
-        self.window, self.changed = Window(t), t
+        self.changed = t
+        window.forget(rule.window_flows // 2)
         return change or None
 
     def _new_services(self, window: Window) -> list[int]:

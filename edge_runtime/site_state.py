@@ -25,6 +25,7 @@ REQUESTS, ANSWERS = "requests", "answers"
 CHECK_SECONDS = 1.0
 MAX_REQUESTS = 16
 MAX_REQUEST_BYTES = 4096
+ANSWERS_KEPT_SECONDS = 600.0
 
 
 class SiteMemory:
@@ -37,6 +38,8 @@ class SiteMemory:
         self.decisions = Decisions(self.state.get("decisions") if self.state else None)
         self._saved_at = time.monotonic()
         self._checked_at = 0.0
+        self._asked = False  # `edge-ids site` asked for the state now
+        self._waiting_save: list[str] = []  # its requests, answered once it is written
 
     def restore(self, make_watch, model_sha256: str):
         """A watch (make_watch()) holding what the state kept, or a fresh one if the state
@@ -61,8 +64,14 @@ class SiteMemory:
         if now - self._checked_at >= CHECK_SECONDS:
             self._checked_at = now
             events = self._take_requests(watch)
-        if watch is not None and (events or now - self._saved_at >= SAVE_SECONDS):
+        if watch is not None and (events or self._asked or now - self._saved_at >= SAVE_SECONDS):
+            self._asked = False
             self.save(watch, model_sha256, now)
+            if self._waiting_save:
+                self.store.flush()  # (written before the command is answered)
+                for name in self._waiting_save:
+                    self._answer(name, {"ok": True, "message": "saved"})
+                self._waiting_save = []
         return events
 
     def save(self, watch, model_sha256: str, now: float | None = None) -> None:
@@ -84,6 +93,9 @@ class SiteMemory:
         events: list = []
         try:
             waiting = sorted((self.directory / REQUESTS).glob("*.json"))[:MAX_REQUESTS]
+            for old in (self.directory / ANSWERS).glob("*.json"):  # nobody came for them
+                if time.time() - old.stat().st_mtime > ANSWERS_KEPT_SECONDS:
+                    old.unlink(missing_ok=True)
         except OSError:
             return events
         for path in waiting:
@@ -92,6 +104,11 @@ class SiteMemory:
                     request = json.loads(f.read(MAX_REQUEST_BYTES))
                 if not isinstance(request, dict):
                     raise ValueError("not a JSON object")
+                if request.get("action") == "save":  # `site list`: the state as it is now
+                    self._asked = True
+                    self._waiting_save.append(path.stem)
+                    path.unlink(missing_ok=True)
+                    continue
                 if watch is None:
                     raise DecisionError("this daemon's bundle watches no devices")
                 taken = self.decisions.take(watch.tracker, request)

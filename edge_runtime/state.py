@@ -73,6 +73,7 @@ class StateStore:
         self._pending: dict | None = None
         self._wake = threading.Condition()
         self._closing = False
+        self._writing = False
         self.saved = self.failed = 0
         self._writer = threading.Thread(target=self._write_all, daemon=True,
                                         name="edge-ids-state")
@@ -106,6 +107,15 @@ class StateStore:
             self._pending = state
             self._wake.notify()
 
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until what was handed over is written."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._wake:
+                if self._pending is None and not self._writing:
+                    return
+            time.sleep(0.005)
+
     def save_now(self, state: dict) -> None:
         """Write it before returning (the daemon stops)."""
         with self._wake:
@@ -120,7 +130,12 @@ class StateStore:
                 if self._pending is None:
                     return
                 state, self._pending = self._pending, None
-            self._write(state)
+                self._writing = True
+            try:
+                self._write(state)
+            finally:
+                with self._wake:
+                    self._writing = False
 
     def _write(self, state: dict) -> None:
         tmp = self.path.with_name(f".{STATE_FILE}.tmp")

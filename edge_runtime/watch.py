@@ -25,10 +25,13 @@ WATCH_RECORDS = 1024  # under a backlog, batches wait to be observed together up
 MAX_NAMED_BITS = 8.0  # int8 probabilities resolve P(normal) to 1/256: log2(256)
 
 
-def anomaly_features(spec: dict) -> list[tuple[str, bool]]:
-    """Per model input of an anomaly spec: (its raw column, whether it is a one-hot value)."""
+def anomaly_features(spec: dict) -> list[tuple[str, bool, str | None]]:
+    """Per model input of an anomaly spec: (its raw column, whether it is a one-hot value, that
+    value): what an episode's errors are errors of (a reload to another vocabulary of the same
+    width must not pair them with other inputs)."""
     kept = spec["kept"]
-    return [(kept[i]["column"], "value" in kept[i]) for i in spec["selected"]]
+    return [(kept[i]["column"], "value" in kept[i], kept[i].get("value"))
+            for i in spec["selected"]]
 
 
 def flow_times(records: Records, now: float | None = None

@@ -84,6 +84,10 @@ def test_a_window_counts_merges_and_comes_back_from_its_state():
     assert window.flows == 200 and len(window.top) == TOP_SCORES
     assert list(window.top) == sorted(window.top) and window.top[0] == 100 + 100 - TOP_SCORES
     assert window.services == {0: 34, 1: 33, 2: 33, 5: 100}
+    halved = Window.from_state(window.to_state(str), int)
+    halved.forget(60)  # a random half of its flows, twice: every other highest score
+    assert halved.flows == 50 and list(halved.top) == list(window.top)[3::4]
+    assert halved.top[-1] == window.top[-1] and halved.services == {0: 9, 1: 9, 2: 9, 5: 25}
     names = {0: "tcp/1", 1: "tcp/2", 2: "udp/3", 5: "icmp"}
     back = Window.from_state(window.to_state(names.get), {v: k for k, v in names.items()}.get)
     assert (back.flows, list(back.top), back.services) == (200, list(window.top),
@@ -142,10 +146,11 @@ def test_a_normal_changes_at_a_bounded_rate_and_at_most_once_a_day():
                                        services={plug: frozenset({"tcp/443"})},
                                        service_bits={plug: 0.5}))
     flows = day_of_flows(plug, T0, 600, 0.2, ["tcp/443"])  # lower: it may fall by √2 at most
-    # the next day: ten odd flows (flagged, alone: episodes without incident) and ten new
-    # services, three flows each (half a bit each: no incident either)
+    # the next day: twenty odd flows (flagged, alone: episodes without incident) and ten new
+    # services, three flows each (half a bit each: no incident either); the window holds both
+    # days (1,250 flows: the 13th highest score is the rule's)
     day2 = day_of_flows(plug, T0 + DAY + 1, 600, 0.3, ["tcp/443"])
-    day2 += [(T0 + DAY + 3000 + 7000 * k, plug, 1.0, "tcp/443") for k in range(10)]
+    day2 += [(T0 + DAY + 3000 + 4000 * k, plug, 1.0, "tcp/443") for k in range(20)]
     day2 += [(T0 + DAY + 5000 + 2500 * k + 600 * j, plug, 0.3, f"tcp/{9000 + k}")
              for k in range(10) for j in range(3)]
     events = feed(tracker, flows + sorted(day2) + [(T0 + 2 * DAY + 10, plug, 0.2, "tcp/443")])
@@ -196,3 +201,30 @@ def test_graduation_and_changes_fall_on_the_same_flows_however_batches_are_cut(s
     assert kinds.count("device_normal") == 2 and ("incident", T0 + 2 * DAY, None,
                                                   "open") in one
     assert run(size) == one
+
+
+def test_a_relearn_keeps_what_the_devices_learned_on_the_device():
+    """learn --prior-state: a device quiet in the new period keeps the threshold it learned on
+    the device (as a multiple of the new site threshold), its services join, and a device
+    absent from the new period stays known."""
+    from edge_ids.train.incident_budget import DeviceFlows, known_devices, prior_normals
+
+    gone = "02:00:00:00:00:77"
+    state = {"devices": [
+        {"key": CAM, "ip": "192.168.1.129", "first_seen": T0, "last_seen": T0 + 9e5,
+         "normal": {"stage": "learned", "ratio": 3.0, "services": ["tcp/443", "udp/123"],
+                    "bits": 2.5}},
+        {"key": gone, "ip": "192.168.1.77", "first_seen": T0, "last_seen": T0 + 9e5,
+         "normal": {"stage": "learned", "ratio": 2.0, "services": ["tcp/8883"], "bits": 4.0}},
+        {"key": NEW, "ip": "192.168.1.7", "first_seen": T0, "last_seen": T0 + 10,
+         "normal": {"stage": "probation", "ratio": None, "services": None, "bits": 0.0}}]}
+    priors = prior_normals(state)
+    assert set(priors) == {CAM, gone}  # a device on probation taught nothing yet
+    flows = DeviceFlows([((CAM, "192.168.1.129"),)] * 20, np.arange(20.0) + T0, ["tcp/443"] * 20)
+    empty = DeviceFlows([], np.array([]), [])
+    known = known_devices(flows, empty, {}, 0.01, True, priors, site=0.5)
+    assert known[CAM]["threshold"] == pytest.approx(1.5)  # 3 x the new site's
+    assert known[CAM]["services"] == ["tcp/443", "udp/123"]
+    assert known[gone]["threshold"] == pytest.approx(1.0) and known[gone]["services"] == \
+        ["tcp/8883"] and known[gone]["prior"] == "learned on the device"
+    assert known_devices(flows, empty, {}, 0.01)[CAM]["threshold"] is None  # without priors

@@ -218,7 +218,8 @@ def measure(site: dict, runs: list[dict], results: list[dict]) -> dict:
             if e["event_type"] == "new_device":
                 named[e["device"]["key"]] = named.get(e["device"]["key"], 0) + 1
         check = {"joiner": joiner.name, "replay": r["name"], "codes": res["codes"],
-                 "announced_twice": sorted(k for k, n in named.items() if n > 1)}
+                 "announced_twice": sorted(k for k, n in named.items() if n > 1),
+                 "ids_keep_counting": study.ids_keep_counting(events)}
         if r["name"] == "benign":
             control = by_name[(joiner.name, "control")]["events"]
             check["identical_before_reload"] = study.identical_before(events, control,

@@ -66,6 +66,7 @@ def summary(results: dict) -> dict:
         "first_day_share_worst": max(first_day.values(), default=None),
         "runs": len(checks), "runs_failed": sum(1 for c in checks if any(c["codes"])),
         "announced_twice": sum(len(c["announced_twice"]) for c in checks),
+        "ids_reused": sum(1 for c in checks if not c.get("ids_keep_counting", True)),
         "identical_before_reload": [c["identical_before_reload"] for c in checks
                                     if "identical_before_reload" in c],
         "slow": _slow(slow)}
@@ -117,9 +118,10 @@ def markdown(results: dict) -> str:
         f"| joins with an incident on their first day (worst seed) | "
         f"{100 * s['first_day_share_worst']:.1f} % | ≤ 25 % | "
         f"{verdict(s['first_day_share_worst'] <= .25)} |",
-        f"| replays that stopped the daemon / devices announced twice | {s['runs_failed']} of "
-        f"{s['runs']} / {s['announced_twice']} | 0 / 0 | "
-        f"{verdict(not s['runs_failed'] and not s['announced_twice'])} |",
+        f"| replays that stopped the daemon / devices announced twice / incident ids used "
+        f"twice | {s['runs_failed']} of {s['runs']} / {s['announced_twice']} / "
+        f"{s['ids_reused']} | 0 / 0 / 0 | "
+        f"{verdict(not s['runs_failed'] and not s['announced_twice'] and not s['ids_reused'])} |",
         f"| events before the reload identical to a replay without restart or reload | "
         f"{sum(s['identical_before_reload'])}/{len(s['identical_before_reload'])} | all | "
         f"{verdict(all(s['identical_before_reload']))} |", ""]

@@ -73,12 +73,21 @@ def joins(events: list[dict], joined: dict[str, float], ends: dict[str, float]) 
 
 
 def identical_before(a: list[dict], b: list[dict], t: float) -> bool:
-    """The same device events, in the same order, before flow time t."""
-    def key(e):
-        return (e["event_type"], e["device"]["key"], e["timestamp"],
-                e.get("incident", {}).get("state"), e.get("incident", {}).get("id"))
-    return [key(e) for e in a if seconds(e["timestamp"]) < t] == \
-        [key(e) for e in b if seconds(e["timestamp"]) < t]
+    """The same device events before flow time t: their times, kinds, devices and states
+    (not updates, whose time is the batch's clock, and not the incident ids, which count in
+    the order devices came in a batch: two incidents opening in one batch may swap them)."""
+    def kept(events):
+        return sorted((e["timestamp"], e["event_type"], e["device"]["key"],
+                       e.get("incident", {}).get("state") or "")
+                      for e in events if seconds(e["timestamp"]) < t
+                      and e.get("incident", {}).get("state") != "update")
+    return kept(a) == kept(b)
+
+
+def ids_keep_counting(events: list[dict]) -> bool:
+    """Every incident opened has an id of its own (a restart does not count from 1 again)."""
+    ids = [e["incident"]["id"] for e in opened(events)]
+    return len(ids) == len(set(ids))
 
 
 def poisson_upper(count: int, exposure: float, confidence: float = 0.9) -> float:
