@@ -22,6 +22,9 @@ def normal_event(device, change: dict, t: float, normals) -> dict:
             "services": normals.service_names(normal.services or ()),
             "new_service_bits": round(normal.bits, 3), "flows": change["flows"],
             "since": change["since"]}
+    if "incident_bits" in change:  # its own incident threshold (None: the bundle's)
+        body["incident_threshold_bits"] = None if change["incident_bits"] is None else round(
+            change["incident_bits"], 3)
     if "was_ratio" in change:
         body["was_threshold"] = change["was_ratio"] * fallback
         body["proposed_threshold"] = change["proposed_ratio"] * fallback

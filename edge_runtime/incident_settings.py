@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, replace
 
 from .devices import DEFAULT_HOME_NET, parse_home_net
-from .normal_rule import NormalRule
+from .normal_rule import NormalRule, TailRule
 
 HALF_LIFE_SECONDS = 300.0  # a flagged flow's evidence counts half after five minutes
 CLOSE_AFTER_SECONDS = 1800.0  # an incident closes after 30 minutes without a flagged flow
@@ -53,6 +53,8 @@ class IncidentSettings:
     max_flow_bits: float = math.inf  # the most one flow's anomaly score may say, in bits
     join_grace_minutes: float = JOIN_GRACE_MINUTES
     rule: NormalRule = NormalRule()  # learn's rule for a device's own threshold (normals.py)
+    tail_rule: TailRule = TailRule()  # learn's rule for the incident threshold (normals.py)
+    max_per_device_week: float = 1.0  # the false-incident budget
 
     def threshold(self, key: str) -> float:
         own = self.known.get(key)
@@ -127,8 +129,16 @@ def read_settings(manifest: dict, anomaly_threshold: float | None) -> IncidentSe
     except (TypeError, ValueError):
         raise SettingsError(f"devices.rule {devices.get('rule')!r} is not learn's rule (max_fpr "
                             f"in (0, 0.5], upper_bounds ascending)") from None
+    budget = incidents.get("max_per_device_week", 1.0)
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not \
+            math.isfinite(budget) or budget <= 0:
+        raise SettingsError(f"incidents.max_per_device_week is {budget!r}, not a finite "
+                            f"number > 0")
+    tail = TailRule.of(incidents)
+    if len(tail.upper_bounds) < 2 or len(tail.scale_quantiles) < 1:
+        raise SettingsError("incidents.tail_rule lacks its tables")
     return IncidentSettings(
-        rule=rule, threshold_bits=_number(incidents, "threshold_bits", "incidents", minimum=0.0,
+        rule=rule, tail_rule=tail, max_per_device_week=float(budget), threshold_bits=_number(incidents, "threshold_bits", "incidents", minimum=0.0,
                                open_minimum=True),
         fallback_threshold=fallback, known=known,
         home_net=tuple(str(n) for n in home_net),

@@ -21,6 +21,7 @@ starts again from the change, and its lines say since when (`why_since`).
 from __future__ import annotations
 
 import math
+from array import array
 
 import numpy as np
 
@@ -96,6 +97,9 @@ def rebase(tracker, settings, features, same_model: bool, old_features=None) -> 
                                   else device.last_seen)
             fresh.muted, fresh.peers = normal.muted, normal.peers
             fresh.window, fresh.changed = normal.window, normal.changed
+            fresh.since, fresh.peaks = normal.since, normal.peaks
+            if fresh.stage != "known":
+                fresh.incident_bits = normal.incident_bits
             if fresh.ratio is None and normal.ratio is not None:  # none of its own there
                 fresh.stage, fresh.ratio = "learned", normal.ratio
             if fresh.services is not None and normal.services is not None:
@@ -148,7 +152,8 @@ def _normal(normal: Normal, name) -> dict:
             "services": None if normal.services is None else sorted(map(name, normal.services)),
             "bits": normal.bits, "window": normal.window.to_state(name),
             "changed": normal.changed, "joined": normal.joined, "muted": normal.muted,
-            "peers": sorted(normal.peers)}
+            "peers": sorted(normal.peers), "since": normal.since,
+            "peaks": normal.peaks.tolist(), "incident_bits": normal.incident_bits}
 
 
 def _normal_from(value: dict, number) -> Normal:
@@ -162,6 +167,10 @@ def _normal_from(value: dict, number) -> Normal:
     normal.window = Window.from_state(value["window"], number)
     normal.muted = None if value["muted"] is None else float(value["muted"])
     normal.peers = frozenset(map(str, value["peers"]))
+    normal.since = float(value["since"])
+    normal.peaks = array("f", sorted(float(p) for p in value["peaks"]))
+    normal.incident_bits = None if value["incident_bits"] is None else \
+        float(value["incident_bits"])
     return normal
 
 

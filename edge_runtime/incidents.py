@@ -91,6 +91,7 @@ class IncidentTracker:
         self._settings = self.normals.settings = settings
         self._decay = math.log(2) / settings.half_life
         self._grace = 60.0 * settings.join_grace_minutes
+        self._tail = settings.tail_rule
 
     @property
     def index(self):
@@ -170,7 +171,7 @@ class IncidentTracker:
             normal = device.normal
             if normal.joined is not None and earliest[d] < normal.joined + self._grace or \
                     normals.adapt and normal.may_change(latest[d], counts[d] + _waiting(device),
-                                                        normals.rule):
+                                                        normals.rule, self._tail):
                 for _ in range(cuts[d + 1] - cuts[d]):  # (taken again below, in order)
                     next(evidence)
                 self._in_order(device, batch, first, end, events)
@@ -206,7 +207,7 @@ class IncidentTracker:
             if episode is not None and t - episode.last_flagged >= self.settings.close_after:
                 self._end(device, events, self._quiet_reason(),
                           episode.last_flagged + self.settings.close_after)
-            if device.episode is None and device.normal.ripe(t, normals.rule):
+            if device.episode is None and device.normal.ripe(t, normals.rule, self._tail):
                 self._change(device, t, events)
             threshold, bits = normals.threshold(key), normals.service_bits(key)
             score = None if batch.scores is None else float(batch.scores[r])
@@ -330,7 +331,9 @@ class IncidentTracker:
 
     def _change(self, device: Device, t: float, events: list) -> None:
         """Its normal graduates or moves (normals.py); the watch and this serve it from now."""
-        change = device.normal.change(t, self.normals.rule)
+        settings = self.settings
+        change = device.normal.change(t, self.normals.rule, self._tail,
+                                      settings.max_per_device_week, settings.threshold_bits)
         if change:
             self.normals.adopt(device.key, device.normal)
             self.changes += 1
@@ -378,9 +381,14 @@ class IncidentTracker:
             events.append(self._line(device, episode, "open", t))
 
     def incident_threshold(self, device: Device) -> float:
-        """The evidence that opens an incident for this device: none while the operator has
-        it muted."""
-        return math.inf if device.normal.muted is not None else self.settings.threshold_bits
+        """The evidence that opens an incident for this device: its own (normals.py) or the
+        bundle's; none while the operator has it muted."""
+        normal = device.normal
+        if normal.muted is not None:
+            return math.inf
+        own = normal.incident_bits
+        return self.settings.threshold_bits if own is None else max(
+            own, self.settings.threshold_bits)
 
     def _sweep(self, events: list) -> None:
         """Close what has been quiet long enough; update what is due; forget ended episodes
@@ -425,9 +433,12 @@ class IncidentTracker:
                 self.clock, episode.last) if at is None else at, reason))
             device.ended = None
         else:
+            normal = device.normal
+            if normal.muted is None and self.normals.adapt:
+                normal.add_peak(episode.peak, self._tail.peaks_kept)
+                if episode.pending is not None and episode.pending.flows:
+                    normal.window.merge(episode.pending)
             if episode.pending is not None and episode.pending.flows:
-                if device.normal.muted is None:
-                    device.normal.window.merge(episode.pending)
                 episode.pending = Window(episode.last)  # (a late flow may resume it)
             device.ended = (episode, place)
             self.resumable[device.key] = device
@@ -447,7 +458,7 @@ class IncidentTracker:
         return events
 
     def _line(self, device, episode, state: str, t: float, reason: str | None = None) -> dict:
-        return incident_event(device, episode, state, t, self.settings.threshold_bits,
+        return incident_event(device, episode, state, t, self.incident_threshold(device),
                               self.features, reason)
 
     def snapshot(self) -> list[dict]:

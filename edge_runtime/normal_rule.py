@@ -161,3 +161,60 @@ def service_bits(counts: dict[int, int], max_fpr: float) -> float:
         return 0.0
     n, once = sum(counts.values()), sum(1 for c in counts.values() if c == 1)
     return max(0.0, math.log2(max_fpr * (n + 1) / (once + 1)))
+
+
+# chi2.ppf(0.9, 2k + 2) / 2 for k = 0..11 and chi2.ppf(0.1, 2k) for k = 1..10 (learn writes its
+# own in the bundle, "incidents.tail_rule"; these are the same numbers, for older bundles)
+POISSON_90 = (2.302585, 3.88972, 5.32232, 6.680783, 7.99359, 9.274674, 10.532072, 11.770914,
+              12.994712, 14.20599, 15.406641, 16.598122)
+CHI2_10 = (0.210721, 1.063623, 2.204131, 3.489539, 4.865182, 6.303796, 7.789534, 9.312236,
+           10.864936, 12.442609)
+
+
+@dataclass(frozen=True)
+class TailRule:
+    """learn's rule for the incident threshold (train/incident_budget._tail_threshold), for a
+    device's own episodes on the device: the lowest level whose false-incident rate's 90 %
+    upper bound fits the budget: read off the peaks when enough of them are above it, else
+    the top episodes' exponential tail (peaks over a threshold) extrapolated, with the 90 %
+    bound on its scale and rate. Tables instead of scipy (the device has none)."""
+
+    upper_bounds: tuple = POISSON_90  # of k = 0, 1, ... events
+    scale_quantiles: tuple = CHI2_10  # chi2.ppf(0.1, 2k) for k = 1, 2, ...
+    measured: int = 5
+    tail: int = 10
+    min_tail: int = 3
+
+    @property
+    def peaks_kept(self) -> int:
+        """The highest episode peaks the rule ever reads."""
+        return max(self.tail, len(self.upper_bounds) - 1) + 1
+
+    def most_within(self, allowed: float) -> int:
+        return sum(1 for bound in self.upper_bounds if bound <= allowed) - 1
+
+    def threshold(self, peaks, device_weeks: float, budget: float) -> tuple[float | None, dict]:
+        """(bits, how) for `budget` false incidents per week over `device_weeks` of episodes
+        whose peaks are these (the highest, any order); None with too few to fit a tail."""
+        peaks = sorted((p for p in peaks if p > 0), reverse=True)
+        c = min(self.most_within(budget * device_weeks), len(peaks))
+        if self.measured <= c < len(peaks):
+            return peaks[c], {"method": "measured", "above": c}
+        if len(peaks) < self.min_tail + 1 or device_weeks <= 0:
+            return None, {"method": f"too few episodes ({len(peaks)})"}
+        k = min(self.tail, len(peaks) - 1, len(self.scale_quantiles),
+                len(self.upper_bounds) - 1)
+        level = peaks[k]
+        scale = max(sum(peaks[:k]) / k - level, 1e-9)
+        scale_bound = 2 * k * scale / self.scale_quantiles[k - 1]
+        rate_bound = self.upper_bounds[k] / device_weeks
+        fitted = level + scale_bound * math.log(max(rate_bound / budget, 1.0))
+        floor = peaks[c] if 0 <= c < len(peaks) else peaks[0]
+        return max(fitted, floor * (1 + 1e-9)), {"method": "extrapolated", "episodes": k,
+                                                 "level": level, "scale_bound": scale_bound}
+
+    @classmethod
+    def of(cls, incidents: dict) -> "TailRule":
+        rule = incidents.get("tail_rule") or {}
+        return cls(upper_bounds=tuple(rule.get("upper_bounds", POISSON_90)),
+                   scale_quantiles=tuple(rule.get("scale_quantiles", CHI2_10)))

@@ -17,11 +17,18 @@ incident (an incident drops what waited: a bot that is reported never teaches it
 it is normal). A normal changes only while its device has no episode, at the device's first
 flow once it may (incidents.py), so that how batches were cut never changes it.
 
-**Graduation**: a device on probation with at least `rule.graduate_flows` collected flows
-(what learn needs for a device's own threshold: 231 at a 1 % budget) and a day since it was
-first seen graduates: its threshold comes from learn's rule on the collected scores, and a
-device the bundle did not know takes the services it used (a new one is then evidence,
-log2(budget / P(new)) bits by Good-Turing, as learn gives them).
+**Graduation**: a device on probation with enough collected flows for the budget's share of
+them to be measured (`rule.measured_flows`: 500 at a 1 % budget, as a busy known device's own
+threshold is) and a day since its last change graduates: its threshold comes from learn's rule
+on the collected scores, and a device the bundle did not know takes the services it used (a
+new one is then evidence, log2(budget / P(new)) bits by Good-Turing, as learn gives them).
+
+**Its own incident budget**: the incident threshold is calibrated on the known devices' held-out
+episodes; a device on probation or learned on the device keeps the peaks of its own episodes
+that ended without an incident, and once a day its incident threshold becomes what learn's tail
+rule (`TailRule`) gives them for the budget over the time it has been watched, never below the
+bundle's: so a device that keeps brushing against the threshold (a camera whose flows the
+site's model never learned) stays within the budget too.
 
 **Bounded change after that**, for known and learned devices alike: at most once a day, and
 only once its window holds enough flows for the budget's share to be measured
@@ -41,10 +48,14 @@ from __future__ import annotations
 import math
 
 from .incident_settings import IncidentSettings
-from .normal_rule import OTHER, NormalRule, Window, service_bits
+from array import array
+from bisect import insort
+
+from .normal_rule import OTHER, NormalRule, TailRule, Window, service_bits
 from .services import ServiceIndex
 
 DAY = 86400.0
+WEEK = 7 * DAY
 MAX_NORMAL_SERVICES = 64  # services a normal learned on the device may hold
 THRESHOLD_RATE = math.sqrt(2.0)  # a threshold moves at most by this factor a day
 NEW_SERVICES_A_DAY = 4  # services that may join a normal a day
@@ -56,7 +67,7 @@ class Normal:
     """One device's living normal (the tracker keeps it with the device)."""
 
     __slots__ = ("stage", "ratio", "services", "bits", "window", "changed", "joined", "muted",
-                 "peers")
+                 "peers", "since", "peaks", "incident_bits")
 
     def __init__(self, stage: str, ratio: float | None, services: frozenset | None,
                  bits: float, start: float, joined: float | None):
@@ -69,26 +80,45 @@ class Normal:
         self.joined = joined  # a device the bundle did not know: when it was first seen
         self.muted: float | None = None  # silenced by the operator until then (flow time)
         self.peers: frozenset = frozenset()  # peers the operator accepted: never evidence
+        self.since = start  # watched since (its own incident budget counts from here)
+        self.peaks = array("f")  # its episodes' highest peaks (ascending), no incident
+        self.incident_bits: float | None = None  # its own incident threshold (None: the site's)
 
-    def may_change(self, t: float, flows: int, rule: NormalRule) -> bool:
+    def add_peak(self, peak: float, keep: int) -> None:
+        """An episode ended without an incident at this peak evidence."""
+        if len(self.peaks) < keep:
+            insort(self.peaks, peak)
+        elif peak > self.peaks[0]:
+            del self.peaks[0]
+            insort(self.peaks, peak)
+
+    def may_change(self, t: float, flows: int, rule: NormalRule, tail: TailRule) -> bool:
         """Could it change by flow time t with `flows` more flows (a quick test, so that
         only a device about to change is taken flow by flow)?"""
-        need = rule.graduate_flows if self.stage == "probation" else rule.measured_flows
-        return self.muted is None and t - self.changed >= DAY and \
-            self.window.flows + flows >= need
+        if self.muted is not None or t - self.changed < DAY:
+            return False
+        return self.window.flows + flows >= rule.measured_flows or \
+            (self.stage != "known" and len(self.peaks) > tail.min_tail)
 
-    def ripe(self, t: float, rule: NormalRule) -> bool:
+    def ripe(self, t: float, rule: NormalRule, tail: TailRule) -> bool:
         """May it change now (its device has no episode)?"""
-        return self.may_change(t, 0, rule)
+        return self.may_change(t, 0, rule, tail)
 
-    def change(self, t: float, rule: NormalRule) -> dict | None:
-        """Graduate, or move at the bounded rate; what changed (for its line), or None."""
+    def change(self, t: float, rule: NormalRule, tail: TailRule, budget: float,
+               site_bits: float) -> dict | None:
+        """Graduate, or move at the bounded rate; its own incident threshold; what changed
+        (for its line), or None."""
         window, before = self.window, self.ratio
-        proposed = rule.threshold(window)
-        change: dict = {}
+        measured = window.flows >= rule.measured_flows
+        proposed = rule.threshold(window) if measured else None
+        change: dict = self._own_budget(t, tail, budget, site_bits)
         if self.stage == "probation":
+            self.changed = t
             if proposed is None:
-                return None
+                if change:
+                    change |= {"change": "updated", "flows": window.flows,
+                               "since": window.start}
+                return change or None
             self.stage, self.ratio = "learned", proposed
             if self.services is None:  # a new device: the services it used, and their bits
                 used = sorted((s for s in window.services if s != OTHER),
@@ -97,7 +127,7 @@ class Normal:
                 self.bits = service_bits(window.services, rule.max_fpr)
                 change["services_added"] = sorted(self.services)
             change |= {"change": "learned", "threshold_ratio": proposed}
-        else:
+        elif measured:
             if proposed is not None and before is not None:
                 bounded = min(max(proposed, before / THRESHOLD_RATE), before * THRESHOLD_RATE)
                 if abs(math.log(bounded / before)) > math.log1p(MIN_CHANGE):
@@ -114,11 +144,27 @@ class Normal:
                     change["bits_were"], self.bits = self.bits, bits
             if change:
                 change["change"] = "updated"
+        elif change:
+            change["change"] = "updated"
         if change:  # what it was learned from
             change |= {"flows": window.flows, "since": window.start}
         self.changed = t
         window.forget(rule.window_flows // 2)
         return change or None
+
+    def _own_budget(self, t: float, tail: TailRule, budget: float, site_bits: float) -> dict:
+        """Its own incident threshold from its episodes (a known device keeps the site's),
+        rising at most by THRESHOLD_RATE a day; what changed."""
+        if self.stage == "known":
+            return {}
+        bits, _ = tail.threshold(self.peaks, (t - self.since) / WEEK, budget)
+        now = self.incident_bits if self.incident_bits is not None else site_bits
+        new = None if bits is None or bits <= site_bits else min(bits, now * THRESHOLD_RATE)
+        if (new is None) == (self.incident_bits is None) and \
+                (new is None or abs(new - self.incident_bits) < 0.05):
+            return {}
+        was, self.incident_bits = self.incident_bits, new
+        return {"incident_bits": new, "incident_bits_were": was}
 
     def _new_services(self, window: Window) -> list[int]:
         if self.services is None or len(self.services) >= MAX_NORMAL_SERVICES:

@@ -100,10 +100,10 @@ def day_of_flows(key, start, n, score, services, jitter=None):
              services[i % len(services)]) for i in range(n)]
 
 
-def test_a_new_device_graduates_after_a_day_and_enough_flows_then_is_watched_as_known():
+def test_a_new_device_graduates_on_a_measured_day_then_is_watched_as_known():
     tracker = IncidentTracker(settings())
     rng = np.random.default_rng(1)
-    flows = day_of_flows(NEW, T0, 300, 0.2, ["tcp/443", "udp/53"], rng.uniform(0.5, 1.5, 300))
+    flows = day_of_flows(NEW, T0, 600, 0.2, ["tcp/443", "udp/53"], rng.uniform(0.5, 1.5, 600))
     events = feed(tracker, flows)
     assert of(events, "device_normal") == []  # not a day yet
     events = feed(tracker, [(T0 + DAY + 60, NEW, 0.1, "tcp/443")])
@@ -132,7 +132,7 @@ def _window(scores):
 def test_a_known_quiet_device_graduates_too_and_keeps_its_services():
     tracker = IncidentTracker(settings())
     assert tracker.normals.threshold(CAM) == 1.0  # the site's, from the bundle
-    events = feed(tracker, day_of_flows(CAM, T0, 400, 0.3, ["tcp/443"]) +
+    events = feed(tracker, day_of_flows(CAM, T0, 600, 0.3, ["tcp/443"]) +
                   [(T0 + DAY + 10, CAM, 0.3, "tcp/443")])
     learned = of(events, "device_normal")
     assert [e["device_normal"]["change"] for e in learned] == ["learned"]
@@ -183,9 +183,9 @@ def test_an_incidents_flows_never_feed_the_normal_and_an_infected_device_never_g
 @pytest.mark.parametrize("size", [2, 7, 64, 1000])
 def test_graduation_and_changes_fall_on_the_same_flows_however_batches_are_cut(size):
     rng = np.random.default_rng(2)
-    flows = day_of_flows(NEW, T0, 500, 0.3, ["tcp/443", "udp/53"], rng.uniform(.5, 2, 500))
-    flows += day_of_flows(NEW, T0 + DAY, 500, 0.3, ["tcp/443", "tcp/80"],
-                          rng.uniform(.5, 1.2, 500))
+    flows = day_of_flows(NEW, T0, 600, 0.3, ["tcp/443", "udp/53"], rng.uniform(.5, 2, 600))
+    flows += day_of_flows(NEW, T0 + DAY, 600, 0.3, ["tcp/443", "tcp/80"],
+                          rng.uniform(.5, 1.2, 600))
     flows += [(T0 + 2 * DAY + 5 * i, NEW, 30.0, "tcp/6667") for i in range(60)]
     flows += day_of_flows(NEW, T0 + 2 * DAY + 400, 300, 0.3, ["tcp/443"])
 
@@ -228,3 +228,33 @@ def test_a_relearn_keeps_what_the_devices_learned_on_the_device():
     assert known[gone]["threshold"] == pytest.approx(1.0) and known[gone]["services"] == \
         ["tcp/8883"] and known[gone]["prior"] == "learned on the device"
     assert known_devices(flows, empty, {}, 0.01)[CAM]["threshold"] is None  # without priors
+
+
+def test_a_devices_own_incident_threshold_is_learns_tail_rule_on_its_own_episodes():
+    """The tail rule on the device (tables, no scipy) gives what learn's gives (scipy), and a
+    device on probation that keeps brushing against the incident threshold gets its own, above
+    the bundle's, rising at most by √2 a day, said in its line."""
+    from edge_ids.edge_runtime.normal_rule import POISSON_90, TailRule
+    from edge_ids.train.incident_budget import _tail_threshold, upper_bound
+
+    assert POISSON_90 == pytest.approx([upper_bound(k) for k in range(12)], rel=1e-6)
+    rng = np.random.default_rng(3)
+    rule = TailRule()
+    for n, weeks in ((6, 0.5), (12, 1.0), (30, 2.0), (40, 12.0)):
+        peaks = list(rng.exponential(1.5, n))
+        expected, _ = _tail_threshold(peaks, weeks, 1.0)
+        got, _ = rule.threshold(sorted(peaks, reverse=True)[:rule.peaks_kept], weeks, 1.0)
+        assert got == pytest.approx(expected, rel=1e-5), (n, weeks)
+    tracker = IncidentTracker(settings())
+    # every 40 minutes two odd flows a minute apart: episodes peaking at 5 to 5.9 bits,
+    # under the bundle's 6, again and again
+    extra = rng.uniform(0.6, 1.5, 80)
+    flows = [(T0 + 2400 * i + dt, CAM, score, "tcp/443") for i in range(80)
+             for dt, score in ((0, 32.0), (61, 2 ** extra[i]))]
+    events = feed(tracker, flows)
+    assert opened(events) == []
+    changes = [e["device_normal"] for e in of(events, "device_normal")]
+    own = [c["incident_threshold_bits"] for c in changes if "incident_threshold_bits" in c]
+    assert own and own[0] > 6.0 and own[0] <= 6.0 * THRESHOLD_RATE + 1e-3
+    assert all(b <= a * THRESHOLD_RATE + 1e-3 for a, b in zip(own, own[1:]))
+    assert tracker.incident_threshold(tracker.devices[CAM]) == pytest.approx(own[-1], abs=1e-3)

@@ -45,7 +45,7 @@ def flows(seed: int = 0) -> list[tuple]:
     second day, the cam graduates, the hub's normal changes."""
     rng = np.random.default_rng(seed)
     out = []
-    for mac, ip, port, n in ((CAM, "192.168.1.129", 443, 500), (HUB, "192.168.1.128", 1883, 900),
+    for mac, ip, port, n in ((CAM, "192.168.1.129", 443, 1100), (HUB, "192.168.1.128", 1883, 900),
                              (NEW, "192.168.1.7", 80, 400)):
         times = np.sort(rng.uniform(T0, T0 + 2 * 86400, n))
         for t in times:

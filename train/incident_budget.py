@@ -236,6 +236,16 @@ def replay(bundle, settings: IncidentSettings, records, order: np.ndarray,
     return watch
 
 
+def tail_rule_tables() -> dict:
+    """What the daemon needs to apply the tail rule to a device's own episodes without scipy
+    (edge_runtime/normal_rule.TailRule)."""
+    from scipy.stats import chi2
+
+    return {"upper_bounds": [upper_bound(k) for k in range(TAIL_EPISODES + 2)],
+            "scale_quantiles": [float(chi2.ppf(1 - CONFIDENCE, 2 * k))
+                                for k in range(1, TAIL_EPISODES + 1)]}
+
+
 def incident_threshold(peaks: list[float], device_weeks: float, budget: float,
                        max_flow_bits: float = 0.0) -> tuple[float, dict]:
     """(threshold in bits, how it was set) for `budget` false incidents per device-week, never
@@ -337,6 +347,7 @@ def calibrate(bundle, val, max_fpr: float, budget: float, home_net: tuple[str, .
                  "the device never used; decaying", "half_life_seconds": HALF_LIFE_SECONDS,
                  "close_after_seconds": CLOSE_AFTER_SECONDS,
                  "update_every_seconds": UPDATE_EVERY_SECONDS, "max_per_device_week": budget,
+                 "tail_rule": tail_rule_tables(),
                  "validation": how | {"hours": round(hours, 3), "devices": len(active),
                                       "device_weeks": round(device_weeks, 4),
                                       "incidents_at_threshold": counted,
