@@ -366,6 +366,7 @@ class Daemon:
             writer.reopen()
         except OSError as e:
             log.error("reopening %s failed: %s", self.options.alerts, e)
+        self.outputs.reload()  # the webhook's token file, read again
         try:
             new = Model(self.options.bundle, self.options)
         except Exception as e:  # noqa: BLE001 - whatever is wrong with it, the old model stays
