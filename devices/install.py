@@ -145,16 +145,23 @@ def place_release(prefix: Prefix, package: Path, release: dict, venv: Path) -> P
     return directory
 
 
-def probe(release_dir: Path, release: dict, timeout: float) -> None:
-    """Run the unit's own ExecStart on the probe records (metrics off, alerts to stdout) and
-    demand one classified line per record from this release's model."""
-    argv, drop = exec_start((release_dir / UNIT_NAME).read_text()), PROBE_DROPS
+def probe_command(unit_text: str, probe_csv: Path) -> list[str]:
+    """The unit's ExecStart made to classify the probe records once (metrics off, alerts to
+    stdout, without what PROBE_DROPS names); a capture unit's model through `run`."""
+    argv, drop = exec_start(unit_text), PROBE_DROPS
     if argv[1:2] == ["capture"]:  # probe records are rows, not packets: the same model via `run`
-        require_argus()
         argv, drop = [argv[0], "run", *argv[2:]], drop + ("--interface", "--flow-report")
-    argv = with_options(argv, {"--input": f"file:{release_dir / 'probe.csv'}", "--alerts": "-",
-                               "--emit": "all", "--log-rejects": "0"}, drop=drop,
-                        flags=PROBE_DROPPED_FLAGS)
+    return with_options(argv, {"--input": f"file:{probe_csv}", "--alerts": "-", "--emit": "all",
+                               "--log-rejects": "0"}, drop=drop, flags=PROBE_DROPPED_FLAGS)
+
+
+def probe(release_dir: Path, release: dict, timeout: float) -> None:
+    """Run the unit's own ExecStart on the probe records and demand one classified line per
+    record from this release's model."""
+    unit_text = (release_dir / UNIT_NAME).read_text()
+    if exec_start(unit_text)[1:2] == ["capture"]:
+        require_argus()
+    argv = probe_command(unit_text, release_dir / "probe.csv")
     try:
         result = run(argv, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
