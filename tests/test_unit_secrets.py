@@ -90,6 +90,15 @@ def test_unit_and_deploy_refuse_a_token_where_it_may_not_go(small_pipeline, tmp_
                        "--state-dir", "/var/lib/edge-ids")
     assert code == 0 and "LoadCredential=webhook-token:/etc/t\n" in output, output
     assert " --state-dir /var/lib/edge-ids" in output
+    hosts = tmp_path / "hosts.ini"
+    hosts.write_text("sensor-1 ansible_host=127.0.0.1 ansible_port=1\n")
+    for args, message in [(("--state-dir", "state"), "--state-dir must be an absolute path"),
+                          (("--webhook-token-file", "/etc/t $x"), "may not contain spaces"),
+                          (("--webhook", "https://ops:hunter2@ntfy.example.org/"),
+                           "--webhook-token-file FILE")]:
+        code, output = cli("fleet", "deploy", "-i", hosts, "--bundle",
+                           small_pipeline[0] / "bundle", *args)
+        assert code == 2 and message in output and "PLAY" not in output, (args, output)
 
 
 def test_install_refuses_a_credential_others_may_open(tmp_path):

@@ -204,6 +204,14 @@ def test_a_token_file_others_may_read_is_refused(learned_site, tmp_path):
     assert done.returncode == 5 and "the file is empty" in done.stderr, done.stderr
     private = token_file(tmp_path / "private")
     assert edge_ids(*run, "--webhook-token-file", private).returncode == 0
+    # capture shares the daemon's options: refused before argus is started
+    done = edge_ids("capture", "--bundle", learned_site["bundle"], "--pcap", private,
+                    "--webhook", "https://127.0.0.1:9/hook", "--webhook-token-file",
+                    token_file(tmp_path / "capture-token", mode=0o644))
+    assert done.returncode == 5 and "chmod 600" in done.stderr, done.stderr
+    done = edge_ids("capture", "--bundle", learned_site["bundle"], "--pcap", private,
+                    "--webhook", "http://127.0.0.1:9/hook", "--webhook-token-file", private)
+    assert done.returncode == 2 and "only over https" in done.stderr, done.stderr
     # the page's token file gets the same check
     page = ("run", "--bundle", learned_site["bundle"], "--input", "file:/dev/null",
             "--ui", "127.0.0.1:0", "--ui-token-file")
