@@ -111,9 +111,9 @@ UNIT_OPTIONS = [
                       "incidents opened and closed, new devices)."),
     click.option("--webhook-token-file", metavar="PATH",
                  help="A token file on the device (mode 600, else the install is refused), "
-                      "sent by the webhook as Authorization: Bearer; the unit hands it to the service as a credential "
-                      "(LoadCredential=), so the token is never in the unit. Needs an https:// "
-                      "--webhook, or --webhook-insecure."),
+                      "sent by the webhook as Authorization: Bearer; the unit hands it to the "
+                      "service as a credential (LoadCredential=), so the token is never in the "
+                      "unit. Needs an https:// --webhook, or --webhook-insecure."),
     click.option("--webhook-insecure", is_flag=True, default=None,
                  help="The daemon's --webhook-insecure on the device: the token may go to an "
                       "http:// --webhook in cleartext (refused without it)."),

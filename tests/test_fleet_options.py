@@ -157,7 +157,7 @@ def device_inventory(folder: Path, server, device: Path, **variables) -> Path:
     return write_inventory(folder, hosts, {"host_vars/dev1.yml": base | variables})
 
 
-@pytest.mark.slow  # three rollouts to one device, ~3-4 min: `pytest -m slow tests/test_fleet_options.py`
+@pytest.mark.slow  # three rollouts to one device: `pytest -m slow tests/test_fleet_options.py`
 @pytest.mark.skipif(not sshd.available(), reason="needs openssh-server and client")
 def test_a_rollout_puts_the_inventorys_page_and_webhook_into_the_unit(small_pipeline, tmp_path):
     device = tmp_path / "dev1"
