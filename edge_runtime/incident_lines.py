@@ -13,6 +13,24 @@ def new_device_event(device, t: float, flow) -> dict:
                                                      "proto": proto}}}
 
 
+def normal_event(device, change: dict, t: float, normals) -> dict:
+    """A device's normal changed (normals.py): graduated, or moved at its bounded rate."""
+    normal, fallback = device.normal, normals.fallback
+    body = {"change": change["change"], "stage": normal.stage,
+            "threshold": None if normal.ratio is None else normal.ratio * fallback,
+            "threshold_ratio": None if normal.ratio is None else round(normal.ratio, 4),
+            "services": normals.service_names(normal.services or ()),
+            "new_service_bits": round(normal.bits, 3), "flows": change["flows"],
+            "since": change["since"]}
+    if "was_ratio" in change:
+        body["was_threshold"] = change["was_ratio"] * fallback
+        body["proposed_threshold"] = change["proposed_ratio"] * fallback
+    if change.get("services_added"):
+        body["services_added"] = normals.service_names(change["services_added"])
+    return {"time": t, "event_type": "device_normal",
+            "device": device_label(device.key, device.ip), "device_normal": body}
+
+
 def incident_event(device, episode, state: str, t: float, threshold_bits: float, features,
                    reason: str | None = None) -> dict:
     body = {"id": episode.incident, "state": state, "new_device": device.new,

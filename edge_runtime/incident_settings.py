@@ -22,10 +22,15 @@ import math
 from dataclasses import dataclass, replace
 
 from .devices import DEFAULT_HOME_NET, parse_home_net
+from .normal_rule import NormalRule
 
 HALF_LIFE_SECONDS = 300.0  # a flagged flow's evidence counts half after five minutes
 CLOSE_AFTER_SECONDS = 1800.0  # an incident closes after 30 minutes without a flagged flow
 UPDATE_EVERY_SECONDS = 600.0  # at most one update line per incident every ten minutes
+# A new device's first day may hold a burst this many minutes long of flows as unusual as one
+# flow may say (its set-up: DHCP, DNS, its cloud, discovery) without an incident; chosen with
+# one bot left out and checked on it (benchmarks/detection/living.py, docs/incidents.md)
+JOIN_BURST_MINUTES = 2
 
 
 class SettingsError(ValueError):
@@ -45,6 +50,20 @@ class IncidentSettings:
     services: dict | None = None  # key -> frozenset of the services it used while learning
     service_bits: dict | None = None  # key -> evidence of a flow to a service not among them
     max_flow_bits: float = math.inf  # the most one flow's anomaly score may say, in bits
+    join_burst_minutes: float = JOIN_BURST_MINUTES
+    rule: NormalRule = NormalRule()  # learn's rule for a device's own threshold (normals.py)
+
+    @property
+    def join_threshold_bits(self) -> float:
+        """What opens an incident in a new device's first day: the evidence of a burst of
+        join_burst_minutes minutes, each with a flow at max_flow_bits (decaying as evidence
+        does), or the incident threshold if that is higher."""
+        if not math.isfinite(self.max_flow_bits):
+            return self.threshold_bits
+        minutes = math.ceil(self.join_burst_minutes)
+        burst = self.max_flow_bits * sum(2.0 ** (-60.0 * k / self.half_life)
+                                         for k in range(minutes))
+        return max(self.threshold_bits, burst)
 
     def threshold(self, key: str) -> float:
         own = self.known.get(key)
@@ -109,8 +128,18 @@ def read_settings(manifest: dict, anomaly_threshold: float | None) -> IncidentSe
         home_net = tuple(parse_home_net(devices.get("home_net") or ()))
     except ValueError as e:
         raise SettingsError(f"devices.home_net: {e}") from None
+    anomaly = manifest.get("anomaly") or {}
+    max_fpr = anomaly.get("max_fpr", 0.01)
+    try:
+        rule = NormalRule.of(devices, float(max_fpr))
+        if not 0 < rule.max_fpr <= 0.5 or len(rule.upper_bounds) < 2 or \
+                list(rule.upper_bounds) != sorted(rule.upper_bounds):
+            raise ValueError(rule)
+    except (TypeError, ValueError):
+        raise SettingsError(f"devices.rule {devices.get('rule')!r} is not learn's rule (max_fpr "
+                            f"in (0, 0.5], upper_bounds ascending)") from None
     return IncidentSettings(
-        threshold_bits=_number(incidents, "threshold_bits", "incidents", minimum=0.0,
+        rule=rule, threshold_bits=_number(incidents, "threshold_bits", "incidents", minimum=0.0,
                                open_minimum=True),
         fallback_threshold=fallback, known=known,
         home_net=tuple(str(n) for n in home_net),

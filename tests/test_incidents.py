@@ -163,16 +163,27 @@ def test_a_device_with_an_open_incident_never_opens_a_second():
     assert len(opened(events)) == 1
 
 
-def test_a_new_device_is_named_once_and_opens_at_most_one_incident():
+def test_a_new_device_is_named_once_and_stays_watched():
+    """Named once; its first day allows the burst of being set up (the joining threshold); it
+    is never blind afterwards: trouble later opens incidents again."""
     tracker = IncidentTracker(settings())
-    noisy = [(T0 + 20 * i, NEW, 50.0, "tcp/80") for i in range(100)]
+    noisy = [(T0 + 20 * i, NEW, 50.0, "tcp/80") for i in range(100)]  # 33 minutes at the cap
     later = [(T0 + 20000 + 20 * i, NEW, 50.0, "tcp/80") for i in range(100)]
     events = feed(tracker, noisy) + feed(tracker, later)
     assert [e["event_type"] for e in events].count("new_device") == 1
     new = [e for e in events if e["event_type"] == "new_device"][0]
     assert new["device"]["mac"] == NEW and new["time"] == T0
     incidents = opened(events)
-    assert len(incidents) == 1 and incidents[0]["incident"]["new_device"] is True
+    assert len(incidents) == 2 and all(i["incident"]["new_device"] for i in incidents)
+    join = settings().join_threshold_bits  # 5 bits in two minutes, decaying: 9.35
+    assert math.isclose(join, 5 * (1 + 2 ** (-60 / 300))) and join > settings().threshold_bits
+    assert incidents[0]["incident"]["threshold_bits"] == round(join, 3)
+    # a two-minute burst at the cap: nothing on its first day, an incident on its second
+    burst = [(T0 + 60 * i, "02:00:00:00:00:02", 50.0, "tcp/80") for i in range(2)]
+    day2 = [(T0 + 90000 + 60 * i, "02:00:00:00:00:02", 50.0, "tcp/80") for i in range(2)]
+    assert opened(feed(tracker, burst)) == []
+    second = opened(feed(tracker, day2))
+    assert len(second) == 1 and second[0]["incident"]["threshold_bits"] == 6.0
 
 
 def test_a_late_flow_resumes_its_episode_instead_of_starting_anew():
