@@ -5,7 +5,9 @@ anyone on the device may read; `systemd-analyze verify` passes. Refusals exit 2 
 leaves out the page, the webhook and the state (it runs beside the live daemon)."""
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from edge_ids.cli import main
-from edge_ids.devices.install import exec_start, probe_command, unsafe_credentials
+from edge_ids.devices.install import exec_start, probe_command, unsafe_credentials, \
+    with_options
 from edge_ids.devices.profiles import load_profile
 from edge_ids.devices.unit import render_unit
 from test_operator_unit import verified
@@ -131,3 +134,32 @@ def test_the_health_check_probe_leaves_out_the_page_the_webhook_and_the_state(tm
     assert argv[argv.index("--input") + 1] == f"file:{tmp_path / 'probe.csv'}"
     assert argv[argv.index("--emit") + 1] == "all" and argv.count("--emit") == 1
     assert argv[argv.index("--home-net") + 1] == "10.0.0.0/8"  # the rest is kept
+
+
+def test_the_units_command_runs_with_its_credentials_and_state_dir(learned_site, prefix,
+                                                                   tmp_path):
+    """The unit's ExecStart as systemd runs it: ${CREDENTIALS_DIRECTORY} set and substituted,
+    the credentials as systemd leaves them (0400; the DynamicUser's ACL entry shows as group
+    bits, 0440 here), the state directory given. The daemon starts, keeps its state there, and
+    stops; the same token file outside the credentials directory at 0440 is refused."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "webhook-token").write_text(TOKEN + "\n")
+    (credentials / "webhook-token").chmod(0o440)
+    unit = render_unit(load_profile("x86_64"), str(prefix), webhook="https://127.0.0.1:9/hook",
+                       webhook_token_file="/etc/edge-ids/webhook-token",
+                       state_dir=str(tmp_path / "state"))
+    argv = [a.replace("${CREDENTIALS_DIRECTORY}", str(credentials)) for a in exec_start(unit)]
+    argv = with_options(argv, {"--bundle": str(learned_site["bundle"]),
+                               "--input": "file:/dev/null", "--alerts": "-"}, drop=("--metrics",))
+    env = os.environ | {"CREDENTIALS_DIRECTORY": str(credentials)}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "webhook: https://127.0.0.1:9/hook" in done.stderr
+    assert any((tmp_path / "state").iterdir())  # the state was written there
+    outside = tmp_path / "webhook-token"
+    outside.write_text(TOKEN + "\n")
+    outside.chmod(0o440)
+    argv[argv.index("--webhook-token-file") + 1] = str(outside)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 5 and "chmod 600" in done.stderr, done.stderr
