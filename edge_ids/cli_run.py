@@ -176,11 +176,12 @@ def run(bundle, input_, from_start, **outputs):
     edge_ids_records_rejected_total{reason} and logged at a bounded rate; the daemon never
     stops for it. An unseen category is classified (all-zero one-hot) and counted.
 
-    Signals: SIGHUP reopens the alert file and reloads the bundle (verified first; a broken one
-    is refused and the old model keeps serving). SIGTERM or Ctrl-C stops reading, classifies
-    every line already accepted, and exits 0. Under systemd (Type=notify) it reports READY,
-    STATUS and WATCHDOG. When the input ends (file:, stdin), it exits as classify does: 0, or
-    3 if records were rejected, or 5 if the file is truncated or corrupt.
+    Signals: SIGHUP reopens the alert file, reads the webhook's token file again and reloads
+    the bundle (verified first; a broken one is refused and the old model keeps serving).
+    SIGTERM or Ctrl-C stops reading, classifies every line already accepted, and exits 0.
+    Under systemd (Type=notify) it reports READY, STATUS and WATCHDOG. When the input ends
+    (file:, stdin), it exits as classify does: 0, or 3 if records were rejected, or 5 if the
+    file is truncated or corrupt.
 
     \b
     Example:

@@ -362,6 +362,7 @@ class Daemon:
             writer.reopen()
         except OSError as e:
             log.error("reopening %s failed: %s", self.options.alerts, e)
+        self.outputs.reload()  # the webhook's token file, read again
         try:
             new = Model(self.options.bundle, self.options)
             if new.detector.schema.names != self.model.detector.schema.names:

@@ -16,6 +16,7 @@ from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Pla
 from prometheus_client.core import HistogramMetricFamily
 
 from . import records as r
+from .webhook import RESULTS as WEBHOOK_RESULTS
 
 DEFAULT_PORT = 9108
 REJECT_REASONS = (r.WRONG_FIELD_COUNT, r.NON_NUMERIC, r.NOT_FINITE, r.EMPTY_LINE,
@@ -101,10 +102,12 @@ class Metrics:
         self.decisions = Counter("edge_ids_decisions", "The operator's decisions taken, by "
                                  "action.", ["action"], registry=registry)
         self.webhook = Counter("edge_ids_webhook_events", "Incident and new-device events for "
-                               "the webhook, by result: sent, failed (after its retries), "
-                               "dropped (its queue was full), throttled, below_floor.",
+                               "the webhook, by result: sent (a 2xx answer), failed (any other "
+                               "answer after its retries; a redirect at once, never followed), "
+                               "dropped (its queue was full, or held it at stop), throttled, "
+                               "below_floor.",
                                ["result"], registry=registry)
-        for result in ("sent", "failed", "dropped", "throttled", "below_floor"):
+        for result in WEBHOOK_RESULTS:
             self.webhook.labels(result)
         self._build_labels = None
 

@@ -42,6 +42,11 @@ class OperatorOutputs:
         if self.webhook:
             self.webhook.ml = ml
 
+    def reload(self) -> None:
+        """SIGHUP: read again what may change on disk beside the bundle (the webhook's token)."""
+        if self.webhook:
+            self.webhook.reload_token()
+
     def publish(self, events: list[dict]) -> None:
         """Called with the lock held, after the lines were written."""
         if self.view:
