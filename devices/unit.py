@@ -13,6 +13,7 @@ DEFAULT_PREFIX = "/opt/edge-ids"
 DEFAULT_INPUT = "unix:/run/edge-ids/records.sock"
 DEFAULT_METRICS = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_ALERTS = "/var/log/edge-ids/alerts.json"
+DEFAULT_STATE_DIR = "/var/lib/edge-ids"  # the unit's StateDirectory=
 # Where the unit may write without ReadWritePaths= (its Logs/Runtime/StateDirectory).
 OWN_DIRECTORIES = ("/var/log/edge-ids", "/run/edge-ids", "/var/lib/edge-ids")
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -59,7 +60,10 @@ def render_unit(profile: DeviceProfile, prefix: str = DEFAULT_PREFIX,
     IPAddressAllow= then lets the service reach the webhook's address, or is lifted for a page
     off loopback or a webhook named by host name. Tokens are files on the device handed over
     with LoadCredential=, never text in the unit (which anyone on the device may read).
-    `state_dir` and `extra_options` are passed to the daemon only when given."""
+    `state_dir` is the daemon's --state-dir, by default the unit's own StateDirectory
+    (/var/lib/edge-ids: what the devices learned survives restarts and deploys); "" keeps
+    nothing. `extra_options` are passed to the daemon only when given."""
+    state_dir = DEFAULT_STATE_DIR if state_dir is None else state_dir
     if not prefix.startswith("/") or not alerts.startswith("/"):
         raise ValueError(f"the prefix and the alerts file must be absolute paths, got "
                          f"{prefix!r} and {alerts!r}")

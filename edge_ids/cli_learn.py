@@ -97,9 +97,10 @@ def learn(pcaps, flow_files, classifier, out, max_fpr, val_fraction, max_inciden
           --out out/site
       edge-ids deploy --device pi4 --host pi@sensor-1 \\
           --bundle out/site/bundle --capture eth0
-      # later, learning again without forgetting what the devices learned on the device:
+      # later, again, keeping what the devices learned on the device:
       scp pi@sensor-1:/var/lib/edge-ids/state.json.gz site/
-      edge-ids learn --flows site/flows.csv --prior-state site/state.json.gz --out out/site2
+      edge-ids learn --flows site/flows.csv \\
+          --prior-state site/state.json.gz --out out/site2
     """
     from .edge_runtime.argus import CaptureError
     from .edge_runtime.bundle import BundleError

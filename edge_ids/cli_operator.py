@@ -119,8 +119,9 @@ UNIT_OPTIONS = [
                       "http:// --webhook in cleartext (refused without it)."),
     click.option("--state-dir", metavar="DIR",
                  help="The daemon's --state-dir on the device (an absolute path; outside "
-                      "/var/lib/edge-ids the unit gets ReadWritePaths= for it). Not passed "
-                      "unless given."),
+                      "/var/lib/edge-ids the unit gets ReadWritePaths= for it). Default: the "
+                      "unit's StateDirectory, /var/lib/edge-ids, so that what the devices "
+                      "learned survives restarts and deploys; '' keeps nothing."),
 ]
 EXTRA_OPTION = click.option(
     "--extra-option", "extra_options", multiple=True, metavar="ARG",

@@ -39,14 +39,14 @@ def site():
     """The site's devices as the daemon learned them, and the operator's decisions.
 
     \b
-      edge-ids site list                    devices: known, on probation, learned, muted
-      edge-ids site accept 12               incident 12 is expected: its peers and services
-                                            become that device's normal; it closes
-      edge-ids site mute KEY --for 7d       no incident or push for KEY for 7 days
+      edge-ids site list                  devices: known, probation, learned
+      edge-ids site accept 12             incident 12 is expected: its peers
+                                          and services become its device's
+      edge-ids site mute KEY --for 7d     no incident or push for 7 days
       edge-ids site unmute KEY
-      edge-ids site forget KEY              forget a device (it is new if it comes back)
-      edge-ids site probation KEY           learn KEY's normal again on the device
-      edge-ids site undo 3                  undo decision 3
+      edge-ids site forget KEY            new again if it comes back
+      edge-ids site probation KEY         learn KEY's normal again here
+      edge-ids site undo 3                undo decision 3
 
     KEY is a device's key as `site list` shows it (its MAC, or its address). Run as root: the
     state directory belongs to the daemon's user.

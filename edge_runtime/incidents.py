@@ -1,41 +1,24 @@
 """From flagged flows to incidents: one per device in trouble, opened, updated and closed.
 
-Every flow is given to its local devices (devices.py) and may be **evidence** against them,
-in bits over the operating point, from two detectors:
+Every flow is given to its local devices (devices.py) and may be **evidence** against them, in
+bits over the operating point: how the flow looks (log2(score / the device's threshold), or a
+classifier's attack name, capped at `max_flow_bits`, what the learning period can resolve), plus
+whom it talks to (a service the device does not use: log2(budget / P(new service)), Good-Turing
+from its own flows). A device's evidence takes the strongest of its flows each minute, counted
+from the episode's first flagged flow, and decays with a half-life of five minutes. Evidence
+rising from nothing starts an **episode**; crossing the incident threshold makes it an
+incident (one EVE line, state "open"), updated at most every ten minutes while flagged flows
+keep coming, and closed when the device has had no flagged flow for 30 minutes (or the input
+ended). A device with an open incident never opens a second one. A device the bundle did not
+know is named once (`new_device`); its first minute (its set-up) is neither evidence nor its
+normal, and after it, it is watched like any other.
 
-- how the flow looks: log2(score / threshold) when the autoencoder's score is over the device's
-  own threshold (a flow the classifier names as an attack: log2(normal_threshold / P(normal)),
-  whichever is larger), capped at what the learning period can resolve (`max_flow_bits`:
-  log2(budget x validation flows); beyond every held-out flow, a higher score says no more);
-- whom it talks to: a flow to a service (protocol and the lower port) the device does not use
-  adds log2(budget / P(new service)), with P(new service) the Good-Turing estimate from its own
-  flows. IoT devices use a handful of services, so for them a new one is strong evidence; a
-  device that keeps using new ones earns little from it.
-
-A device's evidence takes the strongest of its flows each minute, counted from the episode's
-first flagged flow (a burst of status records from one reconnect counts once, and Argus's
-report interval does not change what an incident is), and decays with a half-life of five
-minutes, so it measures trouble that lasts, not one odd moment. Evidence rising from nothing
-starts an **episode**; when it crosses the incident threshold the episode becomes an incident
-(one EVE line, `event_type: "incident"`, state "open"), updated at most every ten minutes while
-flagged flows keep coming, and closed by a line when the device has had no flagged flow for 30
-minutes (or the input ended). A device with an open incident never opens a second one. A
-device the bundle did not know is named once (`event_type: "new_device"`); its flows in the
-first minutes after it was first seen (IncidentSettings.join_grace_minutes: its set-up) are
-neither evidence nor its normal, and after them it is watched as any other.
-
-Each device's normal (its threshold and services) lives with the network (normals.py): fed by
-its flows outside incidents, learned on the device for a device on probation, changed at a
-bounded rate, each change one line (`event_type: "device_normal"`). The operator may mute a
-device or accept an incident's peers (operator_word.py).
-
-Because an incident is exactly an episode whose peak evidence crossed the threshold, `learn`
-sets the threshold from the peaks of the episodes in the held-out tail of the learning period,
-replayed through this same code (train/incident_budget.py).
-
-Times are the flows' own (Argus LastTime), so a replayed capture says when things happened.
-State is bounded: at most `max_devices` devices are remembered (the least recently seen goes
-first), an episode is dropped when it ends, and the peers and ports of one are capped.
+Each device's normal (threshold, services, its own incident threshold) lives with the network
+(normals.py, living.py): each change is one line (`device_normal`). The operator may mute a
+device or accept an incident's peers (operator_word.py). `learn` sets the incident threshold from
+the peaks of the held-out tail's episodes, replayed through this same code
+(train/incident_budget.py). Times are the flows' own. State is bounded: `max_devices` devices
+(the least recently seen goes first), episodes dropped when they end, 16 peers and ports each.
 """
 from __future__ import annotations
 
@@ -45,8 +28,9 @@ import numpy as np
 
 from .devices import Owners, device_label
 from .episodes import Device, Episode, bin_flagged, count
-from .incident_lines import incident_event, new_device_event, normal_event
+from .incident_lines import incident_event, new_device_event
 from .incident_settings import IncidentSettings
+from .living import BatchPairs, LivingNormals, waiting
 from .normal_rule import NormalRule, Window
 from .normals import Normals
 from .services import service_of
@@ -58,7 +42,7 @@ NEW_DEVICES_REMEMBERED = 131072  # announced new devices (so none is named twice
 RECENT_INCIDENTS = 256  # closed incidents remembered (the operator may accept one)
 
 
-class IncidentTracker:
+class IncidentTracker(LivingNormals):
     """Feed it each batch's flows (in time order, roughly) and it returns the EVE events due."""
 
     def __init__(self, settings: IncidentSettings, features: list[tuple[str, bool]] = (),
@@ -149,7 +133,7 @@ class IncidentTracker:
                                       bounds[:-1]).tolist()
         firsts, counts = bounds[:-1].tolist(), np.diff(bounds).tolist()
         first_rows = rows[bounds[:-1]].tolist()
-        batch = _Batch(rows, pairs.slots, times, starts, scores, named_bits, services, owners,
+        batch = BatchPairs(rows, pairs.slots, times, starts, scores, named_bits, services, owners,
                        flagged, differences, flows, normals.fallback)
         # the few evidence pairs' values as Python numbers, gathered once for the batch
         at = rows[candidates]
@@ -170,7 +154,7 @@ class IncidentTracker:
             end = first + counts[d]
             normal = device.normal
             if normal.joined is not None and earliest[d] < normal.joined + self._grace or \
-                    normals.adapt and normal.may_change(latest[d], counts[d] + _waiting(device),
+                    normals.adapt and normal.may_change(latest[d], counts[d] + waiting(device),
                                                         normals.rule, self._tail):
                 for _ in range(cuts[d + 1] - cuts[d]):  # (taken again below, in order)
                     next(evidence)
@@ -189,41 +173,6 @@ class IncidentTracker:
                 device.episode.seen += end - seen
             if normals.adapt and device.normal.muted is None:
                 batch.feed(device.normal, first, end)
-
-    def _in_order(self, device: Device, batch: "_Batch", first: int, end: int,
-                  events: list) -> None:
-        """A device whose normal may change in this batch, or in its set-up grace, flow by
-        flow: an episode that ended before a flow ends first, the normal changes at the first
-        flow it may, and each flow is judged by the normal as it is at that flow."""
-        normals, key = self.normals, device.key
-        for p in range(first, end):
-            r = int(batch.rows[p])
-            t = float(batch.times[r])
-            if device.normal.joined is not None and t < device.normal.joined + self._grace:
-                if device.episode is not None:  # its set-up: no evidence, not its normal
-                    device.episode.seen += 1
-                continue
-            episode = device.episode
-            if episode is not None and t - episode.last_flagged >= self.settings.close_after:
-                self._end(device, events, self._quiet_reason(),
-                          episode.last_flagged + self.settings.close_after)
-            if device.episode is None and device.normal.ripe(t, normals.rule, self._tail):
-                self._change(device, t, events)
-            threshold, bits = normals.threshold(key), normals.service_bits(key)
-            score = None if batch.scores is None else float(batch.scores[r])
-            named = 0.0 if batch.named_bits is None else float(batch.named_bits[r])
-            service = int(batch.services[r])
-            novel = bits > 0 and service not in normals.index.services(key)
-            if novel or named > 0 or (score is not None and score > threshold):
-                self._evidence(device, r, batch.owners.ip(r, int(batch.slots[p])), t,
-                               float(batch.starts[r]), score, named, threshold,
-                               bits if novel else 0.0, service, batch.differences,
-                               batch.flows, events)
-            else:
-                if device.episode is not None:
-                    device.episode.seen += 1
-                if device.normal.muted is None:
-                    device.normal.window.add(batch.ratio(score), service)
 
     def _evidence(self, device, r, ip, t, start, score, named_bits, threshold, new_bits,
                   service, differences, flows, events) -> None:
@@ -329,16 +278,6 @@ class IncidentTracker:
         if len(self.evicted_new) > NEW_DEVICES_REMEMBERED:
             del self.evicted_new[next(iter(self.evicted_new))]
 
-    def _change(self, device: Device, t: float, events: list) -> None:
-        """Its normal graduates or moves (normals.py); the watch and this serve it from now."""
-        settings = self.settings
-        change = device.normal.change(t, self.normals.rule, self._tail,
-                                      settings.max_per_device_week, settings.threshold_bits)
-        if change:
-            self.normals.adopt(device.key, device.normal)
-            self.changes += 1
-            events.append(normal_event(device, change, t, self.normals))
-
     def _flag(self, device, episode, r, bits, t, start, peer, flow, ratio, differences,
               events) -> None:
         slot = math.floor((t - episode.first_flagged) / SLOT_SECONDS)
@@ -379,16 +318,6 @@ class IncidentTracker:
             episode.last_line, episode.lines_flagged = t, episode.flagged
             episode.pending = None  # an incident's flows never feed the normal
             events.append(self._line(device, episode, "open", t))
-
-    def incident_threshold(self, device: Device) -> float:
-        """The evidence that opens an incident for this device: its own (normals.py) or the
-        bundle's; none while the operator has it muted."""
-        normal = device.normal
-        if normal.muted is not None:
-            return math.inf
-        own = normal.incident_bits
-        return self.settings.threshold_bits if own is None else max(
-            own, self.settings.threshold_bits)
 
     def _sweep(self, events: list) -> None:
         """Close what has been quiet long enough; update what is due; forget ended episodes
@@ -477,51 +406,3 @@ class IncidentTracker:
                          else None,
                          "timeline": dict(device.timeline or {})})
         return rows
-
-
-def _waiting(device: Device) -> int:
-    """Flows waiting in the device's episode to feed its normal."""
-    episode = device.episode
-    return episode.pending.flows if episode is not None and episode.pending is not None else 0
-
-
-class _Batch:
-    """A batch's per-pair arrays, for the devices taken flow by flow and for feeding."""
-
-    __slots__ = ("rows", "slots", "times", "starts", "scores", "named_bits", "services",
-                 "owners", "flagged", "differences", "flows", "fallback")
-
-    def __init__(self, rows, slots, times, starts, scores, named_bits, services, owners,
-                 flagged, differences, flows, fallback):
-        self.rows, self.slots, self.times, self.starts = rows, slots, times, starts
-        self.scores, self.named_bits, self.services = scores, named_bits, services
-        self.owners, self.flagged, self.differences, self.flows = owners, flagged, \
-            differences, flows
-        self.fallback = fallback
-
-    def ratio(self, score: float | None) -> float:
-        return 0.0 if score is None else score / self.fallback
-
-    def feed(self, normal, first: int, end: int) -> None:
-        """The device's flows in pairs first:end that were no evidence feed its normal: how
-        many, the highest scores, the services (numpy for a device with many in the batch)."""
-        fed = ~self.flagged[first:end]
-        n = int(fed.sum())
-        if not n:
-            return
-        window = normal.window
-        rows = self.rows[first:end][fed]
-        services = self.services[rows]
-        if self.scores is None:
-            scores = np.zeros(n)
-        else:
-            scores = self.scores[rows] / self.fallback
-        if n <= 8:
-            for ratio, service in zip(scores.tolist(), services.tolist()):
-                window.add(ratio, service)
-            return
-        window.flows += n
-        window.add_many(scores[scores > window.floor()].tolist())
-        values, counts = np.unique(services, return_counts=True)
-        for service, k in zip(values.tolist(), counts.tolist()):
-            window.count(service, k)

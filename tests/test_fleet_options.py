@@ -97,7 +97,8 @@ def test_the_inventorys_page_and_webhook_reach_the_package_command(tmp_path):
                      "--extra-option=--emit", "--extra-option=incidents"]
     second = json.loads((tmp_path / "sensor-2.json").read_text())
     assert second == ["--webhook", HOOK, "--webhook-min-severity", "medium",
-                      "--webhook-token-file", "/etc/edge-ids/webhook-token"]
+                      "--webhook-token-file", "/etc/edge-ids/webhook-token",
+                      "--state-dir", "/var/lib/edge-ids"]  # the role's default
     # what `fleet deploy --webhook-min-severity high --webhook-insecure` passes: extra vars
     done = role_options(inventory, tmp_path, "-e", '{"edge_ids_webhook_min_severity": "high", '
                                                    '"edge_ids_webhook_insecure": true}')

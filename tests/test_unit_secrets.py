@@ -60,7 +60,9 @@ def test_the_webhooks_token_is_a_credential_never_text_in_the_unit(prefix, tmp_p
     assert "ReadWritePaths=/srv/edge-ids/state\n" in text
     assert TOKEN not in text
     plain = render_unit(load_profile("pi4"), str(prefix))
-    assert "--state-dir" not in plain and "LoadCredential" not in plain  # only when given
+    assert "LoadCredential" not in plain  # only when given
+    assert " --state-dir /var/lib/edge-ids" in plain  # the unit's own StateDirectory by default
+    assert "--state-dir" not in render_unit(load_profile("pi4"), str(prefix), state_dir="")
     assert "ReadWritePaths" not in render_unit(load_profile("pi4"), str(prefix),
                                                state_dir="/var/lib/edge-ids")
 
@@ -87,7 +89,7 @@ def test_unit_and_deploy_refuse_a_token_where_it_may_not_go(small_pipeline, tmp_
         assert "[1/" not in output  # refused before the first step
     code, output = cli("unit", "--device", "pi4", "--webhook", "http://192.168.1.10/hook",
                        "--webhook-token-file", "/etc/t", "--webhook-insecure")
-    assert code == 0 and " --webhook-insecure\n" in output, output
+    assert code == 0 and " --webhook-insecure" in output, output
     code, output = cli("deploy", "--device", "pi4", "--bundle", small_pipeline[0] / "bundle",
                        "--dry-run", "--webhook", HOOK, "--webhook-token-file", "/etc/t",
                        "--state-dir", "/var/lib/edge-ids")
