@@ -153,9 +153,13 @@ class IncidentTracker(LivingNormals):
                 device.last_seen = latest[d]
             end = first + counts[d]
             normal = device.normal
+            # (episodes that may end in this batch: its own, and one a close window of its
+            # flows' time; each may add a peak before its next flow)
+            ending = (device.episode is not None) + int(
+                (latest[d] - earliest[d]) // self.settings.close_after)
             if normal.joined is not None and earliest[d] < normal.joined + self._grace or \
                     normals.adapt and normal.may_change(latest[d], counts[d] + waiting(device),
-                                                        normals.rule, self._tail):
+                                                        normals.rule, self._tail, ending):
                 for _ in range(cuts[d + 1] - cuts[d]):  # (taken again below, in order)
                     next(evidence)
                 self._in_order(device, batch, first, end, events)

@@ -27,8 +27,9 @@ new one is then evidence, log2(budget / P(new)) bits by Good-Turing, as learn gi
 episodes; a device on probation or learned on the device keeps the peaks of its own episodes
 that ended without an incident, and once a day its incident threshold becomes what learn's tail
 rule (`TailRule`) gives them for the budget over the time it has been watched, never below the
-bundle's: so a device that keeps brushing against the threshold (a camera whose flows the
-site's model never learned) stays within the budget too.
+bundle's (the first at most twice the bundle's, then at most x√2 a day): so a device that keeps
+brushing against the threshold (a camera whose flows the site's model never learned) stays
+within the budget too.
 
 **Bounded change after that**, for known and learned devices alike: at most once a day, and
 only once its window holds enough flows for the budget's share to be measured
@@ -92,13 +93,14 @@ class Normal:
             del self.peaks[0]
             insort(self.peaks, peak)
 
-    def may_change(self, t: float, flows: int, rule: NormalRule, tail: TailRule) -> bool:
-        """Could it change by flow time t with `flows` more flows (a quick test, so that
-        only a device about to change is taken flow by flow)?"""
+    def may_change(self, t: float, flows: int, rule: NormalRule, tail: TailRule,
+                   peaks: int = 0) -> bool:
+        """Could it change by flow time t with `flows` more flows and `peaks` more episodes
+        ended (a quick test, so that only a device about to change is taken flow by flow)?"""
         if self.muted is not None or t - self.changed < DAY:
             return False
         return self.window.flows + flows >= rule.measured_flows or \
-            (self.stage != "known" and len(self.peaks) > tail.min_tail)
+            (self.stage != "known" and len(self.peaks) + peaks > tail.min_tail)
 
     def ripe(self, t: float, rule: NormalRule, tail: TailRule) -> bool:
         """May it change now (its device has no episode)?"""
@@ -153,13 +155,15 @@ class Normal:
         return change or None
 
     def _own_budget(self, t: float, tail: TailRule, budget: float, site_bits: float) -> dict:
-        """Its own incident threshold from its episodes (a known device keeps the site's),
-        rising at most by THRESHOLD_RATE a day; what changed."""
+        """Its own incident threshold from its episodes (a known device keeps the site's): the
+        first at most twice the bundle's (one step, as graduation is), then rising at most by
+        THRESHOLD_RATE a day; what changed."""
         if self.stage == "known":
             return {}
         bits, _ = tail.threshold(self.peaks, (t - self.since) / WEEK, budget)
-        now = self.incident_bits if self.incident_bits is not None else site_bits
-        new = None if bits is None or bits <= site_bits else min(bits, now * THRESHOLD_RATE)
+        most = 2 * site_bits if self.incident_bits is None else \
+            self.incident_bits * THRESHOLD_RATE
+        new = None if bits is None or bits <= site_bits else min(bits, most)
         if (new is None) == (self.incident_bits is None) and \
                 (new is None or abs(new - self.incident_bits) < 0.05):
             return {}
