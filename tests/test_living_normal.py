@@ -279,3 +279,19 @@ def test_its_own_incident_threshold_falls_on_the_same_flow_however_batches_are_c
 
     one = run(1)
     assert len(one) >= 2 and run(size) == one
+
+
+def test_the_page_shows_each_devices_stage_its_last_change_and_a_mute():
+    from edge_ids.edge_runtime.page_render import render
+
+    tracker = IncidentTracker(settings())
+    rng = np.random.default_rng(1)
+    feed(tracker, day_of_flows(NEW, T0, 600, 0.2, ["tcp/443"], rng.uniform(.5, 1.5, 600))
+         + [(T0 + DAY + 60, NEW, 0.1, "tcp/443"), (T0 + DAY + 70, CAM, 0.1, "tcp/443")])
+    tracker.devices[CAM].normal.muted = T0 + 3 * DAY
+    page = render({"devices": tracker.snapshot(), "incidents": [], "now": tracker.clock,
+                   "model": "m"})
+    rows = {line.split("data-device='")[1].split("'")[0]: line
+            for line in page.splitlines() if "<tr class='device" in line}
+    assert "learned here" in rows[NEW] and "normal changed 2021-03-14" in rows[NEW]
+    assert "on probation" in rows[CAM] and "muted until 2021-03-16" in rows[CAM]
