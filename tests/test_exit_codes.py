@@ -135,6 +135,8 @@ CASES = [
     ("site mute 02:00:00:00:00:01 --for 1d --state-dir {tmp}/state", USAGE, "no device"),
     ("site mute 02:00:00:00:00:01 --state-dir {tmp}/state", USAGE, "Missing option '--for'"),
     ("site accept 3 --state-dir {tmp}/state", USAGE, "no incident 3"),
+    ("site mute 02:00:00:00:00:01 --for 9999999999999d --state-dir {tmp}/state", USAGE,
+     "at most a year"),
     ("site undo 1 --state-dir {tmp}/state", USAGE, "no decision 1"),
     ("bench --bundle {tampered}", BAD_INPUT, "modified or corrupted"),
     ("bench --bundle {bundle} --device pi9", USAGE, "known devices"),
