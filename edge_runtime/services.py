@@ -14,7 +14,6 @@ import numpy as np
 
 PORT_BITS = 17  # a service's number: protocol << PORT_BITS | (port + 1), or 0 for no port
 MAX_PROTOCOLS = 256  # protocols numbered (Argus names a few dozen)
-REBUILD_AFTER = 256  # devices whose services changed before the sorted pairs are rebuilt
 
 
 def _is_port(text: str) -> bool:
@@ -78,7 +77,7 @@ class ServiceIndex:
         self._next = 0  # ids are never reused: an id's old pairs may still be in _pairs
         self._sets: dict[str, frozenset] = {}  # key -> its service numbers
         self._pairs = np.array([], dtype=np.int64)  # device << 32 | service, sorted
-        self._changed: dict[int, frozenset | None] = {}  # ids whose pairs above are stale
+        self._changed: set[int] = set()  # ids whose pairs above are stale
         for key, used in sorted((services or {}).items()):
             self.set(key, [self.number(name) for name in sorted(used)])
 
@@ -92,7 +91,8 @@ class ServiceIndex:
 
     def set(self, key: str, numbers) -> None:
         """A device's services are now these numbers (-1s are left out). Cheap: the sorted
-        pairs are rebuilt once enough devices changed (a reload changes them all at once)."""
+        pairs are rebuilt when next read, once for all the changes since (a reload changes
+        every device at once)."""
         numbers = frozenset(n for n in numbers if n >= 0)
         if self._sets.get(key) == numbers:
             return
@@ -100,12 +100,12 @@ class ServiceIndex:
             self._device[key] = self._next
             self._next += 1
         self._sets[key] = numbers
-        self._changed[self._device[key]] = numbers
+        self._changed.add(self._device[key])
 
     def drop(self, key: str) -> None:
         """The device has no services on record any more (forgotten, or back on probation)."""
         if self._sets.pop(key, None) is not None:
-            self._changed[self._device.pop(key)] = None
+            self._changed.add(self._device.pop(key))
 
     def clear(self) -> None:
         """No device has services on record (the numbers of protocols stay)."""
@@ -180,23 +180,14 @@ class ServiceIndex:
         known = np.array([k in self._sets for k in keys], dtype=bool)[devices]
         if not known.any():
             return known
-        if len(self._changed) > REBUILD_AFTER:
+        if self._changed:  # (once for all the changes since: a reload's are one rebuild)
             self._rebuild()
+        if not len(self._pairs):
+            return known
         device = np.array([self._device.get(k, -1) for k in keys], dtype=np.int64)[devices]
         pairs = device << 32 | services  # a service never numbered (-1): no learned pair
-        used = np.zeros(len(pairs), dtype=bool)
-        if len(self._pairs):
-            found = np.minimum(np.searchsorted(self._pairs, pairs), len(self._pairs) - 1)
-            used = self._pairs[found] == pairs
-        if self._changed:  # devices changed since the pairs were sorted: their own sets
-            changed = self._changed
-            stale = np.flatnonzero(known & np.isin(device, np.fromiter(changed, np.int64,
-                                                                       len(changed))))
-            for i, d, service in zip(stale.tolist(), device[stale].tolist(),
-                                     services[stale].tolist()):
-                current = changed[d]
-                used[i] = current is not None and service in current
-        return known & (~used | (services < 0))
+        found = np.minimum(np.searchsorted(self._pairs, pairs), len(self._pairs) - 1)
+        return known & ((self._pairs[found] != pairs) | (services < 0))
 
 
 def _split(name: str) -> tuple[str, int | None]:

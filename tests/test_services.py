@@ -117,8 +117,8 @@ def test_pairs_take_devices_in_the_order_they_appear_and_flows_in_record_order()
 
 @pytest.mark.parametrize("changed", [3, 300])
 def test_devices_whose_services_change_are_looked_up_by_their_new_ones(changed):
-    """A few changes are read from the devices' own sets, many make the sorted pairs be
-    rebuilt: either way each pair's answer is what the rule says."""
+    """A few devices changed or many (a reload): after the sorted pairs are rebuilt, each
+    pair's answer is what the rule says."""
     rng = random.Random(changed)
     names = [f"tcp/{p}" for p in range(20)] + ["udp/53", "icmp"]
     learned = {f"02:00:00:00:{d // 256:02x}:{d % 256:02x}": frozenset(rng.sample(names, 3))
