@@ -16,6 +16,7 @@ DEFAULT_ALERTS = "/var/log/edge-ids/alerts.json"
 # Where the unit may write without ReadWritePaths= (its Logs/Runtime/StateDirectory).
 OWN_DIRECTORIES = ("/var/log/edge-ids", "/run/edge-ids", "/var/lib/edge-ids")
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+UNSAFE = "%$\\'\""  # in a path or URL on ExecStart=: systemd would expand or split it
 # The daemon holds no capability and opens only local and IP sockets.
 NO_CAPABILITIES = ("CapabilityBoundingSet=\nAmbientCapabilities=\n"
                    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n")
@@ -37,7 +38,8 @@ def render_unit(profile: DeviceProfile, prefix: str = DEFAULT_PREFIX,
                 alerts: str = DEFAULT_ALERTS, capture: str | None = None,
                 allowed_signers: str | None = None, allow_unsigned: bool = False,
                 ui: str | None = None, ui_token_file: str | None = None,
-                webhook: str | None = None, webhook_min_severity: str | None = None) -> str:
+                webhook: str | None = None, webhook_min_severity: str | None = None,
+                ui_cert_file: str | None = None, ui_key_file: str | None = None) -> str:
     """The unit text. With metrics on loopback the service may talk to localhost only
     (IPAddressDeny=any); another metrics address lifts that. Alerts or an input socket outside
     the unit's own directories get a ReadWritePaths= line (ProtectSystem=strict). With
@@ -64,10 +66,13 @@ def render_unit(profile: DeviceProfile, prefix: str = DEFAULT_PREFIX,
     writable -= set(OWN_DIRECTORIES)
     rw_paths = "".join(f"ReadWritePaths={d}\n" for d in sorted(writable))
     host, _ = parse_address(metrics)
-    extra, allowed = operator_arguments(ui, ui_token_file, webhook, webhook_min_severity)
+    extra, allowed = operator_arguments(ui, ui_token_file, webhook, webhook_min_severity,
+                                        ui_cert_file, ui_key_file)
     ip_policy = (f"IPAddressDeny=any\nIPAddressAllow={' '.join(['localhost', *allowed])}\n"
                  if host in LOOPBACK and allowed is not None else "")
-    credential = f"LoadCredential=ui-token:{ui_token_file}\n" if ui and ui_token_file else ""
+    credential = "".join(f"LoadCredential={name}:{path}\n" for name, path in (
+        ("ui-token", ui_token_file), ("ui-cert", ui_cert_file), ("ui-key", ui_key_file))
+        if ui and path)
     return Template(TEMPLATE.read_text()).substitute(
         description=profile.description, device=profile.name, prefix=prefix.rstrip("/"),
         source=(f"capture --interface {capture} --flow-report {profile.flow_report_seconds}"
@@ -84,8 +89,42 @@ def render_unit(profile: DeviceProfile, prefix: str = DEFAULT_PREFIX,
         + (" --allow-unsigned" if allow_unsigned and allowed_signers else "") + extra)
 
 
+class PageUnitError(ValueError):
+    """The page's options cannot make a unit that would start (the message says what to do)."""
+
+
+def page_arguments(ui: str, ui_token_file: str | None = None, ui_cert_file: str | None = None,
+                   ui_key_file: str | None = None) -> str:
+    """The daemon's page options in the unit (files come as credentials). A page off loopback
+    needs a token and TLS, as the daemon does: refused here, before any device is touched,
+    rather than installed to fail its health check and be rolled back."""
+    from ..edge_runtime.operator_page import PageError, check_page
+
+    for option, path in (("--ui-token-file", ui_token_file), ("--ui-cert", ui_cert_file),
+                         ("--ui-key", ui_key_file)):
+        if path and (not path.startswith("/") or any(c.isspace() or c in UNSAFE for c in path)):
+            raise PageUnitError(f"{option} must be an absolute path on the device without "
+                                f"spaces, quotes, $ or %, got {path!r}")
+    tls = (ui_cert_file, ui_key_file) if ui_cert_file or ui_key_file else None
+    try:
+        check_page(ui, ui_token_file, tls)
+    except PageError as e:
+        upgrade = ("" if ui_token_file is None or tls is not None else
+                   " Nothing was installed: a device serving this page without TLS today keeps "
+                   "its running release. Make the pair on the device (e.g. in /etc/edge-ids, "
+                   "the key readable by root only: the unit hands both to the service), then "
+                   "deploy again with --ui-cert /etc/edge-ids/page.crt --ui-key "
+                   "/etc/edge-ids/page.key (docs/operator.md, \"A page off loopback\").")
+        raise PageUnitError(f"{e}.{upgrade}") from None
+    credentials = "${CREDENTIALS_DIRECTORY}"
+    return (f" --ui {ui}"
+            + (f" --ui-token-file {credentials}/ui-token" if ui_token_file else "")
+            + (f" --ui-cert {credentials}/ui-cert --ui-key {credentials}/ui-key" if tls else ""))
+
+
 def operator_arguments(ui: str | None, ui_token_file: str | None, webhook: str | None,
-                       min_severity: str | None) -> tuple[str, list[str] | None]:
+                       min_severity: str | None, ui_cert_file: str | None = None,
+                       ui_key_file: str | None = None) -> tuple[str, list[str] | None]:
     """The daemon's page and webhook options, and the addresses the service must reach beyond
     localhost (None: any, the IP policy is lifted)."""
     from urllib.parse import urlsplit
@@ -95,17 +134,9 @@ def operator_arguments(ui: str | None, ui_token_file: str | None, webhook: str |
 
     extra, allowed = "", []
     if ui:
-        ui_host, _ = page_address(ui)
-        if ui_token_file and not ui_token_file.startswith("/"):
-            raise ValueError(f"the page's token file must be an absolute path on the device, "
-                             f"got {ui_token_file!r}")
-        if not is_loopback(ui_host):
-            if not ui_token_file:
-                raise ValueError(f"--ui {ui} is not a loopback address: give --ui-token-file "
-                                 "(a path on the device), or keep 127.0.0.1 and use ssh -L")
+        extra += page_arguments(ui, ui_token_file, ui_cert_file, ui_key_file)
+        if not is_loopback(page_address(ui)[0]):
             allowed = None  # browsers from anywhere on the LAN
-        extra += f" --ui {ui}" + (" --ui-token-file ${CREDENTIALS_DIRECTORY}/ui-token"
-                                  if ui_token_file else "")
     if webhook:
         if any(c.isspace() or c in "%$\\'\"" for c in webhook):
             raise ValueError(f"the webhook URL may not contain spaces, quotes, $ or %: {webhook!r}")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .cli_options import checked_by
+from .exit_codes import BadInput
 
 
 def _check_url(ctx, param, url):
@@ -20,10 +21,16 @@ OPTIONS = [
                  help="Serve the operator's page here (read-only: devices, incidents with "
                       "their why, each device's last day), e.g. 127.0.0.1:9109; reach it from "
                       "a laptop with `ssh -L 9109:127.0.0.1:9109 DEVICE`. Off by default. Any "
-                      "address other than loopback needs --ui-token-file."),
+                      "address other than loopback needs --ui-token-file and TLS "
+                      "(--ui-cert, --ui-key)."),
     click.option("--ui-token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                  metavar="FILE", help="A secret (16+ characters) every request to the page "
                                       "must carry: Authorization: Bearer TOKEN, or ?token=."),
+    click.option("--ui-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 metavar="FILE", help="Serve the page over TLS with this certificate (PEM; "
+                                      "read again on SIGHUP). Needs --ui-key."),
+    click.option("--ui-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 metavar="FILE", help="The certificate's private key (PEM)."),
     click.option("--webhook", metavar="URL", callback=_check_url,
                  help="POST a JSON push here when an incident opens or closes and when a new "
                       "device joins (ntfy, Gotify, a chat webhook). Never blocks the daemon: "
@@ -49,20 +56,35 @@ def operator_options(command):
 
 
 def operator_settings(ui, ui_token_file, webhook, webhook_min_severity, webhook_throttle,
-                      webhook_token_file) -> dict:
-    """The DaemonOptions fields for them; a bad token file is a usage error."""
-    from .edge_runtime.operator_page import PageError, read_token
+                      webhook_token_file, ui_cert=None, ui_key=None) -> dict:
+    """The DaemonOptions fields for them; a bad token file, or a page off loopback without a
+    token and TLS, is a usage error (exit 2); a certificate that cannot be used is exit 5."""
+    from .edge_runtime.operator_page import PageError, check_page, read_token, tls_context
     from .edge_runtime.webhook import WebhookOptions
 
     try:
         token = read_token(None, ui_token_file)
     except PageError as e:
         raise click.BadParameter(str(e), param_hint="--ui-token-file") from None
+    tls = (ui_cert, ui_key) if ui_cert or ui_key else None
+    if tls and not ui:
+        raise click.UsageError("--ui-cert and --ui-key serve the page over TLS: give --ui too")
+    if ui:
+        try:
+            check_page(ui, token, tls)
+        except PageError as e:
+            raise click.UsageError(str(e)) from None
+    if tls:
+        try:
+            tls_context(ui_cert, ui_key)
+        except (OSError, ValueError) as e:
+            raise BadInput(f"--ui-cert {ui_cert} --ui-key {ui_key}: not a usable certificate "
+                           f"and key: {e}") from None
     push = None
     if webhook:
         secret = webhook_token_file.read_text().strip() if webhook_token_file else None
         push = WebhookOptions(webhook, webhook_min_severity, webhook_throttle, token=secret)
-    return {"ui": ui, "ui_token": token, "webhook": push}
+    return {"ui": ui, "ui_token": token, "ui_tls": tls, "webhook": push}
 
 
 UNIT_OPTIONS = [
@@ -72,6 +94,12 @@ UNIT_OPTIONS = [
     click.option("--ui-token-file", metavar="PATH",
                  help="A token file on the device (needed for a page off loopback); the unit "
                       "hands it to the service as a credential (LoadCredential=)."),
+    click.option("--ui-cert", "ui_cert_file", metavar="PATH",
+                 help="A certificate file on the device (PEM; needed for a page off "
+                      "loopback): the page is served over TLS. Handed over as a credential, "
+                      "like the key."),
+    click.option("--ui-key", "ui_key_file", metavar="PATH",
+                 help="The certificate's key on the device (readable by root only is enough)."),
     click.option("--webhook", metavar="URL", callback=_check_url,
                  help="The daemon's --webhook on the device; the unit's IPAddressAllow= then "
                       "admits its address (a host name lifts the IP policy)."),

@@ -75,6 +75,7 @@ class DaemonOptions:
     trust: TrustPolicy = TrustPolicy()  # signatures: allowed signers, required or not
     ui: str | None = None  # the operator's page, ADDRESS:PORT (operator_page.py)
     ui_token: str | None = None  # required on every request; needed off loopback
+    ui_tls: tuple[Path, Path] | None = None  # the page's certificate and key; needed off loopback
     webhook: WebhookOptions | None = None  # a push per incident opened/closed, new device
 
 
@@ -154,7 +155,7 @@ class Daemon:
         self._set_model_metrics()
         self.outputs = OperatorOutputs(self.metrics, self.model.ml, self.model.describe(),
                                        self.options.ui, self.options.ui_token,
-                                       self.options.webhook)
+                                       self.options.webhook, ui_tls=self.options.ui_tls)
         self.outputs.watching(self.watch, self.model.describe(), self.model.ml)
         writer = AlertWriter(self.options.alerts)
         source = open_source(self.options.input, self.options.follow_from_start,
@@ -366,6 +367,7 @@ class Daemon:
             writer.reopen()
         except OSError as e:
             log.error("reopening %s failed: %s", self.options.alerts, e)
+        self.outputs.reload()  # the page's certificate
         try:
             new = Model(self.options.bundle, self.options)
         except Exception as e:  # noqa: BLE001 - whatever is wrong with it, the old model stays
