@@ -2,33 +2,40 @@
 open and recent incidents with their why, and each device's last day, read-only.
 
 A page for one person over `ssh -L` needs no framework: page_server.py is a small bounded HTTP
-server in one thread. Safe by construction: it binds loopback (and answers only a loopback
-Host) unless given a token and a certificate (then every request must carry the token, over
-TLS), it answers GET and HEAD on two exact paths and 404 on anything else (no files are served,
-so no path can escape), and its answers are bounded (page_render.MAX_DEVICES_SHOWN,
-RECENT_INCIDENTS). The classifying thread only appends events under a lock; the page copies
-references to the devices under it and reads them after, so a request costs the classification
-a list copy (0.1 ms for 16,384 devices, where building every row under the lock took 50 ms).
+server, in a process of its own (it says why). Safe by construction: it binds loopback (and
+answers only a loopback Host) unless given a token and a certificate (then every request must
+carry the token, over TLS), it answers GET and HEAD on two exact paths and 404 on anything else
+(no files are served, so no path can escape), and its answers are bounded
+(page_render.MAX_DEVICES_SHOWN, RECENT_INCIDENTS). The classifying thread only appends events
+under a lock; the page copies references to the devices under it and reads them after, so a
+page costs the classification a list copy (0.1 ms for 16,384 devices, where building every
+row under the lock took 50 ms) and a render, at most once a second.
 """
 from __future__ import annotations
 
 import heapq
 import ipaddress
 import logging
-import ssl
+import socket
+import subprocess
+import sys
 import threading
-import time
 from collections import OrderedDict
 from pathlib import Path
 
 from .devices import device_label
 from .page_render import MAX_DEVICES_SHOWN, render
-from .page_server import PageHttp, Request
+from .page_wire import frame, frames, tls_context
 
 DEFAULT_UI = "127.0.0.1:9109"
+BACKLOG = 1024  # (the kernel caps it at net.core.somaxconn: 4096 since Linux 5.4)
 RECENT_INCIDENTS = 200  # the newest incidents kept for the page, open or closed
-RENDER_SECONDS = 1.0  # a page is made at most this often; requests in between get the last
-
+# The page's process imports page_server.py and page_wire.py from this folder as a package of
+# their own, in an isolated interpreter: the standard library only, not this package (whose
+# __init__ loads numpy and LiteRT).
+BOOT = ("import importlib, sys, types; p = types.ModuleType('edge_ids_page'); "
+        "p.__path__ = [sys.argv[1]]; sys.modules['edge_ids_page'] = p; "
+        "sys.exit(importlib.import_module('edge_ids_page.page_server').child_main(sys.argv[2:]))")
 
 # a self-signed pair for a page on the LAN (the browser is told once to trust it)
 MAKE_CERTIFICATE = ("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
@@ -89,14 +96,6 @@ def check_page(address: str, token: str | None, tls: tuple | None) -> None:
                         f"{instead}")
 
 
-def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
-    """The page's TLS (OSError or ssl.SSLError if the files cannot be used)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
-    return context
-
-
 class OperatorView:
     """What the page shows, fed by the daemon's classifying thread."""
 
@@ -155,51 +154,112 @@ def device_row(device) -> dict:
 
 
 class PageServer:
-    """The page on its server (page_server.PageHttp); start() returns the bound address."""
+    """The page: its own process serves HTTP (page_server.py, started again if it ends); a
+    thread here makes the page when that process asks, at most once a second. start() returns
+    the bound address (bound here, so that a busy port fails the daemon's start)."""
 
     def __init__(self, view: OperatorView, address: str, token: str | None = None,
                  tls: tuple[Path, Path] | None = None):
         host, port = parse_address(address)
         check_page(address, token, tls)
-        self.view, self.token, self.tls = view, token, tls
-        self._cached = (-RENDER_SECONDS, b"")
-        self.http = PageHttp(host, port, self.answer, token,
-                             tls_context(*tls) if tls else None, check_host=is_loopback(host))
-
-    def body(self) -> bytes:
-        """The page, rendered at most once a second however many ask: each render takes
-        the classification's core for a few milliseconds per hundred devices."""
-        made, body = self._cached
-        if time.monotonic() - made >= RENDER_SECONDS:
-            body = render(self.view.state()).encode()
-            self._cached = (time.monotonic(), body)
-        return body
-
-    def answer(self, request: Request) -> tuple[int, bytes, str]:
-        """After the server has checked the Host and the token."""
-        if request.method not in ("GET", "HEAD"):
-            return 405, b"read-only\n", "text/plain; charset=utf-8"
-        if request.path == "/":
-            return 200, self.body(), "text/html; charset=utf-8"
-        if request.path == "/healthz":
-            return 200, b"ok\n", "text/plain; charset=utf-8"
-        return 404, b"not found\n", "text/plain; charset=utf-8"
+        if tls is not None:
+            tls_context(*tls)  # files that cannot be used fail the start, not the page's process
+        self.view, self.token, self.tls, self.check_host = view, token, tls, is_loopback(host)
+        self.listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        try:
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.listener.bind((host, port))
+            # a burst of connections waits in the kernel's queue rather than being dropped
+            # (a dropped SYN is retried after 1 s: with 128, an operator's took 1.09 s)
+            self.listener.listen(BACKLOG)
+        except OSError:
+            self.listener.close()
+            raise
+        self.process: subprocess.Popen | None = None
+        self._feed: socket.socket | None = None
+        self._send = threading.Lock()  # the feed thread's pages and reload()'s H frames
+        self._stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True, name="edge-ids-page")
 
     def start(self) -> tuple[str, int]:
-        return self.http.start()
+        self._spawn()
+        self.thread.start()
+        return self.listener.getsockname()[:2]
+
+    def _spawn(self) -> None:
+        ours, theirs = socket.socketpair()
+        fds = (self.listener.fileno(), theirs.fileno())
+        self.process = subprocess.Popen(
+            [sys.executable, "-I", "-c", BOOT, str(Path(__file__).parent), *map(str, fds),
+             "host" if self.check_host else "any", *map(str, self.tls or ())],
+            pass_fds=fds, stdin=subprocess.DEVNULL)
+        theirs.close()
+        ours.sendall(frame(b"T", (self.token or "").encode()))  # never on its command line
+        self._feed = ours
+
+    def body(self) -> bytes:
+        """The page as it is now: the devices copied off the detection lock, then rendered
+        (a few milliseconds per hundred devices, here at most once a second)."""
+        try:
+            return render(self.view.state()).encode()
+        except Exception:  # noqa: BLE001 - a fault in the page must never reach detection
+            log.exception("the operator's page failed")
+            return b"<!doctype html><p>the page failed: the daemon's log says why</p>"
+
+    def _serve(self) -> None:
+        """Pages for the page's process; if it ends, it is started again a second later."""
+        while True:
+            incoming = bytearray()
+            while data := _recv(self._feed):
+                incoming += data
+                for kind, _ in frames(incoming):
+                    if kind == b"R":
+                        page = frame(b"P", self.body())
+                        with self._send:
+                            self._feed.sendall(page)
+            if self._stopping.is_set():
+                return
+            status = self.process.wait()
+            log.error("the page's process ended (status %s): starting it again", status)
+            if self._stopping.wait(1.0):
+                return
+            try:
+                self._spawn()
+            except OSError as e:
+                log.error("the page's process could not start: %s", e)
+
+    def reload(self) -> None:
+        """SIGHUP: the page's process reads the certificate and key again (renewed); if they
+        cannot be used, it keeps the old ones and logs why."""
+        if self.tls is not None:
+            try:
+                with self._send:
+                    self._feed.sendall(frame(b"H"))
+            except OSError as e:
+                log.error("the page's process did not get the reload: %s", e)
 
     def stop(self) -> None:
-        self.http.stop()
+        self._stopping.set()
+        if self._feed is not None:
+            try:
+                self._feed.shutdown(socket.SHUT_RDWR)  # the page's process ends on this
+            except OSError:
+                pass
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.thread.is_alive():
+            self.thread.join(timeout=5)
+        if self._feed is not None:
+            self._feed.close()
+        self.listener.close()
 
-    def reload(self) -> bool:
-        """SIGHUP: read the certificate and key again (renewed); if they cannot be used, the
-        old ones stay."""
-        if self.tls is None:
-            return False
-        try:
-            self.http.context = tls_context(*self.tls)
-        except (OSError, ValueError) as e:
-            log.error("the page's certificate was not reloaded, the old one stays: %s", e)
-            return False
-        log.info("the page's certificate was reloaded from %s", self.tls[0])
-        return True
+
+def _recv(feed: socket.socket) -> bytes:
+    try:
+        return feed.recv(65536)
+    except OSError:
+        return b""

@@ -23,19 +23,49 @@ from edge_ids.edge_runtime.incident_settings import IncidentSettings
 from edge_ids.edge_runtime.incidents import IncidentTracker
 from edge_ids.edge_runtime.operator_page import MAKE_CERTIFICATE, OperatorView, PageServer
 from edge_ids.edge_runtime.page_render import MAX_DEVICES_SHOWN
-from edge_ids.edge_runtime.page_server import HEAD_BYTES, HEAD_SECONDS, PER_SOURCE, TOTAL
+from edge_ids.edge_runtime.page_server import HEAD_BYTES, HEAD_SECONDS, PER_SOURCE, TOTAL, \
+    YOUNG_SECONDS, PageHttp, frame, frames
 
 from edge_ids.cli import main
 
 TOKEN = "s3cret-token-for-the-page"
 
 
+class Served:
+    """PageHttp on 127.0.0.1 in a thread of this process (as in the page's process), its pages
+    from a thread playing the daemon: what it holds can be looked at."""
+
+    def __init__(self, **caps):
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.port = listener.getsockname()[1]
+        self.daemon_end, page_end = socket.socketpair()
+        self.http = PageHttp(listener, page_end, TOKEN, **caps)
+        self.threads = [threading.Thread(target=self.http.run, daemon=True),
+                        threading.Thread(target=self._pages, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def _pages(self) -> None:
+        incoming = bytearray()
+        while data := self.daemon_end.recv(4096):
+            incoming += data
+            for _ in frames(incoming):
+                self.daemon_end.sendall(frame(b"P", b"<!doctype html><p>the page</p>"))
+
+    def close(self) -> None:
+        self.daemon_end.shutdown(socket.SHUT_RDWR)  # run() returns
+        for t in self.threads:
+            t.join(timeout=5)
+        self.http.close()
+        self.http.listener.close()
+        self.daemon_end.close()
+
+
 @pytest.fixture
 def page():
-    server = PageServer(OperatorView("model"), "127.0.0.1:0", token=TOKEN)
-    host, port = server.start()
-    yield server, port
-    server.stop()
+    served = Served()
+    yield served, served.port
+    served.close()
 
 
 def connect(port: int, source: str = "127.0.0.1", host: str = "127.0.0.1") -> socket.socket:
@@ -113,21 +143,43 @@ def test_idle_and_slow_connections_are_dropped_at_the_head_deadline(page):
 
 def test_connections_are_capped_per_source_and_in_all(page):
     server, port = page
-    # 56 sources with one connection each, then one source with its 8 and a 9th it is refused
     crowd = [connect(port, f"127.0.1.{i}") for i in range(1, TOTAL - PER_SOURCE + 1)]
-    busy = [connect(port, "127.0.0.2") for _ in range(PER_SOURCE)]
+    time.sleep(YOUNG_SECONDS + 0.1)
+    busy = [connect(port, "127.0.0.2") for _ in range(PER_SOURCE)]  # one source, 8: its cap
     assert refused(port, "127.0.0.2")
-    assert closed(crowd + busy, 0.2) == []
+    assert closed(crowd + busy, 0.1) == []
     assert len(server.http.connections) == TOTAL
-    # full: a newcomer takes the place of the busiest source's oldest, not the oldest overall
-    newcomer = connect(port, "127.0.0.3")
+    # full: a newcomer takes the place of the oldest of the busiest source, among the
+    # connections old enough (the busy source's are young yet: one of the crowd goes)
+    first = connect(port, "127.0.0.3")
+    assert closed(crowd[:1], 1.0) == crowd[:1]
+    assert closed(crowd[1:] + busy + [first], 0.1) == []
+    time.sleep(YOUNG_SECONDS)  # now all are old: the busiest source's oldest goes
+    second = connect(port, "127.0.0.4")
     assert closed([busy[0]], 1.0) == [busy[0]]
-    assert closed(crowd + busy[1:] + [newcomer], 0.2) == []
+    assert closed(crowd[1:] + busy[1:] + [first, second], 0.1) == []
     assert len(server.http.connections) == TOTAL
     assert server.http.counts["refused: per source"] == 1
-    assert server.http.counts["evicted"] == 1
-    for s in crowd + busy + [newcomer]:
+    assert server.http.counts["evicted"] == 2
+    for s in crowd + busy + [first, second]:
         s.close()
+
+
+def test_sources_whose_connections_end_without_a_request_are_pushed_out_first():
+    served = Served(total=4, per_source=4)
+    try:
+        x = [connect(served.port, f"127.0.3.{i}") for i in range(1, 5)]
+        y = connect(served.port, "127.0.3.5")  # full, all alike: the oldest goes
+        assert closed(x, 1.0) == [x[0]]
+        z = connect(served.port, "127.0.3.1")  # x[0]'s source again: it has a strike
+        assert closed(x[1:], 1.0) == [x[1]] and closed(x[2:] + [y, z], 0.1) == []
+        w = connect(served.port, "127.0.3.6")  # the struck source's goes, young as it is
+        assert closed(x[2:] + [y, z, w], 1.0) == [z]
+        assert served.http.strikes == {"127.0.3.2": 1, "127.0.3.1": 2}
+        for s in x + [y, z, w]:
+            s.close()
+    finally:
+        served.close()
 
 
 def test_a_rebinding_host_gets_403_and_loopback_names_pass(page):
@@ -168,9 +220,20 @@ def test_a_head_over_the_cap_is_refused_without_being_parsed(page):
     assert server.http.counts["head too large"] == 2
 
 
+def crowd_of(port: int, n: int = 500) -> list:
+    """n connections from 250 sources, less those the page refused at once."""
+    crowd = []
+    for i in range(n):
+        try:
+            crowd.append(connect(port, f"127.0.0.{2 + i % 250}"))
+        except ConnectionResetError:
+            pass
+    return crowd
+
+
 def test_an_authorised_request_is_answered_while_500_idle_connections_are_open(page):
     server, port = page
-    crowd = [connect(port, f"127.0.0.{2 + i % 250}") for i in range(500)]
+    crowd = crowd_of(port)
     try:
         for _ in range(6):  # across the idle ones' deadline and the churn it starts
             started = time.monotonic()
@@ -323,16 +386,33 @@ def proc_counts(pid: int) -> tuple[int, int]:
     return threads, len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def page_process(daemon: DaemonProcess) -> int:
+    children = Path(f"/proc/{daemon.process.pid}/task/{daemon.process.pid}/children")
+    pids = children.read_text().split()
+    assert len(pids) == 1, pids  # the page's process, the daemon's only child here
+    return int(pids[0])
+
+
+def wait_log(daemon: DaemonProcess, text: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in daemon.log_text():
+        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{daemon.log_text()}"
+        time.sleep(0.05)
+
+
 def test_500_idle_connections_take_no_thread_of_the_daemon(small_pipeline, tmp_path):
     daemon, url = daemon_with_page(tmp_path, small_pipeline[0] / "bundle", "--ui",
                                    "127.0.0.1:0")
     port = int(url.rsplit(":", 1)[1].strip("/"))
     try:
-        threads, fds = proc_counts(daemon.process.pid)
-        crowd = [connect(port, f"127.0.0.{2 + i % 250}") for i in range(500)]
+        page = page_process(daemon)
+        assert status(ask(port, authorised())) == 200  # the page's process is up
+        before = proc_counts(daemon.process.pid), proc_counts(page)
+        crowd = crowd_of(port)
         time.sleep(0.5)
-        during = proc_counts(daemon.process.pid)
-        assert during[0] == threads and during[1] <= fds + TOTAL
+        during = proc_counts(daemon.process.pid), proc_counts(page)
+        assert during[0][0] == before[0][0] and during[0][1] <= before[0][1] + 2  # none here
+        assert during[1][0] == 1 and during[1][1] <= before[1][1] + TOTAL  # the page, at most 64
         started = time.monotonic()
         assert status(ask(port, authorised())) == 200
         assert time.monotonic() - started < 1.0
@@ -371,15 +451,13 @@ def test_sighup_reloads_the_certificate_and_a_broken_one_is_not_taken(small_pipe
         shutil.copy(renewed, served_cert)
         shutil.copy(renewed_key, served_key)
         daemon.signal(signal.SIGHUP)
-        daemon.wait_message("READY=1")
-        assert "certificate was reloaded" in daemon.log_text()
+        wait_log(daemon, "certificate was reloaded")
         assert status(fetch_tls(port, renewed)) == 200
         with pytest.raises(ssl.SSLCertVerificationError):  # the first one is gone
             fetch_tls(port, cert)
         served_key.write_text("not a key\n")
         daemon.signal(signal.SIGHUP)
-        daemon.wait_message("READY=1")
-        assert "certificate was not reloaded, the old one stays" in daemon.log_text()
+        wait_log(daemon, "certificate was not reloaded, the old one stays")
         assert status(fetch_tls(port, renewed)) == 200
     finally:
         daemon.stop()
