@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from daemon_process import DaemonProcess
-from edge_ids.edge_runtime.incident_settings import IncidentSettings
-from edge_ids.edge_runtime.incidents import IncidentTracker
+from edge_ids.benchmarks.detection.page_load import TimedLock, crowded_tracker
 from edge_ids.edge_runtime.operator_page import MAKE_CERTIFICATE, OperatorView, PageServer
 from edge_ids.edge_runtime.page_render import MAX_DEVICES_SHOWN
 from edge_ids.edge_runtime.page_server import HEAD_BYTES, HEAD_SECONDS, PER_SOURCE, TOTAL, \
@@ -245,42 +244,6 @@ def test_an_authorised_request_is_answered_while_500_idle_connections_are_open(p
     finally:
         for s in crowd:
             s.close()
-
-
-def crowded_tracker(n: int = 16384) -> IncidentTracker:
-    """n devices seen in batches of 1,024 flows, every 7th flagged, 50 with incidents open."""
-    tracker = IncidentTracker(IncidentSettings(threshold_bits=6.0, fallback_threshold=1.0,
-                                               known={}))
-    tracker.timelines = True
-    keys = [f"02:00:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}" for i in range(n)]
-    flow = ("10.0.0.1", "40000", "185.244.25.235", "443", "tcp")
-    for start in range(0, n, 1024):
-        rows = range(start, min(n, start + 1024))
-        t = 1.6e9 + start
-        tracker.observe([t] * len(rows), [t - 1] * len(rows),
-                        [((keys[i], f"10.{i >> 16}.{i >> 8 & 255}.{i & 255}"),) for i in rows],
-                        [3.0 if i % 7 == 0 else 0.1 for i in rows], None, None,
-                        lambda r: flow, ["tcp/443"] * len(rows))
-    for _ in range(8):
-        t += 1
-        tracker.observe([t] * 50, [t - 1] * 50, [((keys[i], None),) for i in range(50)],
-                        [100.0] * 50, None, None, lambda r: flow, ["tcp/443"] * 50)
-    return tracker
-
-
-class TimedLock:
-    """The view's real lock, timing how long each holder keeps it."""
-
-    def __init__(self):
-        self.lock, self.held = threading.Lock(), []
-
-    def __enter__(self):
-        self.lock.acquire()
-        self.taken = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.held.append(time.perf_counter() - self.taken)
-        self.lock.release()
 
 
 def test_the_page_copies_16384_devices_off_the_detection_lock():
