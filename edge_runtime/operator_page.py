@@ -192,7 +192,7 @@ class PageServer:
         self.process = subprocess.Popen(
             [sys.executable, "-I", "-c", BOOT, str(Path(__file__).parent), *map(str, fds),
              "host" if self.check_host else "any", *map(str, self.tls or ())],
-            pass_fds=fds, stdin=subprocess.DEVNULL)
+            pass_fds=fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # (--alerts -)
         theirs.close()
         ours.sendall(frame(b"T", (self.token or "").encode()))  # never on its command line
         self._feed = ours
@@ -210,13 +210,16 @@ class PageServer:
         """Pages for the page's process; if it ends, it is started again a second later."""
         while True:
             incoming = bytearray()
-            while data := _recv(self._feed):
-                incoming += data
-                for kind, _ in frames(incoming):
-                    if kind == b"R":
-                        page = frame(b"P", self.body())
-                        with self._send:
-                            self._feed.sendall(page)
+            try:
+                while data := _recv(self._feed):
+                    incoming += data
+                    for kind, _ in frames(incoming):
+                        if kind == b"R":
+                            page = frame(b"P", self.body())
+                            with self._send:
+                                self._feed.sendall(page)
+            except OSError:  # the page's process is gone: as at the end of its feed
+                pass
             if self._stopping.is_set():
                 return
             status = self.process.wait()
@@ -231,7 +234,7 @@ class PageServer:
     def reload(self) -> None:
         """SIGHUP: the page's process reads the certificate and key again (renewed); if they
         cannot be used, it keeps the old ones and logs why."""
-        if self.tls is not None:
+        if self.tls is not None and self._feed is not None:
             try:
                 with self._send:
                     self._feed.sendall(frame(b"H"))

@@ -386,6 +386,38 @@ def test_500_idle_connections_take_no_thread_of_the_daemon(small_pipeline, tmp_p
         daemon.stop()
 
 
+def test_the_pages_process_loads_the_standard_library_only_and_never_sees_the_token_argv(
+        tmp_path):
+    server = PageServer(OperatorView("model"), "127.0.0.1:0", token=TOKEN)
+    _, port = server.start()
+    try:
+        assert status(ask(port, authorised())) == 200  # it runs, with the token
+        pid = server.process.pid
+        mapped = Path(f"/proc/{pid}/maps").read_text()
+        assert "numpy" not in mapped and "litert" not in mapped.lower()
+        assert "libpython" in mapped or "python" in Path(f"/proc/{pid}/exe").resolve().name
+        assert TOKEN.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert TOKEN.encode() not in Path(f"/proc/{pid}/environ").read_bytes()
+    finally:
+        server.stop()
+    assert server.process.poll() is not None  # it ended with the page
+
+
+def test_the_pages_process_is_started_again_if_it_ends():
+    server = PageServer(OperatorView("model"), "127.0.0.1:0", token=TOKEN)
+    _, port = server.start()
+    try:
+        first = server.process
+        first.kill()
+        deadline = time.monotonic() + 10
+        while server.process is first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.process is not first
+        assert status(ask(port, authorised())) == 200  # the same port, a new process
+    finally:
+        server.stop()
+
+
 def test_ipv6_loopback_page_is_served(small_pipeline, tmp_path):
     daemon, url = daemon_with_page(tmp_path, small_pipeline[0] / "bundle", "--ui", "[::1]:0")
     try:

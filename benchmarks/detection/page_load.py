@@ -199,6 +199,18 @@ def crowd_process(port: int) -> None:
                       "failed": crowd.failed}))
 
 
+def sample_cpu(daemon: int, stop: threading.Event, samples: list) -> None:
+    """(time, CPU seconds) of the page's process (the daemon's child) every 0.25 s."""
+    tick = os.sysconf("SC_CLK_TCK")
+    while not stop.wait(0.25):
+        try:
+            child = Path(f"/proc/{daemon}/task/{daemon}/children").read_text().split()[0]
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return  # the daemon has ended
+        samples.append((time.monotonic(), (int(fields[11]) + int(fields[12])) / tick))
+
+
 def poll(url: str, stop: threading.Event, times: list, failures: list) -> None:
     """An authorised request every POLL_SECONDS, each timed (failures kept, with why)."""
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
@@ -228,7 +240,11 @@ def one_run(bundle: Path, records: Path, n: int, cpu: int, work: Path, options: 
     poller = threading.Thread(target=poll, args=(f"http://127.0.0.1:{port}/", stop, times,
                                                  failures), daemon=True)
 
-    def ready() -> None:  # the page listens once READY=1 is sent
+    samples: list = []
+
+    def ready(daemon) -> None:  # the page listens once READY=1 is sent
+        threading.Thread(target=sample_cpu, args=(daemon.pid, stop, samples),
+                         daemon=True).start()
         if crowd:
             started.append(subprocess.Popen([sys.executable, "-m", __name__, str(port)],
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE))
@@ -248,7 +264,10 @@ def one_run(bundle: Path, records: Path, n: int, cpu: int, work: Path, options: 
     failures = [why for began, why in failures if began < ended - 1.0]
     summary = re.findall(r"the page: (.*)", log.read_text(errors="replace"))[-1]
     numbers = [float(x.replace(",", "")) for x in re.findall(r"\d[\d,.]*", summary)]
+    (t0, cpu0), (t1, cpu1) = samples[0], samples[-1]
     out = {"records_per_second": r["records_per_second"], "serve_seconds": r["serve_seconds"],
+           "page_process_cpu": round((cpu1 - cpu0) / (t1 - t0), 4),
+           "let_in_per_second": round(numbers[0] / r["serve_seconds"]),
            "answers": len(times), "failures": failures, "page": summary,
            "page_counts": dict(zip(("let in", "answered", "pushed out", "timed out",
                                     "refused per source", "refused full"), numbers)),
@@ -301,6 +320,9 @@ def measure(bundle: Path, records: Path, n: int, work: Path, options: tuple) -> 
         "held_max_s": max(held), "page_longest_held_s": max(page_held),
         "connect_wait_max_s": max(r["connect_wait_max_s"] for r in runs["with"]),
         "page_counts_per_run": [r["page_counts"] for r in runs["with"]],
+        "page_process_cpu": {k: statistics.median(r["page_process_cpu"] for r in v)
+                             for k, v in runs.items()},
+        "let_in_per_second": statistics.median(r["let_in_per_second"] for r in runs["with"]),
         "runs": runs}
 
 
@@ -353,7 +375,10 @@ def markdown(r: dict) -> list[str]:
         f"{spread('pushed out')} pushed out for a newcomer, {spread('timed out')} timed out, "
         f"{spread('refused per source')} refused over the per-source cap, "
         f"{spread('refused full')} with no room; {spread('answered')} authorised requests "
-        "answered.", ""]
+        f"answered. That is {r['let_in_per_second']:,.0f} new connections a second (median), "
+        f"for which the page's process used {100 * r['page_process_cpu']['with']:.1f} % of "
+        f"the daemon's core ({100 * r['page_process_cpu']['without']:.1f} % without the "
+        "crowd).", ""]
 
 
 if __name__ == "__main__":

@@ -41,8 +41,8 @@ def throughput(bundle: Path, records: Path, n: int, cpu: int, work: Path,
                options: tuple[str, ...] = (), log: Path | None = None,
                on_ready=None) -> dict:
     """Run the daemon over a file (with more `options`); seconds from READY to exit, and the
-    process's peak RSS. Its log goes to `log` if given; `on_ready()` is called at READY (what
-    should load the daemon while it serves)."""
+    process's peak RSS. Its log goes to `log` if given; `on_ready(process)` is called at READY
+    (what should load the daemon while it serves)."""
     notify = work / f"notify-{n}.sock"
     notify.unlink(missing_ok=True)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
@@ -60,7 +60,7 @@ def throughput(bundle: Path, records: Path, n: int, cpu: int, work: Path,
             pass
         ready = time.perf_counter()
         if on_ready is not None:
-            on_ready()
+            on_ready(process)
         _, status, usage = os.wait4(process.pid, 0)
         done = time.perf_counter()
     if status != 0:
