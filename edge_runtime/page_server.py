@@ -14,12 +14,13 @@ One selector for every connection, and nothing a client sends is kept before it 
   loopback names and addresses, whatever the port: a DNS-rebound browser sends the attacker's
   name) and the token (`Authorization: Bearer`, or `?token=`).
 - At most PER_SOURCE connections from one address (an IPv6 /64), TOTAL in all. A newcomer past
-  TOTAL takes the place of an unanswered connection: first of the sources whose connections
-  have most often ended without a request lately (strikes, halved every STRIKE_HALF_LIFE),
-  then among those older than YOUNG_SECONDS, then of the source holding the most, its oldest.
-  A crowd of idle connections cannot keep the operator out, nor push out a request that has
-  just come in (measured: 4 of 264 were, before strikes, under 500 connections reopened each
-  second).
+  TOTAL takes the place of an unanswered connection no better than itself: first of the
+  sources whose connections have most often ended without a request lately (strikes, halved
+  every STRIKE_HALF_LIFE), then one the page has read at least once, then one older than
+  YOUNG_SECONDS, then of the source holding the most, its oldest (_victim). A crowd of idle
+  connections cannot keep the operator out, nor push out a request that has just come in
+  (under 500 connections reopened each second, 4 of 264 authorised requests were, before the
+  strikes; 1 of 203 before this rule).
 - One request per connection; an answer that makes no progress for SEND_SECONDS is dropped.
 
 The page itself comes from the daemon over `feed` (a UNIX socket pair), at most once every
@@ -72,10 +73,11 @@ def reply(status: int, body: bytes, kind: str = TEXT, head_only: bool = False) -
 
 class _Connection:
     __slots__ = ("sock", "source", "opened", "deadline", "state", "buffer", "out", "sent",
-                 "head_only")
+                 "head_only", "round")
 
-    def __init__(self, sock, source: str, now: float, state: int):
+    def __init__(self, sock, source: str, now: float, state: int, round_: int):
         self.sock, self.source, self.opened, self.state = sock, source, now, state
+        self.round = round_  # the loop's round it was let in
         self.deadline = now + HEAD_SECONDS
         self.buffer = bytearray()
         self.out, self.sent, self.head_only = memoryview(b""), 0, False
@@ -96,6 +98,7 @@ class PageHttp:
         self.sources: dict[str, int] = {}
         self.strikes: dict[str, float] = {}  # source -> connections ended without a request
         self._ranked: list | None = None  # this round's candidates to push out (_victim)
+        self.round = 0  # the loop's rounds: a connection keeps its place until read once
         self.halved = time.monotonic()
         self.longest = 0.0  # the longest a connection was held without a request, seconds
         self.page, self.made, self.asked = b"", -RENDER_SECONDS, None
@@ -109,7 +112,7 @@ class PageHttp:
     def run(self) -> None:
         while True:
             now = time.monotonic()
-            self._ranked = None
+            self._ranked, self.round = None, self.round + 1
             first = min((c.deadline for c in self.connections), default=now + 1.0)
             events = self.selector.select(min(1.0, max(0.0, first - now)))
             # the connections let in first, newcomers after: an operator's request that has
@@ -194,8 +197,8 @@ class PageHttp:
             self.counts["refused: per source"] += 1
             return _reset(sock)
         if len(self.connections) >= self.total:
-            victim = self._victim()
-            if victim is None:  # every place holds an answer being made or sent
+            victim = self._victim(self.strikes.get(source, 0.0))
+            if victim is None:  # no place held by a connection worse than this one
                 self.counts["refused: full"] += 1
                 return _reset(sock)
             self._drop(victim, "evicted")
@@ -206,16 +209,21 @@ class PageHttp:
                                                 do_handshake_on_connect=False)
             except (OSError, ValueError):
                 return _reset(sock)
-        conn = _Connection(sock, source, time.monotonic(), HANDSHAKE if self.context else HEAD)
+        conn = _Connection(sock, source, time.monotonic(), HANDSHAKE if self.context else HEAD,
+                           self.round)
         self.connections[conn] = None
         self.sources[source] = self.sources.get(source, 0) + 1
         self.selector.register(sock, selectors.EVENT_READ, conn)
         self.counts["accepted"] += 1
 
-    def _victim(self) -> _Connection | None:
-        """An unanswered connection: of the sources with the most strikes, one older than
-        YOUNG_SECONDS if any is, of the source holding the most, its oldest. Ranked once a
-        round (a crowd's newcomers come by the dozen), taken from the ranking after."""
+    def _victim(self, strikes_of_newcomer: float) -> _Connection | None:
+        """The place a newcomer takes, if it is held by a connection no better than it: of
+        the unanswered connections, those with the most strikes, then those the page has read
+        at least once (let in before the last round: what came with a request is read in the
+        round after it is let in, before newcomers), then those older than YOUNG_SECONDS,
+        then of the source holding the most, the oldest. A newcomer never takes the place of
+        a connection with fewer strikes than its source, nor of one with as many the page has
+        not read yet. Ranked once a round (a crowd comes by the dozen), taken in order after."""
         for fresh in (self._ranked is None, True):
             if fresh:
                 old, strikes, sources = (time.monotonic() - YOUNG_SECONDS, self.strikes,
@@ -224,11 +232,18 @@ class PageHttp:
                                 if c.state not in (WAIT, SEND)]
                 # a stable sort: among equals the oldest is last, and taken first
                 self._ranked = sorted(newest_first, key=lambda c: (
-                    strikes.get(c.source, 0.0), c.opened <= old, sources[c.source]))
+                    strikes.get(c.source, 0.0), c.round < self.round - 1, c.opened <= old,
+                    sources[c.source]))
             while self._ranked:
-                conn = self._ranked.pop()
-                if conn in self.connections and conn.state not in (WAIT, SEND):
-                    return conn
+                conn = self._ranked[-1]
+                if conn not in self.connections or conn.state in (WAIT, SEND):
+                    self._ranked.pop()
+                    continue
+                strikes = self.strikes.get(conn.source, 0.0)
+                if strikes > strikes_of_newcomer or (strikes == strikes_of_newcomer
+                                                     and conn.round < self.round - 1):
+                    return self._ranked.pop()
+                return None  # the best candidate is no worse than the newcomer
         return None
 
     def _drop(self, conn: _Connection, why: str) -> None:

@@ -168,13 +168,20 @@ def test_sources_whose_connections_end_without_a_request_are_pushed_out_first():
     served = Served(total=4, per_source=4)
     try:
         x = [connect(served.port, f"127.0.3.{i}") for i in range(1, 5)]
-        y = connect(served.port, "127.0.3.5")  # full, all alike: the oldest goes
+        time.sleep(0.1)  # read once: clean sources alike, the oldest goes for a newcomer
+        y = connect(served.port, "127.0.3.5")
         assert closed(x, 1.0) == [x[0]]
-        z = connect(served.port, "127.0.3.1")  # x[0]'s source again: it has a strike
-        assert closed(x[1:], 1.0) == [x[1]] and closed(x[2:] + [y, z], 0.1) == []
-        w = connect(served.port, "127.0.3.6")  # the struck source's goes, young as it is
-        assert closed(x[2:] + [y, z, w], 1.0) == [z]
-        assert served.http.strikes == {"127.0.3.2": 1, "127.0.3.1": 2}
+        y.close()  # ended without a request: a strike for 127.0.3.5, and a place free
+        time.sleep(0.1)
+        z = connect(served.port, "127.0.3.1")  # x[0]'s source, struck, let into that place
+        assert closed(x[1:] + [z], 0.2) == []
+        w = connect(served.port, "127.0.3.6")  # full: the struck source's goes, the newest
+        assert closed(x[1:] + [z, w], 1.0) == [z]
+        assert served.http.strikes == {"127.0.3.1": 2, "127.0.3.5": 1}
+        # a newcomer from a struck source takes no clean connection's place: it is refused
+        assert refused(served.port, "127.0.3.5")
+        assert closed(x[1:] + [w], 0.2) == []
+        assert served.http.counts["refused: full"] == 1
         for s in x + [y, z, w]:
             s.close()
     finally:

@@ -81,10 +81,13 @@ class Crowd:
             if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
                 self.opened += 1
                 self.waited.append(now - started)
-                if slot % 2:
-                    s.send(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
                 selector.modify(s, selectors.EVENT_READ, [slot, started, now])
                 slots[slot] = s
+                if slot % 2:
+                    try:
+                        s.send(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+                    except OSError:
+                        pass  # pushed out already: the read side says so
                 return
             self.failed += 1
         else:
