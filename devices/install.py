@@ -19,6 +19,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -39,6 +40,12 @@ MEMORY_CGROUP_ADVICE = (
     "MemoryMax= is ignored here: the kernel has the memory cgroup off (Raspberry Pi kernels do "
     "by default). To enforce it, add cgroup_enable=memory to /boot/firmware/cmdline.txt "
     "(/boot/cmdline.txt before Bookworm) and reboot.")
+# The probe runs the unit's ExecStart beside the running daemon, on a few rows, then exits: it
+# serves no page (the daemon holds the port), pushes nothing to the operator, reads no credential
+# (${CREDENTIALS_DIRECTORY} is the service's) and keeps no state.
+PROBE_DROPS = ("--metrics", "--ui", "--ui-token-file", "--webhook", "--webhook-token-file",
+               "--webhook-min-severity", "--webhook-throttle", "--state-dir")
+PROBE_DROPPED_FLAGS = ("--webhook-insecure",)
 
 
 class InstallError(Exception):
@@ -71,10 +78,15 @@ def exec_start(unit_text: str) -> list[str]:
     return shlex.split(match.group(1))
 
 
-def with_options(argv: list[str], replace: dict[str, str], drop: tuple = ()) -> list[str]:
-    """argv with some `--option value` pairs replaced (or added) and some dropped."""
+def with_options(argv: list[str], replace: dict[str, str], drop: tuple = (),
+                 flags: tuple = ()) -> list[str]:
+    """argv with some `--option value` pairs replaced (or added), some dropped, and some
+    flags (options without a value) dropped."""
     out, i = [], 0
     while i < len(argv):
+        if argv[i] in flags:
+            i += 1
+            continue
         if argv[i] in drop or argv[i] in replace:
             i += 2
             continue
@@ -133,15 +145,23 @@ def place_release(prefix: Prefix, package: Path, release: dict, venv: Path) -> P
     return directory
 
 
-def probe(release_dir: Path, release: dict, timeout: float) -> None:
-    """Run the unit's own ExecStart on the probe records (metrics off, alerts to stdout) and
-    demand one classified line per record from this release's model."""
-    argv, drop = exec_start((release_dir / UNIT_NAME).read_text()), ("--metrics",)
+def probe_command(unit_text: str, probe_csv: Path) -> list[str]:
+    """The unit's ExecStart made to classify the probe records once (metrics off, alerts to
+    stdout, without what PROBE_DROPS names); a capture unit's model through `run`."""
+    argv, drop = exec_start(unit_text), PROBE_DROPS
     if argv[1:2] == ["capture"]:  # probe records are rows, not packets: the same model via `run`
-        require_argus()
         argv, drop = [argv[0], "run", *argv[2:]], drop + ("--interface", "--flow-report")
-    argv = with_options(argv, {"--input": f"file:{release_dir / 'probe.csv'}", "--alerts": "-",
-                               "--emit": "all", "--log-rejects": "0"}, drop=drop)
+    return with_options(argv, {"--input": f"file:{probe_csv}", "--alerts": "-", "--emit": "all",
+                               "--log-rejects": "0"}, drop=drop, flags=PROBE_DROPPED_FLAGS)
+
+
+def probe(release_dir: Path, release: dict, timeout: float) -> None:
+    """Run the unit's own ExecStart on the probe records and demand one classified line per
+    record from this release's model."""
+    unit_text = (release_dir / UNIT_NAME).read_text()
+    if exec_start(unit_text)[1:2] == ["capture"]:
+        require_argus()
+    argv = probe_command(unit_text, release_dir / "probe.csv")
     try:
         result = run(argv, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -157,6 +177,23 @@ def probe(release_dir: Path, release: dict, timeout: float) -> None:
                            f"with model {sorted(map(str, hashes))}, not {release['model_sha256']}")
     say(f"health: the daemon classified {len(lines)} probe records with model "
         f"{release['model_sha256'][:12]}")
+
+
+def unsafe_credentials(unit_text: str) -> str | None:
+    """Why the unit's tokens cannot be handed over (LoadCredential=NAME:PATH): a file that is
+    not there, or that group or others may open (any user of the device would have the token)."""
+    for name, path in re.findall(r"^LoadCredential=([^:\n]+):(.+)$", unit_text, re.MULTILINE):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as e:
+            return (f"the unit's credential {name} is read from {path}: {e.strerror}; put the "
+                    f"token there first (chmod 600)")
+        if not stat.S_ISREG(mode):
+            return f"the unit's credential {name} is read from {path}, which is not a file"
+        if mode & 0o077:
+            return (f"the unit's credential {name} is read from {path}, which group or others "
+                    f"may open (mode {stat.S_IMODE(mode):04o}): chmod 600 {path}")
+    return None
 
 
 def require_argus() -> None:
@@ -268,9 +305,11 @@ def command_install(args) -> dict:
         say(f"unchanged: the current release {before} has this bundle, wheels, unit and keys")
         return {"ok": True, "changed": False, "release": before, "previous": before,
                 "systemd": systemd, "memory_cgroup": memory_cgroup()}
-    if dropped := trust_dropped(prefix, package, release):
-        say(f"refused: {dropped}")
-        return {"ok": False, "refused": release["id"], "reason": dropped, "release": before}
+    refusal = trust_dropped(prefix, package, release) or unsafe_credentials(
+        (package / UNIT_NAME).read_text())
+    if refusal:
+        say(f"refused: {refusal}")
+        return {"ok": False, "refused": release["id"], "reason": refusal, "release": before}
     venv = install_venv(prefix, package, release)
     place_release(prefix, package, release, venv)
     prefix.switch(release["id"])

@@ -241,3 +241,7 @@ main.add_command(verify)
 from .cli_fleet import fleet  # noqa: E402
 
 main.add_command(fleet)
+
+from .cli_site import site  # noqa: E402
+
+main.add_command(site)

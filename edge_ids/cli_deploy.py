@@ -25,6 +25,18 @@ def _fail(error: Exception):
     raise Failed(str(error)) from None
 
 
+def check_unit(device: str, unit_options: dict) -> None:
+    """The unit these options make can be written (exit 2 saying why not: a token where it may
+    not go, a relative path, an extra option the unit sets itself), before anything runs."""
+    from .devices.profiles import load_profile
+    from .devices.unit import render_unit
+
+    try:
+        render_unit(load_profile(device), **unit_options)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+
 def _check_python(ctx, param, version):
     from .devices.package import GLIBC_FOR_PYTHON
     if version is not None and version not in GLIBC_FOR_PYTHON:
@@ -118,6 +130,7 @@ def deploy(device, host, bundle, prefix, input_, capture, metrics, alerts, allow
                             wheelhouse=wheelhouse, ssh_config=ssh_config,
                             ssh_options=ssh_options, timeout=timeout, keep=keep,
                             dry_run=dry_run, operator=operator)
+    check_unit(device, options.unit_options)
     try:
         run_deploy(options, click.echo)
     except (BundleError, WheelhouseError) as e:

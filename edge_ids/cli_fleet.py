@@ -16,7 +16,10 @@ inventory_option = click.option(
     "-i", "--inventory", required=True, type=click.Path(exists=True, path_type=Path),
     help="An Ansible inventory (INI or YAML file, or a folder with group_vars/ and host_vars/). "
          "Per host or group: edge_ids_device, edge_ids_prefix, edge_ids_input, "
-         "edge_ids_capture, edge_ids_metrics, edge_ids_alerts, edge_ids_allowed_signers.")
+         "edge_ids_capture, edge_ids_metrics, edge_ids_alerts, edge_ids_allowed_signers, "
+         "edge_ids_ui, edge_ids_ui_token_file, edge_ids_webhook, edge_ids_webhook_token_file, "
+         "edge_ids_webhook_min_severity, edge_ids_webhook_insecure, edge_ids_state_dir, "
+         "edge_ids_extra_options (docs/fleet.md).")
 limit_option = click.option("--limit", metavar="PATTERN",
                             help="Only these hosts or groups (ansible-playbook --limit).")
 ansible_arg_option = click.option(
@@ -26,6 +29,19 @@ ansible_arg_option = click.option(
 
 def _fail(error: Exception):
     raise Failed(str(error)) from None
+
+
+def _check_device_paths(given: dict) -> None:
+    """Paths on the devices given here are absolute and safe in a unit (exit 2 if not); how
+    they combine with each host's own variables is checked per host (fleet package)."""
+    from .devices.unit import device_file
+
+    for name in ("ui_token_file", "webhook_token_file", "state_dir"):
+        if given.get(name):
+            try:
+                device_file(given[name], "--" + name.replace("_", "-"))
+            except ValueError as e:
+                raise click.UsageError(str(e)) from None
 
 
 @click.group(epilog=exit_codes.epilog())
@@ -63,8 +79,9 @@ def fleet():
                                                           "(default: the inventory's, else 60).")
 @click.option("--keep", type=click.IntRange(1), help="Releases kept on each device.")
 @ansible_arg_option
+@unit_operator_options(extra=False)
 def deploy(inventory, bundle, canary, batch, limit, allowed_signers, require_signature,
-           wheelhouse, timeout, keep, ansible_args):
+           wheelhouse, timeout, keep, ansible_args, **operator):
     """Roll a bundle out: a canary batch, then the rest in batches.
 
     Each host goes through deploy's steps (probe, package built once per architecture and
@@ -73,6 +90,10 @@ def deploy(inventory, bundle, canary, batch, limit, allowed_signers, require_sig
     touched, and the command exits 1 naming the host and the reason. A host whose current
     release already has this bundle (manifest and signature), wheels, unit and keys is left
     alone ("unchanged").
+
+    The page, the webhook and the state directory are role variables set per host or group in
+    the inventory (edge_ids_ui, edge_ids_webhook, ...); --ui, --webhook, --state-dir and the
+    others here override them for every host. Token files are paths on the devices.
 
     \b
     Example:
@@ -86,10 +107,13 @@ def deploy(inventory, bundle, canary, batch, limit, allowed_signers, require_sig
             and batch[:-1].isdigit() and 0 < int(batch[:-1]) <= 100):
         raise click.BadParameter("a number of hosts, or a percentage such as 25%",
                                  param_hint="--batch")
+    given = {k: v for k, v in operator.items() if v is not None}
+    _check_device_paths(given)
     options = FleetOptions(inventory=inventory, bundle=bundle, canary=canary, batch=batch,
                            limit=limit, allowed_signers=allowed_signers,
                            require_signature=require_signature, wheelhouse=wheelhouse,
-                           timeout=timeout, keep=keep, ansible_args=ansible_args)
+                           timeout=timeout, keep=keep, ansible_args=ansible_args,
+                           operator=given)
     try:
         deploy_fleet(options, click.echo)
     except BundleError as e:

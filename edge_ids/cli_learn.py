@@ -62,8 +62,14 @@ def _check_incident_budget(ctx, param, value):
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seeds the split, the weights and the shuffling: the same seed gives the "
                    "same bundle.")
+@click.option("--prior-state", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="FILE", help="A daemon's state file (its --state-dir's state.json.gz, "
+              "copied from the device): what its devices learned on the device. Their services "
+              "join what this period shows, a device too quiet here for its own threshold keeps "
+              "the one it learned there (as a multiple of the site's), and a device absent "
+              "from this period stays known: a re-learn does not forget them.")
 def learn(pcaps, flow_files, classifier, out, max_fpr, val_fraction, max_incidents_per_week,
-          home_net, epochs, flow_report, seed):
+          home_net, epochs, flow_report, seed, prior_state):
     """Learn your network's normal traffic, to flag what does not fit it.
 
     A public dataset is not your network: a classifier trained on one testbed flags a third of
@@ -91,6 +97,10 @@ def learn(pcaps, flow_files, classifier, out, max_fpr, val_fraction, max_inciden
           --out out/site
       edge-ids deploy --device pi4 --host pi@sensor-1 \\
           --bundle out/site/bundle --capture eth0
+      # later, again, keeping what the devices learned on the device:
+      scp pi@sensor-1:/var/lib/edge-ids/state.json.gz site/
+      edge-ids learn --flows site/flows.csv \\
+          --prior-state site/state.json.gz --out out/site2
     """
     from .edge_runtime.argus import CaptureError
     from .edge_runtime.bundle import BundleError
@@ -102,10 +112,12 @@ def learn(pcaps, flow_files, classifier, out, max_fpr, val_fraction, max_inciden
     if classifier is not None:
         from .cli_options import require_bundle
         require_bundle(classifier)  # checked before TensorFlow loads
+    priors = _priors(prior_state) if prior_state else None
     options = LearnOptions(out=out, pcaps=pcaps, flow_files=flow_files, classifier=classifier,
                            max_fpr=max_fpr, seed=seed, val_fraction=val_fraction,
                            epochs=epochs, flow_report_seconds=flow_report,
-                           max_incidents_per_week=max_incidents_per_week, home_net=home_net)
+                           max_incidents_per_week=max_incidents_per_week, home_net=home_net,
+                           priors=priors)
     try:
         run_learn(options, echo=click.echo)
     except (LearnError, FlowError, BundleError, ValueError) as e:
@@ -113,3 +125,23 @@ def learn(pcaps, flow_files, classifier, out, max_fpr, val_fraction, max_inciden
         raise BadInput(str(e)) from None
     except CaptureError as e:
         raise Failed(str(e)) from None
+
+
+def _priors(path: Path) -> dict:
+    """The devices' normals learned on the device, from a state file (exit 5 if it is not
+    one), read before TensorFlow loads."""
+    import gzip
+    import json
+
+    from .train.incident_budget import prior_normals
+
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            state = json.load(f)
+        priors = prior_normals(state)
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as e:
+        raise BadInput(f"--prior-state {path}: not a state file of edge-ids' daemon ({e})") \
+            from None
+    click.echo(f"--prior-state {path}: {len(priors)} devices with a normal learned on the "
+               f"device")
+    return priors

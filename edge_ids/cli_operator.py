@@ -11,9 +11,20 @@ from .exit_codes import BadInput
 
 
 def _check_url(ctx, param, url):
-    if url is not None and not url.startswith(("http://", "https://")):
-        raise click.BadParameter(f"{url!r}: give an http:// or https:// URL")
+    """An http(s) URL with no secret in it (exit 2); whether a token may go there is checked
+    once every option is read."""
+    if url is not None:
+        from .edge_runtime.webhook import WebhookError, check_target
+        try:
+            check_target(url)
+        except WebhookError as e:
+            raise click.BadParameter(str(e).removeprefix("--webhook: ")) from None
     return url
+
+
+INSECURE_HELP = ("Send the token over an http:// --webhook URL anyway (refused without this: "
+                 "it would cross the network in cleartext). Only for a receiver on this host or "
+                 "a link you trust.")
 
 
 OPTIONS = [
@@ -45,7 +56,11 @@ OPTIONS = [
                       "flows' own time); the rest are counted as throttled."),
     click.option("--webhook-token-file", type=click.Path(exists=True, dir_okay=False,
                                                          path_type=Path),
-                 metavar="FILE", help="Sent as Authorization: Bearer (Gotify, ntfy tokens)."),
+                 metavar="FILE", help="A token sent as Authorization: Bearer (Gotify, ntfy), "
+                 "only to an https:// --webhook and never where it redirects (a redirect is a "
+                 "failed push). The file must be private to its owner (chmod 600; a systemd "
+                 "credential is); read again on SIGHUP."),
+    click.option("--webhook-insecure", is_flag=True, help=INSECURE_HELP),
 ]
 
 
@@ -56,11 +71,13 @@ def operator_options(command):
 
 
 def operator_settings(ui, ui_token_file, webhook, webhook_min_severity, webhook_throttle,
-                      webhook_token_file, ui_cert=None, ui_key=None) -> dict:
-    """The DaemonOptions fields for them; a bad token file, or a page off loopback without a
-    token and TLS, is a usage error (exit 2); a certificate that cannot be used is exit 5."""
+                      webhook_token_file, webhook_insecure, ui_cert=None, ui_key=None) -> dict:
+    """The DaemonOptions fields for them. A token where it may not go, or a page off loopback
+    without a token and TLS, is a usage error (2); a token file that is empty or that others may
+    open, or a certificate and key that cannot be used, is an unusable file (5)."""
     from .edge_runtime.operator_page import PageError, check_page, read_token, tls_context
-    from .edge_runtime.webhook import WebhookOptions
+    from .edge_runtime.secret_file import SecretFileError, check_private, read_secret
+    from .edge_runtime.webhook import WebhookError, WebhookOptions, check_target
 
     try:
         token = read_token(None, ui_token_file)
@@ -80,10 +97,22 @@ def operator_settings(ui, ui_token_file, webhook, webhook_min_severity, webhook_
         except (OSError, ValueError) as e:
             raise BadInput(f"--ui-cert {ui_cert} --ui-key {ui_key}: not a usable certificate "
                            f"and key: {e}") from None
+    if webhook_token_file and not webhook:
+        raise click.UsageError("--webhook-token-file needs --webhook URL")
     push = None
-    if webhook:
-        secret = webhook_token_file.read_text().strip() if webhook_token_file else None
-        push = WebhookOptions(webhook, webhook_min_severity, webhook_throttle, token=secret)
+    try:
+        if ui_token_file:
+            check_private(ui_token_file, "--ui-token-file")
+        if webhook:
+            check_target(webhook, webhook_token_file is not None, webhook_insecure)
+            secret = read_secret(webhook_token_file, "--webhook-token-file") \
+                if webhook_token_file else None
+            push = WebhookOptions(webhook, webhook_min_severity, webhook_throttle, token=secret,
+                                  token_file=webhook_token_file, insecure=webhook_insecure)
+    except WebhookError as e:
+        raise click.UsageError(str(e)) from None
+    except SecretFileError as e:
+        raise BadInput(f"cannot start: {e}") from None
     return {"ui": ui, "ui_token": token, "ui_tls": tls, "webhook": push}
 
 
@@ -92,25 +121,52 @@ UNIT_OPTIONS = [
                  help="The daemon's --ui on the device: serve the operator's page there "
                       "(127.0.0.1:9109, then `ssh -L 9109:127.0.0.1:9109 DEVICE`)."),
     click.option("--ui-token-file", metavar="PATH",
-                 help="A token file on the device (needed for a page off loopback); the unit "
-                      "hands it to the service as a credential (LoadCredential=)."),
-    click.option("--ui-cert", "ui_cert_file", metavar="PATH",
-                 help="A certificate file on the device (PEM; needed for a page off "
-                      "loopback): the page is served over TLS. Handed over as a credential, "
-                      "like the key."),
-    click.option("--ui-key", "ui_key_file", metavar="PATH",
-                 help="The certificate's key on the device (readable by root only is enough)."),
+                 help="A token file on the device (needed for a page off loopback; mode 600, "
+                      "else the install is refused); the unit hands it to the service as a "
+                      "credential (LoadCredential=)."),
     click.option("--webhook", metavar="URL", callback=_check_url,
                  help="The daemon's --webhook on the device; the unit's IPAddressAllow= then "
                       "admits its address (a host name lifts the IP policy)."),
     click.option("--webhook-min-severity", type=click.Choice(["low", "medium", "high"]),
                  help="The daemon's --webhook-min-severity on the device (default low: "
                       "incidents opened and closed, new devices)."),
+    click.option("--webhook-token-file", metavar="PATH",
+                 help="A token file on the device (mode 600, else the install is refused), "
+                      "sent by the webhook as Authorization: Bearer; the unit hands it to the "
+                      "service as a credential (LoadCredential=), so the token is never in the "
+                      "unit. Needs an https:// --webhook, or --webhook-insecure."),
+    click.option("--webhook-insecure", is_flag=True, default=None,
+                 help="The daemon's --webhook-insecure on the device: the token may go to an "
+                      "http:// --webhook in cleartext (refused without it)."),
+    click.option("--state-dir", metavar="DIR",
+                 help="The daemon's --state-dir on the device (an absolute path; outside "
+                      "/var/lib/edge-ids the unit gets ReadWritePaths= for it). Default: the "
+                      "unit's StateDirectory, /var/lib/edge-ids, so that what the devices "
+                      "learned survives restarts and deploys; '' keeps nothing."),
 ]
+# deploy, unit and fleet package: not yet fleet deploy, whose role has no variables for them
+PAGE_TLS_OPTIONS = [
+    click.option("--ui-cert", "ui_cert_file", metavar="PATH",
+                 help="A certificate file on the device (PEM; needed for a page off "
+                      "loopback): the page is served over TLS. Handed over as a credential, "
+                      "like the key."),
+    click.option("--ui-key", "ui_key_file", metavar="PATH",
+                 help="The certificate's key on the device (readable by root only is enough)."),
+]
+EXTRA_OPTION = click.option(
+    "--extra-option", "extra_options", multiple=True, metavar="ARG",
+    help="One more argument for the daemon's command line in the unit (repeatable, one argv "
+         "string each: --extra-option=--emit --extra-option=incidents). No spaces, quotes, $ "
+         "or %; options the unit sets itself are refused.")
 
 
-def unit_operator_options(command):
-    """deploy, unit and fleet package: the page and the webhook, carried by the unit."""
-    for option in reversed(UNIT_OPTIONS):
-        command = option(command)
-    return command
+def unit_operator_options(command=None, extra: bool = True):
+    """deploy, unit and fleet package: the page, the webhook and the state directory, carried by
+    the unit (and, with `extra`, free daemon arguments and the page's certificate and key).
+    fleet deploy takes them without (the role has no variables for the certificate yet)."""
+    def apply(command):
+        for option in reversed(UNIT_OPTIONS + (PAGE_TLS_OPTIONS + [EXTRA_OPTION] if extra
+                                               else [])):
+            command = option(command)
+        return command
+    return apply(command) if command is not None else apply

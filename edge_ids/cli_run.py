@@ -31,6 +31,18 @@ def _check_input(ctx, param, spec):
     return spec
 
 
+def _check_state_dir(ctx, param, path):
+    """The state directory can be made and written (exit 2 if not): checked before anything
+    starts, so that a wrong path loses nothing."""
+    if path is None:
+        return None
+    from .edge_runtime.state import StateError, check_directory
+    try:
+        return check_directory(path)
+    except StateError as e:
+        raise click.BadParameter(str(e).removeprefix(f"--state-dir {path}: ")) from None
+
+
 def _output_options(command):
     """What `run` and `capture` share: where alerts and metrics go, batching, logging."""
     options = [
@@ -72,6 +84,20 @@ def _output_options(command):
                      help="--allowed-signers already refuses unsigned bundles; --allow-unsigned "
                           "is the explicit opt-out that loads them anyway (a signed bundle is "
                           "still checked). --require-signature needs --allowed-signers."),
+        click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+                     callback=_check_state_dir, metavar="DIR",
+                     help="Keep what the device watch learns here (devices and their normals, "
+                          "incident ids, open incidents, the operator's decisions): written "
+                          "atomically every minute and at stop, loaded at start, so a restart, "
+                          "a deploy or a power cut forgets nothing older than a minute and "
+                          "announces no device twice. With it, SIGTERM and the end of the input "
+                          "keep open incidents for the next start instead of closing them. "
+                          "One daemon a directory (the unit uses /var/lib/edge-ids). `edge-ids "
+                          "site` reads it and takes the operator's decisions to the daemon."),
+        click.option("--frozen-normal", is_flag=True,
+                     help="Learn nothing on the device: every device keeps the bundle's normal "
+                          "(new devices stay on the site's threshold), as before edge-ids "
+                          "learned on the device."),
         click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
     ]
     command = operator_options(command)  # listed after these in --help
@@ -81,8 +107,8 @@ def _output_options(command):
 
 
 def _serve(bundle, input_, alerts, metrics, emit, home_net, max_batch, max_delay, threads,
-           log_rejects, allowed_signers, require_signature, verbose, from_start=False,
-           flow_report=5, record=None, **operator):
+           log_rejects, allowed_signers, require_signature, verbose, state_dir=None,
+           frozen_normal=False, from_start=False, flow_report=5, record=None, **operator):
     """Run the daemon; exit as the table says. When the input ends by itself (file:, stdin,
     pcap:) the status tells what became of its records, as classify's does; stopped by SIGTERM
     or Ctrl-C, it is 0 (systemd counts anything else as a failure)."""
@@ -103,6 +129,7 @@ def _serve(bundle, input_, alerts, metrics, emit, home_net, max_batch, max_delay
                             rejects_logged_per_minute=log_rejects,
                             flow_report_seconds=flow_report,
                             trust=TrustPolicy(allowed_signers, require_signature is False),
+                            state_dir=state_dir, adapt=not frozen_normal,
                             **operator_settings(**operator), **(record or {}))
     if allowed_signers is not None and require_signature is False:
         logging.getLogger("edge_ids").warning(
@@ -149,11 +176,12 @@ def run(bundle, input_, from_start, **outputs):
     edge_ids_records_rejected_total{reason} and logged at a bounded rate; the daemon never
     stops for it. An unseen category is classified (all-zero one-hot) and counted.
 
-    Signals: SIGHUP reopens the alert file and reloads the bundle (verified first; a broken one
-    is refused and the old model keeps serving). SIGTERM or Ctrl-C stops reading, classifies
-    every line already accepted, and exits 0. Under systemd (Type=notify) it reports READY,
-    STATUS and WATCHDOG. When the input ends (file:, stdin), it exits as classify does: 0, or
-    3 if records were rejected, or 5 if the file is truncated or corrupt.
+    Signals: SIGHUP reopens the alert file, reads the webhook's token file again and reloads
+    the bundle (verified first; a broken one is refused and the old model keeps serving).
+    SIGTERM or Ctrl-C stops reading, classifies every line already accepted, and exits 0.
+    Under systemd (Type=notify) it reports READY, STATUS and WATCHDOG. When the input ends
+    (file:, stdin), it exits as classify does: 0, or 3 if records were rejected, or 5 if the
+    file is truncated or corrupt.
 
     \b
     Example:

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -42,6 +42,8 @@ class FleetOptions:
     timeout: float | None = None
     keep: int | None = None
     ansible_args: tuple[str, ...] = ()
+    # the page, the webhook, the state directory: the role's edge_ids_<name> for every host
+    operator: dict = field(default_factory=dict)
 
 
 def ansible_tool(name: str) -> str:
@@ -125,7 +127,7 @@ def deploy_fleet(options: FleetOptions, log: Log) -> list[dict]:
         for name, value in (("allowed_signers", options.allowed_signers),
                             ("require_signature", options.require_signature),
                             ("wheelhouse", options.wheelhouse), ("timeout", options.timeout),
-                            ("keep", options.keep)):
+                            ("keep", options.keep), *options.operator.items()):
             if value is not None:
                 extra[f"edge_ids_{name}"] = str(value.resolve()) if isinstance(value, Path) \
                     else value

@@ -45,6 +45,7 @@ class LearnOptions:
     max_incidents_per_week: float = 1.0  # per device
     home_net: tuple[str, ...] = ()  # default: the private ranges
     device_parts: tuple[str, ...] = ("thresholds", "services")  # (the benchmark leaves out)
+    priors: dict | None = None  # what devices learned on the device (incident_budget.prior_normals)
 
 
 def minimum_flows(max_fpr: float, val_fraction: float) -> int:
@@ -123,7 +124,7 @@ def run_learn(opts: LearnOptions, echo: Callable[[str], None] = print) -> dict:
                                         "benign_rows": int(len(records)),
                                         "validation": "the last part by time"},
                               incidents=(opts.max_incidents_per_week, home_net,
-                                         opts.device_parts))
+                                         opts.device_parts, opts.priors))
         for warning in result.get("warnings", []):
             echo(f"warning: {warning}")
         report = {k: result[k] for k in ("operating_point", "history", "model", "devices",

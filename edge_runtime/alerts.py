@@ -150,6 +150,9 @@ def iso(t: float) -> str:
     return f"{_second[1]}.{min(round((t - second) * 1e6), 999999):06d}+0000"
 
 
+TIME_FIELDS = ("opened", "first_flow", "last_flow", "why_since", "since", "until")
+
+
 def event_lines(events: list[dict], ml: dict) -> str:
     """Incident and new-device events (incidents.py) as EVE lines: times as Suricata writes
     them, the device's addresses as src_ip / src_mac, and the model as in every alert."""
@@ -158,8 +161,8 @@ def event_lines(events: list[dict], ml: dict) -> str:
         device = event["device"]
         body = {"timestamp": iso(event["time"]), "event_type": event["event_type"],
                 "src_ip": device["ip"], "src_mac": device["mac"], "device": device}
-        detail = dict(event.get("incident") or event.get("new_device"))
-        for key in ("opened", "first_flow", "last_flow"):
+        detail = dict(event[event["event_type"]])
+        for key in TIME_FIELDS:
             if detail.get(key) is not None:
                 detail[key] = iso(detail[key])
         body[event["event_type"]] = detail

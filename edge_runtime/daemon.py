@@ -6,14 +6,16 @@ batches handles what signals asked for (signal handlers only set flags):
 
     SIGHUP           reopen the alert file (logrotate), then load the bundle again: verified
                      first (hashes, and its signature under the trust policy); if the new
-                     one is broken or refused, the old model keeps serving
+                     one is broken, refused or reads another raw layout, the old model keeps
+                     serving. The devices remembered stay (incident_state.rebase).
     SIGTERM, SIGINT  stop reading, classify every line already accepted, exit 0
 
 A bad line never stops it: it is rejected with a reason, counted, and logged at a bounded rate.
 With a bundle that knows its devices (`edge-ids learn`), each batch also goes through the
 device watch (watch.py): flows are held to their devices' own thresholds, and incident and
 new-device lines are written beside (or instead of) the flow alerts. When the input ends or the
-daemon stops, open incidents are closed with that reason.
+daemon stops, open incidents are closed with that reason; with a state directory (`--state-dir`,
+site_state.py) they are kept instead, with all the watch remembers, for the next start.
 """
 from __future__ import annotations
 
@@ -36,7 +38,9 @@ from .intake import Batch, Intake
 from .metrics import Metrics
 from .operator import OperatorOutputs
 from .records import parse_lines
+from .ratelimit import RateLimitedLog
 from .recorder import FlowRecorder
+from .site_state import SiteMemory
 from .signature import TrustPolicy
 from .inputs import open_source
 from .sources import LineSource
@@ -77,6 +81,8 @@ class DaemonOptions:
     ui_token: str | None = None  # required on every request; needed off loopback
     ui_tls: tuple[Path, Path] | None = None  # the page's certificate and key; needed off loopback
     webhook: WebhookOptions | None = None  # a push per incident opened/closed, new device
+    state_dir: Path | None = None  # what the device watch remembers, kept across restarts
+    adapt: bool = True  # devices' normals live with the network (normals.py); False: frozen
 
 
 class Model:
@@ -99,37 +105,14 @@ class Model:
     def new_watch(self, options: DaemonOptions) -> DeviceWatch | None:
         if not self.watching:
             return None
-        return DeviceWatch.for_bundle(self.bundle, self.detector, options.home_net or None)
+        return DeviceWatch.for_bundle(self.bundle, self.detector, options.home_net or None,
+                                      adapt=options.adapt)
 
     def describe(self) -> str:
         kind = "" if self.bundle.detector == "classifier" else f"{self.bundle.detector} "
         signed = f", signed by {self.bundle.signer}" if self.bundle.signer else ""
         return (f"{self.bundle.manifest.get('dataset')} {kind}model "
                 f"{self.bundle.model_sha256[:12]}{signed}")
-
-
-class RateLimitedLog:
-    """At most `per_minute` messages a minute (bursts of up to that many); the rest counted and
-    mentioned with the next message that gets through."""
-
-    def __init__(self, per_minute: int):
-        self.per_minute = per_minute
-        self._tokens = float(per_minute)
-        self._last = time.monotonic()
-        self.suppressed = 0
-
-    def warning(self, message: str) -> None:
-        now = time.monotonic()
-        self._tokens = min(self.per_minute, self._tokens + (now - self._last) * self.per_minute / 60)
-        self._last = now
-        if self._tokens < 1:
-            self.suppressed += 1
-            return
-        self._tokens -= 1
-        if self.suppressed:
-            message += f" ({self.suppressed:,} more rejections not logged)"
-            self.suppressed = 0
-        log.warning(message)
 
 
 class Daemon:
@@ -149,8 +132,17 @@ class Daemon:
     def run(self) -> int:
         """Serve until the input ends or SIGTERM; 0 when stopped cleanly, 1 if the input failed.
         Raises BundleError/OSError/ValueError when it cannot start."""
-        self.model = Model(self.options.bundle, self.options)
-        self.watch = self.model.new_watch(self.options)
+        # the state directory first: a second daemon on it is refused before anything starts
+        self.memory = SiteMemory(self.options.state_dir) if self.options.state_dir else None
+        try:
+            self.model = Model(self.options.bundle, self.options)
+        except BaseException:
+            if self.memory is not None:
+                self.memory.store.close()
+            raise
+        self.watch = self.model.new_watch(self.options) if self.memory is None else \
+            self.memory.restore(lambda: self.model.new_watch(self.options),
+                                self.model.bundle.model_sha256)
         self._keep_text, self._keep_fields = self._text_columns(), self._key_columns()
         self._set_model_metrics()
         self.outputs = OperatorOutputs(self.metrics, self.model.ml, self.model.describe(),
@@ -208,6 +200,13 @@ class Daemon:
         return self.watch.key_columns if self.watch is not None else ()
 
     def _finish_incidents(self, writer: AlertWriter) -> None:
+        """Open incidents are closed, or with a state directory kept for the next start."""
+        if self.memory is not None:
+            with self.outputs.lock:
+                if self.watch is not None:
+                    self._write_events(self.watch.flush(), writer)
+                self.memory.stop(self.watch, self.model.bundle.model_sha256)
+            return
         if self.watch is None:
             return
         reason = "the daemon stopped" if self._stop.is_set() else "end of input"
@@ -217,21 +216,7 @@ class Daemon:
     def _write_events(self, events: list, writer: AlertWriter) -> None:
         if not events:
             return
-        for event in events:
-            kind = event["event_type"]
-            if kind == "new_device":
-                self.metrics.new_devices.inc()
-                self.counts["new_devices"] += 1
-            elif event["incident"]["state"] == "open":
-                self.metrics.incidents.labels("opened").inc()
-                self.counts["incidents"] += 1
-            elif event["incident"]["state"] == "closed":
-                self.metrics.incidents.labels("closed").inc()
-        tracker = self.watch.tracker
-        self.metrics.incidents_open.set(tracker.opened - tracker.closed)
-        new = sum(1 for d in tracker.devices.values() if d.new)
-        self.metrics.devices.labels("new").set(new)
-        self.metrics.devices.labels("known").set(len(tracker.devices) - new)
+        self.counts.update(self.metrics.count_events(events, self.watch.tracker))
         try:
             writer.write(event_lines(events, self.model.ml))
         except OSError as e:
@@ -280,9 +265,19 @@ class Daemon:
         finally:
             intake.close()
 
+    def _tend_memory(self, writer: AlertWriter, now: float) -> None:
+        """The operator's decisions waiting in the state directory, and a save when due."""
+        if self.memory is not None:
+            with self.outputs.lock:
+                if self.watch is not None:
+                    self._write_events(self.watch.flush(), writer)
+                self._write_events(self.memory.tick(
+                    self.watch, self.model.bundle.model_sha256, now), writer)
+
     def _serve(self, intake: Intake, writer: AlertWriter) -> None:
         last_status = time.monotonic()
         stopping = False
+        self._tend_memory(writer, last_status)  # decisions left while no daemon ran
         while True:
             batch = intake.take(TICK_SECONDS)
             if self._stop.is_set() and not stopping:
@@ -298,6 +293,7 @@ class Daemon:
                 with self.outputs.lock:
                     self._write_events(self.watch.flush(), writer)
             now = time.monotonic()
+            self._tend_memory(writer, now)
             self.notifier.watchdog_if_due(now)
             if self._hup.is_set() and not stopping:
                 self._hup.clear()
@@ -367,14 +363,19 @@ class Daemon:
             writer.reopen()
         except OSError as e:
             log.error("reopening %s failed: %s", self.options.alerts, e)
-        self.outputs.reload()  # the page's certificate
+        self.outputs.reload()  # the webhook's token file and the page's certificate, read again
         try:
             new = Model(self.options.bundle, self.options)
+            if new.detector.schema.names != self.model.detector.schema.names:
+                raise BundleError(f"its raw input layout ({len(new.detector.schema.names)} "
+                                  f"columns) is not the one this daemon reads "
+                                  f"({len(self.model.detector.schema.names)}): restart the "
+                                  f"daemon to serve it")
         except Exception as e:  # noqa: BLE001 - whatever is wrong with it, the old model stays
             self.metrics.reloads.labels("failed").inc()
             log.error("reload failed, still serving %s: %s", self.model.describe(), e)
         else:
-            old = self.model.describe()
+            old = self.model
             self.model = new
             with self.outputs.lock:  # the page reads the watch's devices
                 if self.watch is not None:  # what waits was flagged by the old bundle
@@ -382,14 +383,17 @@ class Daemon:
                 if new.watching and self.watch is not None:
                     self.watch.reconfigure(new.bundle.incidents.with_home_net(
                         self.options.home_net or None),
-                        anomaly_features(new.bundle.anomaly.spec))
+                        anomaly_features(new.bundle.anomaly.spec),
+                        same_model=new.bundle.model_sha256 == old.bundle.model_sha256)
                 else:
                     self.watch = new.new_watch(self.options)
+                if self.memory is not None and self.watch is not None:
+                    self.memory.save(self.watch, new.bundle.model_sha256)
                 self.outputs.watching(self.watch, new.describe(), new.ml)
             self._keep_text, self._keep_fields = self._text_columns(), self._key_columns()
             self._set_model_metrics()
             self.metrics.reloads.labels("ok").inc()
-            log.info("reloaded: %s (was %s)", new.describe(), old)
+            log.info("reloaded: %s (was %s)", new.describe(), old.describe())
         self.notifier.ready(self._status())
 
     def _set_model_metrics(self) -> None:

@@ -122,6 +122,20 @@ class DeviceMap:
                 self._mac_of_ip[ip] = key
         self.forget()
 
+    def bindings(self) -> dict[str, str]:
+        """The address -> MAC bindings learned (what a restart keeps)."""
+        return dict(self._mac_of_ip)
+
+    def restore(self, bindings: dict[str, str]) -> None:
+        """Bindings kept from before a restart (over those the bundle gave)."""
+        for ip, mac in list(bindings.items())[-BINDINGS_LIMIT:]:
+            if is_mac(mac):
+                self._mac_of_ip.pop(ip, None)
+                self._mac_of_ip[ip] = mac
+        while len(self._mac_of_ip) > BINDINGS_LIMIT:
+            del self._mac_of_ip[next(iter(self._mac_of_ip))]
+        self.forget()
+
     @property
     def usable(self) -> bool:
         """The layout names both addresses: flows can be given to devices."""

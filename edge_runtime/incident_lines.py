@@ -13,6 +13,27 @@ def new_device_event(device, t: float, flow) -> dict:
                                                      "proto": proto}}}
 
 
+def normal_event(device, change: dict, t: float, normals) -> dict:
+    """A device's normal changed (normals.py): graduated, or moved at its bounded rate."""
+    normal, fallback = device.normal, normals.fallback
+    body = {"change": change["change"], "stage": normal.stage,
+            "threshold": None if normal.ratio is None else normal.ratio * fallback,
+            "threshold_ratio": None if normal.ratio is None else round(normal.ratio, 4),
+            "services": normals.service_names(normal.services or ()),
+            "new_service_bits": round(normal.bits, 3), "flows": change["flows"],
+            "since": change["since"]}
+    if "incident_bits" in change:  # its own incident threshold (None: the bundle's)
+        body["incident_threshold_bits"] = None if change["incident_bits"] is None else round(
+            change["incident_bits"], 3)
+    if "was_ratio" in change:
+        body["was_threshold"] = change["was_ratio"] * fallback
+        body["proposed_threshold"] = change["proposed_ratio"] * fallback
+    if change.get("services_added"):
+        body["services_added"] = normals.service_names(change["services_added"])
+    return {"time": t, "event_type": "device_normal",
+            "device": device_label(device.key, device.ip), "device_normal": body}
+
+
 def incident_event(device, episode, state: str, t: float, threshold_bits: float, features,
                    reason: str | None = None) -> dict:
     body = {"id": episode.incident, "state": state, "new_device": device.new,
@@ -24,6 +45,8 @@ def incident_event(device, episode, state: str, t: float, threshold_bits: float,
             "max_score_ratio": round(episode.max_ratio, 3),
             "peers": top(episode.peers, "ip"), "ports": top(episode.ports, "port"),
             "why": why(episode, features)}
+    if episode.why_since is not None:  # the model changed under it: "why" counts since
+        body["why_since"] = episode.why_since
     if reason:
         body["reason"] = reason
     return {"time": t, "event_type": "incident", "device": device_label(device.key, device.ip),
@@ -36,8 +59,8 @@ def why(episode, features) -> list[dict]:
     if episode.errors is None or not episode.errors[0].sum() > 0:
         return []
     by_column: dict[str, list] = {}
-    for (column, one_hot), error, sign in zip(features, episode.errors[0].tolist(),
-                                              episode.errors[1].tolist()):
+    for (column, one_hot, *_), error, sign in zip(features, episode.errors[0].tolist(),
+                                                  episode.errors[1].tolist()):
         entry = by_column.setdefault(column, [0.0, 0.0, one_hot])
         entry[0] += error
         entry[1] += sign

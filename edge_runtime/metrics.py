@@ -8,6 +8,7 @@ per record, so its locks cost nothing measurable.
 from __future__ import annotations
 
 import threading
+from collections import Counter as Counter_
 
 import numpy as np
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector,
@@ -15,6 +16,7 @@ from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Pla
 from prometheus_client.core import HistogramMetricFamily
 
 from . import records as r
+from .webhook import RESULTS as WEBHOOK_RESULTS
 
 DEFAULT_PORT = 9108
 REJECT_REASONS = (r.WRONG_FIELD_COUNT, r.NON_NUMERIC, r.NOT_FINITE, r.EMPTY_LINE,
@@ -87,13 +89,55 @@ class Metrics:
             self.devices.labels(kind)
         self.new_devices = Counter("edge_ids_new_devices", "Devices seen that were not in the "
                                    "learning period (each named once).", registry=registry)
+        self.stages = Gauge("edge_ids_device_stages", "Devices remembered now, by the stage "
+                            "of their normal: known (from the bundle), probation, learned (on "
+                            "the device), muted.", ["stage"], registry=registry)
+        for stage in ("known", "probation", "learned", "muted"):
+            self.stages.labels(stage)
+        self.normal_changes = Counter("edge_ids_normal_changes", "Devices' normals that "
+                                      "changed on the device: learned (graduated), updated.",
+                                      ["change"], registry=registry)
+        for change in ("learned", "updated"):
+            self.normal_changes.labels(change)
+        self.decisions = Counter("edge_ids_decisions", "The operator's decisions taken, by "
+                                 "action.", ["action"], registry=registry)
         self.webhook = Counter("edge_ids_webhook_events", "Incident and new-device events for "
-                               "the webhook, by result: sent, failed (after its retries), "
-                               "dropped (its queue was full), throttled, below_floor.",
+                               "the webhook, by result: sent (a 2xx answer), failed (any other "
+                               "answer after its retries; a redirect at once, never followed), "
+                               "dropped (its queue was full, or held it at stop), throttled, "
+                               "below_floor.",
                                ["result"], registry=registry)
-        for result in ("sent", "failed", "dropped", "throttled", "below_floor"):
+        for result in WEBHOOK_RESULTS:
             self.webhook.labels(result)
         self._build_labels = None
+
+    def count_events(self, events: list[dict], tracker) -> Counter_:
+        """Count a batch's incident, device and decision lines; the devices' gauges from the
+        tracker. Returns how many incidents opened and new devices were named."""
+        counted = Counter_()
+        for event in events:
+            kind = event["event_type"]
+            if kind == "new_device":
+                self.new_devices.inc()
+                counted["new_devices"] += 1
+            elif kind == "device_normal":
+                self.normal_changes.labels(event["device_normal"]["change"]).inc()
+            elif kind == "decision":
+                self.decisions.labels(event["decision"]["action"]).inc()
+            elif event["incident"]["state"] == "open":
+                self.incidents.labels("opened").inc()
+                counted["incidents"] += 1
+            elif event["incident"]["state"] == "closed":
+                self.incidents.labels("closed").inc()
+        self.incidents_open.set(tracker.opened - tracker.closed)
+        stages = Counter_(d.normal.stage for d in tracker.devices.values())
+        new = sum(1 for d in tracker.devices.values() if d.new)
+        self.devices.labels("new").set(new)
+        self.devices.labels("known").set(len(tracker.devices) - new)
+        for stage in ("known", "probation", "learned"):
+            self.stages.labels(stage).set(stages.get(stage, 0))
+        self.stages.labels("muted").set(len(tracker.muted))
+        return counted
 
     def set_model(self, version: str, model_sha256: str, dataset: str) -> None:
         if self._build_labels:

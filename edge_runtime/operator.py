@@ -35,11 +35,6 @@ class OperatorOutputs:
             log.info("webhook: %s for events at or above %s severity", self.webhook.options.url,
                      self.webhook.options.min_severity)
 
-    def reload(self) -> None:
-        """SIGHUP: the page's certificate and key are read again."""
-        if self.page:
-            self.page.reload()
-
     def watching(self, watch, model_text: str, ml: dict) -> None:
         """A new model or device watch (start, reload): under the lock."""
         if self.view:
@@ -49,6 +44,14 @@ class OperatorOutputs:
             self.view.model = model_text
         if self.webhook:
             self.webhook.ml = ml
+
+    def reload(self) -> None:
+        """SIGHUP: read again what may change on disk beside the bundle (the webhook's token,
+        the page's certificate and key)."""
+        if self.webhook:
+            self.webhook.reload_token()
+        if self.page:
+            self.page.reload()
 
     def publish(self, events: list[dict]) -> None:
         """Called with the lock held, after the lines were written."""

@@ -126,14 +126,15 @@ class OperatorView:
         with self.lock:
             tracker = self.tracker
             devices = list(tracker.devices.values()) if tracker is not None else []
+            fallback = tracker.normals.fallback if tracker is not None else None
             incidents = [dict(i) for i in reversed(self.incidents.values())]
             now = tracker.clock if tracker is not None and devices else 0.0
         # newest first, as snapshot() lists them, so that ties keep the order they had
         shown = heapq.nsmallest(MAX_DEVICES_SHOWN, reversed(devices), key=_order)
         incidents.sort(key=lambda i: (i["state"] == "closed", -i["opened"]))
-        return {"devices": [device_row(d) for d in shown], "device_count": len(devices),
-                "new_count": sum(1 for d in devices if d.new), "incidents": incidents,
-                "now": now, "model": self.model}
+        return {"devices": [device_row(d, fallback) for d in shown],
+                "device_count": len(devices), "new_count": sum(1 for d in devices if d.new),
+                "incidents": incidents, "now": now, "model": self.model}
 
 
 def _order(device) -> tuple:
@@ -142,14 +143,17 @@ def _order(device) -> tuple:
     return (episode is None or episode.incident is None, not device.new, -device.last_seen)
 
 
-def device_row(device) -> dict:
+def device_row(device, fallback: float) -> dict:
     """One device as IncidentTracker.snapshot() gives it (tests/test_page_server.py compares
-    them), read without the lock: each field is read once, the timeline copied in one step."""
-    episode, timeline = device.episode, device.timeline
+    them), read without the lock: each object is read once, the timeline copied in one step."""
+    episode, normal, timeline = device.episode, device.normal, device.timeline
     return {"device": device_label(device.key, device.ip), "new": device.new,
             "first_seen": device.first_seen, "last_seen": device.last_seen,
             "flows": device.flows, "flagged": device.flagged,
             "incident": None if episode is None else episode.incident,
+            "stage": normal.stage, "muted": normal.muted,
+            "threshold": None if normal.ratio is None else normal.ratio * fallback,
+            "changed": normal.changed if normal.changed > device.first_seen else None,
             "timeline": dict(timeline) if timeline else {}}
 
 

@@ -10,7 +10,7 @@ import html
 import math
 import time
 
-from .incidents import TIMELINE_BIN, TIMELINE_BINS
+from .episodes import TIMELINE_BIN, TIMELINE_BINS
 
 MAX_DEVICES_SHOWN = 2000  # the page stays bounded; the rest is counted
 STYLE = """body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
@@ -70,6 +70,19 @@ def _why(incident: dict) -> str:
             f"<div class='muted'>peers: {peers or '-'}; services: {ports or '-'}</div>")
 
 
+def _stage(device: dict) -> str:
+    """Known (from the bundle), on probation, or learned on the device (when its normal last
+    changed), new or not, muted."""
+    stage = device.get("stage", "known")
+    parts = ["<span class=new>new</span>"] if device["new"] else []
+    parts.append({"probation": "on probation", "learned": "learned here"}.get(stage, "known"))
+    if device.get("changed"):
+        parts.append(f"<span class='muted'>normal changed {when(device['changed'])}</span>")
+    if device.get("muted"):
+        parts.append(f"<span class='muted'>muted until {when(device['muted'])}</span>")
+    return " ".join(parts)
+
+
 def render(state: dict) -> str:
     """state: from OperatorView.state(): the devices shown (at most MAX_DEVICES_SHOWN, in
     order), how many there are and how many are new, incidents, now, model."""
@@ -122,7 +135,7 @@ def render(state: dict) -> str:
         out.append(
             f"<tr class='device{' new' if d['new'] else ''}' data-device='{esc(name)}'>"
             f"<td><code>{esc(name)}</code></td><td>{esc(d['device'].get('ip'))}</td>"
-            f"<td>{'<span class=new>new</span>' if d['new'] else 'known'}</td>"
+            f"<td>{_stage(d)}</td>"
             f"<td>{when(d['first_seen'])}</td><td>{when(d['last_seen'])}</td>"
             f"<td class='num'>{int(d['flows']):,}</td><td class='num'>{flagged:.1f} %</td>"
             f"<td>{incident}</td>"

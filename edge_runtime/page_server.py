@@ -16,7 +16,7 @@ One selector for every connection, and nothing a client sends is kept before it 
 - At most PER_SOURCE connections from one address (an IPv6 /64), TOTAL in all. A newcomer past
   TOTAL takes the place of an unanswered connection no better than itself: first of the
   sources whose connections have most often ended without a request lately (strikes, halved
-  every STRIKE_HALF_LIFE), then one the page has read at least once, then one older than
+  every STRIKE_HALF_LIFE), then one the page has looked at already, then one older than
   YOUNG_SECONDS, then of the source holding the most, its oldest (_victim). A crowd of idle
   connections cannot keep the operator out, nor push out a request that has just come in
   (under 500 connections reopened each second, 4 of 264 authorised requests were, before the
@@ -73,11 +73,10 @@ def reply(status: int, body: bytes, kind: str = TEXT, head_only: bool = False) -
 
 class _Connection:
     __slots__ = ("sock", "source", "opened", "deadline", "state", "buffer", "out", "sent",
-                 "head_only", "round")
+                 "head_only")
 
-    def __init__(self, sock, source: str, now: float, state: int, round_: int):
+    def __init__(self, sock, source: str, now: float, state: int):
         self.sock, self.source, self.opened, self.state = sock, source, now, state
-        self.round = round_  # the loop's round it was let in
         self.deadline = now + HEAD_SECONDS
         self.buffer = bytearray()
         self.out, self.sent, self.head_only = memoryview(b""), 0, False
@@ -98,7 +97,7 @@ class PageHttp:
         self.sources: dict[str, int] = {}
         self.strikes: dict[str, float] = {}  # source -> connections ended without a request
         self._ranked: list | None = None  # this round's candidates to push out (_victim)
-        self.round = 0  # the loop's rounds: a connection keeps its place until read once
+        self.polled = 0.0  # when this round's select() began: what was let in before, it saw
         self.halved = time.monotonic()
         self.longest = 0.0  # the longest a connection was held without a request, seconds
         self.page, self.made, self.asked = b"", -RENDER_SECONDS, None
@@ -112,7 +111,7 @@ class PageHttp:
     def run(self) -> None:
         while True:
             now = time.monotonic()
-            self._ranked, self.round = None, self.round + 1
+            self._ranked, self.polled = None, now
             first = min((c.deadline for c in self.connections), default=now + 1.0)
             events = self.selector.select(min(1.0, max(0.0, first - now)))
             # the connections let in first, newcomers after: an operator's request that has
@@ -209,8 +208,7 @@ class PageHttp:
                                                 do_handshake_on_connect=False)
             except (OSError, ValueError):
                 return _reset(sock)
-        conn = _Connection(sock, source, time.monotonic(), HANDSHAKE if self.context else HEAD,
-                           self.round)
+        conn = _Connection(sock, source, time.monotonic(), HANDSHAKE if self.context else HEAD)
         self.connections[conn] = None
         self.sources[source] = self.sources.get(source, 0) + 1
         self.selector.register(sock, selectors.EVENT_READ, conn)
@@ -218,9 +216,9 @@ class PageHttp:
 
     def _victim(self, strikes_of_newcomer: float) -> _Connection | None:
         """The place a newcomer takes, if it is held by a connection no better than it: of
-        the unanswered connections, those with the most strikes, then those the page has read
-        at least once (let in before the last round: what came with a request is read in the
-        round after it is let in, before newcomers), then those older than YOUNG_SECONDS,
+        the unanswered connections, those with the most strikes, then those the page has looked
+        at (let in before this round's select(): had a request come with one, it would have been
+        read before any newcomer of this round), then those older than YOUNG_SECONDS,
         then of the source holding the most, the oldest. A newcomer never takes the place of
         a connection with fewer strikes than its source, nor of one with as many the page has
         not read yet. Ranked once a round (a crowd comes by the dozen), taken in order after."""
@@ -232,7 +230,7 @@ class PageHttp:
                                 if c.state not in (WAIT, SEND)]
                 # a stable sort: among equals the oldest is last, and taken first
                 self._ranked = sorted(newest_first, key=lambda c: (
-                    strikes.get(c.source, 0.0), c.round < self.round - 1, c.opened <= old,
+                    strikes.get(c.source, 0.0), c.opened < self.polled, c.opened <= old,
                     sources[c.source]))
             while self._ranked:
                 conn = self._ranked[-1]
@@ -241,7 +239,7 @@ class PageHttp:
                     continue
                 strikes = self.strikes.get(conn.source, 0.0)
                 if strikes > strikes_of_newcomer or (strikes == strikes_of_newcomer
-                                                     and conn.round < self.round - 1):
+                                                     and conn.opened < self.polled):
                     return self._ranked.pop()
                 return None  # the best candidate is no worse than the newcomer
         return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 PORT_BITS = 17  # a service's number: protocol << PORT_BITS | (port + 1), or 0 for no port
+MAX_PROTOCOLS = 256  # protocols numbered (Argus names a few dozen)
 
 
 def _is_port(text: str) -> bool:
@@ -61,42 +62,95 @@ def services_of(proto: np.ndarray, sport: np.ndarray, dport: np.ndarray) -> np.n
 
 
 class ServiceIndex:
-    """The services each known device used while learning, as numbers: a batch's (device,
-    service) pairs are looked up as integers (texts as long as "MAC service" for every pair
-    of a batch cost several times more, in copies, sorts and comparisons)."""
+    """The services each device uses, as numbers: a batch's (device, service) pairs are looked
+    up as integers (texts as long as "MAC service" for every pair of a batch cost several
+    times more, in copies, sorts and comparisons). Devices' services change on the device
+    (normals.py: graduation, a day's new services, the operator's accept), so a device's set can
+    be replaced, and protocols get their numbers as they are first seen (at most
+    MAX_PROTOCOLS: Argus knows a few dozen; a flood of made-up ones cannot grow it)."""
 
-    def __init__(self, services: dict | None):
-        services = services or {}
-        self.devices = frozenset(services)
-        self._device = {key: i for i, key in enumerate(services)}
-        names = {name for used in services.values() for name in used}
-        self._protos = np.array(sorted({_split(name)[0] for name in names}), dtype=str)
-        self._proto = {proto: i for i, proto in enumerate(self._protos.tolist())}
-        self._pairs = np.array(sorted(self._device[key] << 32 | self.number(name)
-                                      for key, used in services.items() for name in used),
-                               dtype=np.int64)
+    def __init__(self, services: dict | None = None):
+        self._proto: dict[str, int] = {}  # protocol -> its number, in the order first seen
+        self._names = np.array([], dtype=str)  # the protocols, sorted (to look a batch up)
+        self._ids = np.array([], dtype=np.int64)  # their numbers, in that order
+        self._device: dict[str, int] = {}
+        self._sets: dict[str, frozenset] = {}  # key -> its service numbers
+        self._pairs = np.array([], dtype=np.int64)  # device << 32 | service, sorted
+        for key, used in (services or {}).items():
+            self.set(key, [self.number(name) for name in used])
+
+    @property
+    def devices(self):
+        return self._sets.keys()
+
+    def services(self, key: str) -> frozenset | None:
+        """A device's service numbers, or None for one with no services on record."""
+        return self._sets.get(key)
+
+    def set(self, key: str, numbers) -> None:
+        """A device's services are now these numbers (-1s are left out)."""
+        numbers = frozenset(n for n in numbers if n >= 0)
+        if self._sets.get(key) == numbers:
+            return
+        device = self._device.setdefault(key, len(self._device))
+        kept = self._pairs[(self._pairs >> 32) != device]
+        mine = np.array(sorted(device << 32 | n for n in numbers), dtype=np.int64)
+        self._pairs = np.union1d(kept, mine)
+        self._sets[key] = numbers
+
+    def clear(self) -> None:
+        """No device has services on record (the numbers of protocols stay)."""
+        self._sets.clear()
+        self._pairs = np.array([], dtype=np.int64)
+
+    def drop(self, key: str) -> None:
+        """The device has no services on record any more (forgotten, or back on probation)."""
+        if self._sets.pop(key, None) is not None:
+            self._pairs = self._pairs[(self._pairs >> 32) != self._device[key]]
+
+    def _register(self, protos) -> None:
+        for proto in protos:
+            if proto not in self._proto and len(self._proto) < MAX_PROTOCOLS:
+                self._proto[proto] = len(self._proto)
+        names = sorted(self._proto)
+        self._names = np.array(names, dtype=str)
+        self._ids = np.array([self._proto[n] for n in names], dtype=np.int64)
 
     def number(self, name: str) -> int:
-        """A service's number, or -1 for one no device used while learning."""
+        """A service's number (-1 only when MAX_PROTOCOLS protocols are known already)."""
         proto, port = _split(name)
+        if proto not in self._proto:
+            self._register([proto])
         if proto not in self._proto:
             return -1
         return self._proto[proto] << PORT_BITS | (0 if port is None else port + 1)
 
+    def name(self, number: int) -> str:
+        """The service a number stands for ("tcp/443", "icmp")."""
+        proto = next((p for p, i in self._proto.items() if i == number >> PORT_BITS), "?")
+        port = (number & ((1 << PORT_BITS) - 1)) - 1
+        return proto if port < 0 else f"{proto}/{port}"
+
     def numbers(self, proto: np.ndarray, sport: np.ndarray, dport: np.ndarray) -> np.ndarray:
         """Per flow the number of its service (service_of), without making its text."""
         proto = np.asarray(proto)
-        if not len(self._protos):
-            return np.full(len(proto), -1, dtype=np.int64)
+        if not len(proto):
+            return np.array([], dtype=np.int64)
         sport, dport = ports_of(sport), ports_of(dport)
         ported = (sport >= 0) & (dport >= 0)
-        at = np.minimum(np.searchsorted(self._protos, proto), len(self._protos) - 1)
-        protos = np.where(self._protos[at] == proto, at, -1)
-        # without ports, a flow without a protocol is "?"
-        portless = np.where(proto == "", self._proto.get("?", -1), protos)
-        numbers = np.where(ported, protos.astype(np.int64) << PORT_BITS | (np.minimum(
-            sport, dport) + 1), portless.astype(np.int64) << PORT_BITS)
-        return np.where(np.where(ported, protos, portless) < 0, -1, numbers)
+        names = np.where(ported | (proto != ""), proto, "?")  # no protocol, no ports: "?"
+        protos = self._lookup(names)
+        if (protos < 0).any():  # protocols seen for the first time (rare): numbered now
+            self._register(np.unique(names[protos < 0]).tolist())
+            protos = self._lookup(names)
+        numbers = protos << PORT_BITS | np.where(ported, np.minimum(sport, dport) + 1, 0)
+        return np.where(protos < 0, -1, numbers)
+
+    def _lookup(self, names: np.ndarray) -> np.ndarray:
+        if not len(self._names):
+            return np.full(len(names), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self._names, names), len(self._names) - 1)
+        return np.where(self._names[at] == names, self._ids[at], -1)
 
     def numbered(self, services) -> np.ndarray:
         """Services as their numbers, whether given as numbers or as names ("tcp/443")."""
@@ -109,14 +163,13 @@ class ServiceIndex:
 
     def unused(self, keys: list[str], devices: np.ndarray, services: np.ndarray
                ) -> np.ndarray:
-        """Per (device, service) pair: True where that known device never used that service
-        (devices: indices into keys; services: their numbers; a device with no services on
-        record is never True)."""
-        known = np.array([k in self.devices for k in keys], dtype=bool)[devices]
+        """Per (device, service) pair: True where that device has services on record and this
+        is not one of them (devices: indices into keys; services: their numbers)."""
+        known = np.array([k in self._sets for k in keys], dtype=bool)[devices]
         if not known.any() or not len(self._pairs):
             return known
         device = np.array([self._device.get(k, -1) for k in keys], dtype=np.int64)[devices]
-        pairs = device << 32 | services  # a service never learned (-1): no learned pair
+        pairs = device << 32 | services  # a service never numbered (-1): no learned pair
         found = np.minimum(np.searchsorted(self._pairs, pairs), len(self._pairs) - 1)
         return known & ((self._pairs[found] != pairs) | (services < 0))
 

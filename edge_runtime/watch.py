@@ -25,10 +25,13 @@ WATCH_RECORDS = 1024  # under a backlog, batches wait to be observed together up
 MAX_NAMED_BITS = 8.0  # int8 probabilities resolve P(normal) to 1/256: log2(256)
 
 
-def anomaly_features(spec: dict) -> list[tuple[str, bool]]:
-    """Per model input of an anomaly spec: (its raw column, whether it is a one-hot value)."""
+def anomaly_features(spec: dict) -> list[tuple[str, bool, str | None]]:
+    """Per model input of an anomaly spec: (its raw column, whether it is a one-hot value, that
+    value): what an episode's errors are errors of (a reload to another vocabulary of the same
+    width must not pair them with other inputs)."""
     kept = spec["kept"]
-    return [(kept[i]["column"], "value" in kept[i]) for i in spec["selected"]]
+    return [(kept[i]["column"], "value" in kept[i], kept[i].get("value"))
+            for i in spec["selected"]]
 
 
 def flow_times(records: Records, now: float | None = None
@@ -102,12 +105,15 @@ class _Waiting(NamedTuple):
 class DeviceWatch:
     def __init__(self, settings: IncidentSettings, columns, features=(),
                  max_devices: int = MAX_DEVICES, record_peaks: bool = False,
-                 normal_threshold: float = 1.0, normal_index: int | None = None):
+                 normal_threshold: float = 1.0, normal_index: int | None = None,
+                 adapt: bool = True):
         columns = tuple(columns)
         self.settings = settings
         self.map = DeviceMap(HomeNet(settings.home_net), columns)
         self.map.seed(settings.known_ips or {})
-        self.tracker = IncidentTracker(settings, features, max_devices, record_peaks)
+        self.tracker = IncidentTracker(settings, features, max_devices, record_peaks,
+                                       adapt=adapt)
+        self._version = -1  # the normals' version the remembered thresholds are of
         self.normal_threshold, self.normal_index = normal_threshold, normal_index
         self.flow_columns = [next((c for c in names if c in columns), None)
                              for names in FLOW_COLUMNS]
@@ -141,13 +147,16 @@ class DeviceWatch:
             return Owners([()] * len(records)), np.full(len(records),
                                                         self.settings.fallback_threshold)
         owners = self.map.owners(records)
-        settings, memo = self.settings, self._thresholds
+        normals, memo = self.tracker.normals, self._thresholds
+        if normals.version != self._version:  # a device's threshold changed since
+            memo.clear()
+            self._version = normals.version
         thresholds = []
         for devices in owners.tuples:  # once per distinct tuple of devices, not per record
             value = memo.get(devices)
             if value is None:
-                value = min((settings.threshold(k) for k, _ in devices),
-                            default=settings.fallback_threshold)
+                value = min((normals.threshold(k) for k, _ in devices),
+                            default=normals.fallback)
                 remember(memo, devices, value)
             thresholds.append(value)
         return owners, np.array(thresholds, dtype=np.float64)[owners.codes]
@@ -206,14 +215,14 @@ class DeviceWatch:
     def finish(self, reason: str = "end of input") -> list[dict]:
         return self.flush() + self.tracker.finish(reason)
 
-    def reconfigure(self, settings: IncidentSettings, features) -> None:
-        """A reloaded bundle: new thresholds and known devices, same devices remembered
-        (flush() first: the batches waiting were flagged with the old ones)."""
-        self.settings = self.tracker.settings = settings
-        self.tracker.features = list(features)
+    def reconfigure(self, settings: IncidentSettings, features, same_model: bool) -> None:
+        """A reloaded bundle: the devices remembered stay, and the new bundle decides what
+        applies (incident_state.rebase). flush() first: the batches waiting were flagged with
+        the old one."""
+        from .incident_state import rebase
+
+        self.settings = settings
+        rebase(self.tracker, settings, features, same_model)
         self.map.home_net = HomeNet(settings.home_net)
         self.map.forget()
         self._thresholds.clear()
-        for device in self.tracker.devices.values():
-            device.new = device.key not in settings.known
-

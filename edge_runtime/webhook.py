@@ -6,6 +6,11 @@ and counted) and one sender thread posts them, retrying with back-off. A device 
 hours pushes once per kind of event per throttle window (by the flows' own time, so a replayed
 capture throttles as the live traffic would). Standard library only (urllib): the device side
 stays numpy + LiteRT; the payload is documented in docs/operator.md.
+
+The token is the operator's, so it goes to the URL they gave and nowhere else: no redirect is
+followed (urllib's own handler re-sends to wherever the receiver points, turning the POST into
+a GET and copying Authorization), a token needs https unless they say --webhook-insecure, and
+it is read from a file (secret_file.py), again on SIGHUP, never from the URL.
 """
 from __future__ import annotations
 
@@ -18,13 +23,65 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 from .alerts import iso
+from .secret_file import SecretFileError, read_secret
 
 log = logging.getLogger("edge_ids.webhook")
 
 SEVERITIES = ("low", "medium", "high")  # closed, new device, opened
+# The push metric's result label: sent (a 2xx answer), failed (anything else after the retries;
+# a redirect at once), dropped (the queue was full, or held it at stop), throttled, below_floor.
 RESULTS = ("sent", "failed", "dropped", "throttled", "below_floor")
+# query parameters that carry a secret in common receivers (Gotify ?token=, ntfy ?auth=)
+SECRET_QUERY = ("token", "auth", "access_token", "apikey", "api_key", "key", "password", "secret")
+TOKEN_FILE_OPTION = "--webhook-token-file"
+
+
+class WebhookError(ValueError):
+    """The webhook cannot be used as configured (the message says what to do instead)."""
+
+
+def check_target(url: str, token: bool = False, insecure: bool = False) -> None:
+    """WebhookError unless `url` is an http(s) URL without a secret in it and, when a token is
+    sent, https or explicitly --webhook-insecure. The URL is echoed only once it is known to
+    hold no credentials."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WebhookError("--webhook: give an http:// or https:// URL with a host")
+    if "@" in parts.netloc:
+        raise WebhookError("--webhook: the URL carries credentials (user:password@host); a "
+                           "secret in the URL ends up in the unit file, `ps` and the logs: put "
+                           f"the token in a file only its owner can read and give "
+                           f"{TOKEN_FILE_OPTION} FILE (sent as Authorization: Bearer)")
+    named = sorted({k.lower() for k, _ in parse_qsl(parts.query, keep_blank_values=True)}
+                   & set(SECRET_QUERY))
+    if named:
+        raise WebhookError(f"--webhook: the URL carries a secret in its query ({named[0]}=); "
+                           f"put the token in a file only its owner can read and give "
+                           f"{TOKEN_FILE_OPTION} FILE (sent as Authorization: Bearer)")
+    if token and parts.scheme != "https" and not insecure:
+        raise WebhookError(f"--webhook {url}: a token is sent only over https (http:// carries "
+                           f"it in cleartext across the network); give an https:// URL, or "
+                           f"--webhook-insecure to send it anyway (a receiver on this host or "
+                           f"a link you trust)")
+
+
+def shown(location: str | None, limit: int = 200) -> str:
+    """A Location header as it may be logged: printable, bounded."""
+    if location is None:
+        return "nowhere (no Location header)"
+    text = "".join(c if c.isprintable() else "?" for c in location)
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Every 3xx is an error: the token must not follow the receiver's pointer elsewhere."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise urllib.error.HTTPError(req.full_url, code, msg, headers, fp)
 
 
 @dataclass(frozen=True)
@@ -37,6 +94,8 @@ class WebhookOptions:
     backoff_seconds: float = 1.0  # doubled after each failed attempt
     timeout_seconds: float = 5.0
     token: str | None = None  # sent as Authorization: Bearer (Gotify, ntfy access tokens)
+    token_file: Path | None = None  # where the token is read from (again on SIGHUP)
+    insecure: bool = False  # --webhook-insecure: a token may go over http://
 
 
 def kind_of(event: dict) -> str | None:
@@ -79,7 +138,12 @@ class Webhook:
         if options.min_severity not in SEVERITIES:
             raise ValueError(f"webhook severity {options.min_severity!r}: one of "
                              f"{', '.join(SEVERITIES)}")
-        self.options, self.ml = options, ml or {}
+        token = options.token
+        if token is None and options.token_file is not None:
+            token = read_secret(options.token_file, TOKEN_FILE_OPTION)
+        check_target(options.url, token is not None, options.insecure)
+        self.options, self.ml, self.token = options, ml or {}, token
+        self._opener = urllib.request.build_opener(_RefuseRedirects)
         self.host = socket.gethostname()
         self.floor = SEVERITIES.index(options.min_severity)
         self.queue: queue.Queue = queue.Queue(maxsize=options.queue_size)
@@ -93,6 +157,20 @@ class Webhook:
     def count(self, result: str) -> None:
         self.counts[result] += 1
         self._count(result)
+
+    def reload_token(self) -> None:
+        """SIGHUP: read the token file again (a rotated token). A file that cannot be used now
+        leaves the token read before in use, and says why."""
+        if self.options.token_file is None:
+            return
+        try:
+            token = read_secret(self.options.token_file, TOKEN_FILE_OPTION)
+        except SecretFileError as e:
+            log.error("webhook: still sending the token read before: %s", e)
+            return
+        changed, self.token = token != self.token, token
+        log.info("webhook: token read again from %s (%s)", self.options.token_file,
+                 "changed" if changed else "unchanged")
 
     def offer(self, events: list[dict]) -> None:
         for event in events:
@@ -131,22 +209,32 @@ class Webhook:
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "edge-ids",
                    "Title": " ".join(body["title"].encode("ascii", "replace").decode().split())}
-        if self.options.token:
-            headers["Authorization"] = f"Bearer {self.options.token}"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         wait = self.options.backoff_seconds
         for attempt in range(self.options.retries + 1):
             try:
                 request = urllib.request.Request(self.options.url, data=data, headers=headers,
                                                  method="POST")
-                with urllib.request.urlopen(request, timeout=self.options.timeout_seconds):
+                # only a 2xx answer returns; urllib raises HTTPError for every other status
+                with self._opener.open(request, timeout=self.options.timeout_seconds):
                     return True
-            except (urllib.error.URLError, OSError, ValueError) as e:
-                if attempt == self.options.retries or self._stop.is_set():
-                    log.warning("webhook: %s not delivered after %d attempts: %s",
-                                body["event"], attempt + 1, e)
+            except urllib.error.HTTPError as e:
+                e.close()
+                if 300 <= e.code < 400:  # not retried: it would answer the same
+                    log.warning("webhook: %s not delivered: %s answered %d, a redirect to %s, "
+                                "which is never followed; give the final URL", body["event"],
+                                self.options.url, e.code, shown(e.headers.get("Location")))
                     return False
-                self._stop.wait(wait)
-                wait *= 2
+                error: Exception = e
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                error = e
+            if attempt == self.options.retries or self._stop.is_set():
+                log.warning("webhook: %s not delivered after %d attempts: %s",
+                            body["event"], attempt + 1, error)
+                return False
+            self._stop.wait(wait)
+            wait *= 2
         return False
 
     def close(self, drain_seconds: float = 2.0) -> None:

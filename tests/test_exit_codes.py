@@ -45,6 +45,14 @@ def files(small_pipeline, kdd_test_lines, tmp_path_factory) -> dict[str, Path]:
     shutil.copy(NSL_KDD / "KDDTest+.txt.gz", tmp / "only-test" / "nsl-kdd")
     (tmp / "model-folder").mkdir()
     (tmp / "hosts.ini").write_text("sensor-1 ansible_host=127.0.0.1 ansible_port=1\n")
+    for name, content in (("state", gzip.compress(json.dumps(
+            {"schema": 1, "clock": None, "devices": [], "recent": [], "decisions": []}).encode())),
+                          ("damaged-state", b"not gzip"), ("empty-state", None)):
+        (tmp / name).mkdir()
+        for sub in ("requests", "answers"):
+            (tmp / name / sub).mkdir()
+        if content is not None:
+            (tmp / name / "state.json.gz").write_bytes(content)
     return {"bundle": bundle, "tampered": tampered, "tmp": tmp, "model": small_pipeline[0],
             "tflite": bundle / "model.tflite"}
 
@@ -120,6 +128,14 @@ CASES = [
     ("fleet deploy -i {tmp}/hosts.ini --bundle {tampered}", BAD_INPUT, "modified or corrupted"),
     ("fleet status -i {tmp}/hosts.ini --quiet", FAILED, "sensor-1  - (unreachable"),
     ("fleet targets -i {tmp}/nowhere.ini", USAGE, "does not exist"),
+    ("site list --state-dir {tmp}/nowhere", USAGE, "does not exist"),
+    ("site list --state-dir {tmp}/empty-state", USAGE, "holds no state yet"),
+    ("site list --state-dir {tmp}/damaged-state", BAD_INPUT, "cannot be read"),
+    ("site list --state-dir {tmp}/state", OK, "0 devices"),
+    ("site mute 02:00:00:00:00:01 --for 1d --state-dir {tmp}/state", USAGE, "no device"),
+    ("site mute 02:00:00:00:00:01 --state-dir {tmp}/state", USAGE, "Missing option '--for'"),
+    ("site accept 3 --state-dir {tmp}/state", USAGE, "no incident 3"),
+    ("site undo 1 --state-dir {tmp}/state", USAGE, "no decision 1"),
     ("bench --bundle {tampered}", BAD_INPUT, "modified or corrupted"),
     ("bench --bundle {bundle} --device pi9", USAGE, "known devices"),
     ("bench --bundle {bundle} --data-dir {tmp}/empty-data", BAD_INPUT, "KDDTest+.txt not found"),

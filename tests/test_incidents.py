@@ -163,16 +163,27 @@ def test_a_device_with_an_open_incident_never_opens_a_second():
     assert len(opened(events)) == 1
 
 
-def test_a_new_device_is_named_once_and_opens_at_most_one_incident():
+def test_a_new_device_is_named_once_and_stays_watched():
+    """Named once; its set-up (its first minutes) is no evidence; never blind afterwards:
+    trouble later opens incidents again."""
     tracker = IncidentTracker(settings())
-    noisy = [(T0 + 20 * i, NEW, 50.0, "tcp/80") for i in range(100)]
+    noisy = [(T0 + 20 * i, NEW, 50.0, "tcp/80") for i in range(100)]  # 33 minutes at the cap
     later = [(T0 + 20000 + 20 * i, NEW, 50.0, "tcp/80") for i in range(100)]
     events = feed(tracker, noisy) + feed(tracker, later)
     assert [e["event_type"] for e in events].count("new_device") == 1
     new = [e for e in events if e["event_type"] == "new_device"][0]
     assert new["device"]["mac"] == NEW and new["time"] == T0
     incidents = opened(events)
-    assert len(incidents) == 1 and incidents[0]["incident"]["new_device"] is True
+    assert len(incidents) == 2 and all(i["incident"]["new_device"] for i in incidents)
+    grace = 60 * settings().join_grace_minutes
+    # 5 bits a minute crosses 6 in the second minute after the grace, counted from there
+    assert T0 + grace + 60 <= incidents[0]["incident"]["opened"] <= T0 + grace + 120
+    assert incidents[0]["incident"]["first_flow"] >= T0 + grace - 1
+    # a burst as long as the grace, right after joining: nothing; the same burst later: one
+    burst = [(T0 + 30 * i, "02:00:00:00:00:02", 50.0, "tcp/80") for i in range(4)]
+    later = [(T0 + 9000 + 30 * i, "02:00:00:00:00:02", 50.0, "tcp/80") for i in range(4)]
+    assert opened(feed(tracker, burst)) == []
+    assert len(opened(feed(tracker, later))) == 1
 
 
 def test_a_late_flow_resumes_its_episode_instead_of_starting_anew():

@@ -325,6 +325,7 @@ def test_a_page_off_loopback_needs_a_token_and_tls_else_exit_2(small_pipeline, t
     bundle = small_pipeline[0] / "bundle"
     token = tmp_path / "token"
     token.write_text(TOKEN)
+    token.chmod(0o600)
     result = run_page(bundle, "--ui", "0.0.0.0:9109")
     assert result.exit_code == 2 and "--ui-token-file FILE" in result.output
     assert not re.search(r"--ui-token\b(?!-file)", result.output)  # no such option
@@ -342,6 +343,7 @@ def test_a_page_off_loopback_needs_a_token_and_tls_else_exit_2(small_pipeline, t
 def daemon_with_page(tmp: Path, bundle: Path, *options: str) -> tuple[DaemonProcess, str]:
     token = tmp / "token"
     token.write_text(TOKEN + "\n")
+    token.chmod(0o600)  # a token file others may open is refused
     daemon = DaemonProcess(tmp, "--bundle", str(bundle), "--input", f"unix:{tmp / 'in.sock'}",
                            "--alerts", str(tmp / "alerts.json"), "--ui-token-file", str(token),
                            *options)

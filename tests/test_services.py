@@ -41,11 +41,33 @@ def test_a_batch_s_service_numbers_are_those_of_its_flows_names():
     proto, sport, dport = (np.array(c) for c in zip(*flows))
     numbers = index.numbers(proto, sport, dport)
     assert numbers.tolist() == [index.number(service_of(*f)) for f in flows]
-    numbered = [n for n in {service_of(*f) for f in flows} if index.number(n) != -1]
-    assert len({index.number(n) for n in numbered}) == len(numbered)  # one number a service
-    assert index.number("sctp/9") == index.number("sctp") == -1  # no device used sctp
+    names = {service_of(*f) for f in flows}
+    assert len({index.number(n) for n in names}) == len(names)  # one number a service
+    assert all(index.name(index.number(n)) == n for n in names)  # and back
+    assert index.number("sctp/9") != index.number("sctp") >= 0  # numbered when first seen
     assert index.numbered(np.array([service_of(*f) for f in flows])).tolist() == numbers.tolist()
-    assert ServiceIndex(None).numbers(proto, sport, dport).tolist() == [-1] * len(flows)
+    fresh = ServiceIndex(None)  # no device has services yet: the numbers are the same rule's
+    assert fresh.numbers(proto, sport, dport).tolist() == \
+        [fresh.number(service_of(*f)) for f in flows]
+
+
+def test_protocols_are_bounded_and_devices_services_can_change():
+    from edge_ids.edge_runtime.services import MAX_PROTOCOLS
+
+    index = ServiceIndex({CAM: frozenset({"tcp/443"})})
+    keys, devices = [CAM, HUB], np.array([0, 0, 1])
+    services = index.numbered(np.array(["tcp/443", "udp/53", "udp/53"]))
+    assert index.unused(keys, devices, services).tolist() == [False, True, False]
+    index.set(HUB, [index.number("tcp/443")])
+    index.set(CAM, [index.number("udp/53")])
+    assert index.unused(keys, devices, services).tolist() == [True, False, True]
+    index.drop(CAM)
+    assert index.unused(keys, devices, services).tolist() == [False, False, True]
+    assert index.services(CAM) is None and index.services(HUB) == {index.number("tcp/443")}
+    made_up = np.array([f"p{i}" for i in range(2 * MAX_PROTOCOLS)])
+    numbers = index.numbers(made_up, np.full(len(made_up), ""), np.full(len(made_up), ""))
+    assert (numbers >= 0).sum() == MAX_PROTOCOLS - 2 and (numbers == -1).sum() > 0
+    assert index.number("sctp/9") == -1  # no room: never a learned service, always unused
 
 
 def test_unused_services_are_those_a_known_device_never_used():

@@ -162,8 +162,11 @@ def min_validation_flows(max_fpr: float) -> int:
 
 
 def known_devices(fit: DeviceFlows, val: DeviceFlows, own: dict, max_fpr: float,
-                  services: bool = True) -> dict:
-    """Every device of the learning period, for the bundle."""
+                  services: bool = True, priors: dict | None = None,
+                  site: float | None = None) -> dict:
+    """Every device of the learning period, for the bundle; with `priors` (what devices learned
+    on the device, `prior_normals`), their services join, a device without a threshold of its
+    own here takes the one it learned there, and one absent from this period is kept."""
     known: dict[str, dict] = {}
     for flows in (fit, val):
         for devices, t in zip(flows.owners, flows.times.tolist()):
@@ -183,7 +186,39 @@ def known_devices(fit: DeviceFlows, val: DeviceFlows, own: dict, max_fpr: float,
                   "services": sorted(counts) if len(counts) <= MAX_SERVICES else [],
                   "new_service_bits": round(new_service_bits(counts, max_fpr), 4)
                   if counts else 0.0}
+    for key, prior in (priors or {}).items():
+        threshold = None if prior["ratio"] is None or site is None else prior["ratio"] * site
+        entry = known.get(key)
+        if entry is None:
+            known[key] = {"ip": prior["ip"], "flows": 0, "first_seen": prior["first_seen"],
+                          "last_seen": prior["last_seen"], "validation_flows": 0,
+                          "threshold": threshold, "services": prior["services"][:MAX_SERVICES],
+                          "new_service_bits": round(prior["bits"], 4),
+                          "prior": "learned on the device"}
+            continue
+        if entry["threshold"] is None and threshold is not None:
+            entry |= {"threshold": threshold, "prior": "learned on the device"}
+        merged = sorted(set(entry["services"]) | set(prior["services"]))
+        if entry["services"] and len(merged) <= MAX_SERVICES:
+            entry["services"] = merged
     return known
+
+
+def prior_normals(state: dict) -> dict:
+    """What each device learned on the device (a daemon's state file, state.py): its threshold
+    as a multiple of the site's, its services and their bits. Devices on probation taught
+    nothing yet, and a muted device's normal stood still."""
+    priors = {}
+    for device in state.get("devices", []):
+        normal = device["normal"]
+        if normal["stage"] == "probation" or normal["services"] is None and \
+                normal["ratio"] is None:
+            continue
+        priors[device["key"]] = {"ratio": normal["ratio"], "services": normal["services"] or [],
+                                 "bits": float(normal["bits"]), "ip": device["ip"],
+                                 "first_seen": device["first_seen"],
+                                 "last_seen": device["last_seen"]}
+    return priors
 
 
 def replay(bundle, settings: IncidentSettings, records, order: np.ndarray,
@@ -199,6 +234,16 @@ def replay(bundle, settings: IncidentSettings, records, order: np.ndarray,
         watch.observe(batch, detector.detect(batch, thresholds, explain=True), owners)
     watch.finish()
     return watch
+
+
+def tail_rule_tables() -> dict:
+    """What the daemon needs to apply the tail rule to a device's own episodes without scipy
+    (edge_runtime/normal_rule.TailRule)."""
+    from scipy.stats import chi2
+
+    return {"upper_bounds": [upper_bound(k) for k in range(TAIL_EPISODES + 2)],
+            "scale_quantiles": [float(chi2.ppf(1 - CONFIDENCE, 2 * k))
+                                for k in range(1, TAIL_EPISODES + 1)]}
 
 
 def incident_threshold(peaks: list[float], device_weeks: float, budget: float,
@@ -254,11 +299,12 @@ def _tail_threshold(peaks: list[float], device_weeks: float, budget: float
 
 def calibrate(bundle, val, max_fpr: float, budget: float, home_net: tuple[str, ...],
               fit_flows: DeviceFlows, val_flows: DeviceFlows, order: np.ndarray,
-              own: dict, echo, services: bool = True) -> tuple[dict, dict, list[str]]:
+              own: dict, echo, services: bool = True, priors: dict | None = None
+              ) -> tuple[dict, dict, list[str]]:
     """(manifest "devices", manifest "incidents", warnings) for a bundle with its site
     operating point already set."""
-    known = known_devices(fit_flows, val_flows, own, max_fpr, services)
     site = bundle.anomaly.threshold
+    known = known_devices(fit_flows, val_flows, own, max_fpr, services, priors, site)
     max_flow_bits = math.log2(max(max_fpr * len(val), 2.0))
     settings = IncidentSettings(math.inf, site, {k: v["threshold"] for k, v in known.items()},
                                 home_net, known_ips={k: v["ip"] for k, v in known.items()},
@@ -292,6 +338,8 @@ def calibrate(bundle, val, max_fpr: float, budget: float, home_net: tuple[str, .
          f"over {hours:.1f} h; {counted} incident(s) on the validation tail)")
     devices = {"home_net": list(home_net), "min_validation_flows":
                min_validation_flows(max_fpr), "fallback_threshold": site,
+               "rule": {"max_fpr": max_fpr, "min_false_alarms": MIN_FALSE_ALARMS,
+                        "upper_bounds": [upper_bound(k) for k in range(MIN_FALSE_ALARMS)]},
                "known": known}
     incidents = {"threshold_bits": threshold, "max_flow_bits": max_flow_bits,
                  "evidence": "per device and minute, the strongest flow's log2(score / device "
@@ -299,6 +347,7 @@ def calibrate(bundle, val, max_fpr: float, budget: float, home_net: tuple[str, .
                  "the device never used; decaying", "half_life_seconds": HALF_LIFE_SECONDS,
                  "close_after_seconds": CLOSE_AFTER_SECONDS,
                  "update_every_seconds": UPDATE_EVERY_SECONDS, "max_per_device_week": budget,
+                 "tail_rule": tail_rule_tables(),
                  "validation": how | {"hours": round(hours, 3), "devices": len(active),
                                       "device_weeks": round(device_weeks, 4),
                                       "incidents_at_threshold": counted,
@@ -310,7 +359,7 @@ def calibrate(bundle, val, max_fpr: float, budget: float, home_net: tuple[str, .
 
 def device_settings(bundle, fit, val, val_scores: np.ndarray, normal_probability,
                     attack_named, point: dict, max_fpr: float, budget: float,
-                    home_net: tuple[str, ...], echo, parts=PARTS
+                    home_net: tuple[str, ...], echo, parts=PARTS, priors: dict | None = None
                     ) -> tuple[dict, dict, list[str]]:
     """learn's step after the site operating point: the devices of the learning period (fit,
     then validation, in time order), their own thresholds, the incident threshold. `parts`
@@ -333,5 +382,7 @@ def device_settings(bundle, fit, val, val_scores: np.ndarray, normal_probability
         attack_named & (normal_probability < point["normal_threshold"]))
     own = device_thresholds(val_flows, np.asarray(val_scores), by_classifier, max_fpr) \
         if "thresholds" in parts else {}
+    if priors:
+        echo(f"      priors: {len(priors)} devices' normals learned on the device")
     return calibrate(bundle, val, max_fpr, budget, home_net, fit_flows, val_flows, val_order,
-                     own, echo, "services" in parts)
+                     own, echo, "services" in parts, priors)

@@ -238,6 +238,7 @@ def one_run(bundle: Path, records: Path, n: int, cpu: int, work: Path, options: 
     port = free_port()
     token = work / "page-token"
     token.write_text(TOKEN)
+    token.chmod(0o600)
     stop, times, failures = threading.Event(), [], []
     started: list = []
     poller = threading.Thread(target=poll, args=(f"http://127.0.0.1:{port}/", stop, times,
