@@ -1,6 +1,7 @@
 """`edge-ids learn`: a site's normal traffic -> an anomaly-only or hybrid bundle (host only)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -11,7 +12,7 @@ from .exit_codes import BadInput, Failed
 
 
 def _check_incident_budget(ctx, param, value):
-    if not value > 0:
+    if not (value > 0 and math.isfinite(value)):  # (inf: the threshold search never ends)
         raise click.BadParameter(f"{value:g} is not a budget: give the number of false "
                                  f"incidents per device per week you accept, > 0 (e.g. 1)")
     return value

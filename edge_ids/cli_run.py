@@ -264,6 +264,8 @@ def capture(bundle, interface, pcap, flow_report, record, record_max_mb, record_
 
 def _record_only(source: str, recording: dict, flow_report: int, verbose: bool) -> None:
     from .edge_runtime.argus import CaptureError
+    from .edge_runtime.pcapfile import BadCapture
+    from .edge_runtime.records import TruncatedInput
     from .edge_runtime.recorder import record_only
     from .edge_runtime.systemd import Notifier
 
@@ -273,6 +275,10 @@ def _record_only(source: str, recording: dict, flow_report: int, verbose: bool) 
         code = record_only(source, recording["record"], recording["record_max_bytes"],
                            recording["record_keep"], flow_report, Notifier(),
                            log=logging.getLogger("edge_ids.capture").info)
+    except BadCapture as e:  # the file given is no capture (as the alerts path says it)
+        raise BadInput(f"cannot start: {e}") from None
+    except TruncatedInput as e:
+        raise BadInput(str(e)) from None
     except (CaptureError, OSError, ValueError) as e:
         raise Failed(f"cannot start: {e}") from None
     sys.exit(code)

@@ -26,6 +26,7 @@ from .exit_codes import BadInput, Failed
 DEFAULT_STATE_DIR = "/var/lib/edge-ids"
 WAIT_SECONDS = 10.0
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_MUTE_SECONDS = 366 * 86400  # (the daemon refuses longer: operator_word.py)
 
 
 def state_dir_option(command):
@@ -143,10 +144,12 @@ def _table(rows) -> None:
 
 
 def parse_duration(text: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text or "")
-    if not match or float(match.group(1)) <= 0:
-        raise click.BadParameter(f"{text!r}: give a duration such as 90m, 12h, 7d or 2w")
-    return float(match.group(1)) * UNITS[match.group(2) or "s"]
+    match = re.fullmatch(r"\s*(\d{1,9}(?:\.\d{1,6})?)\s*([smhdw]?)\s*", text or "")
+    seconds = float(match.group(1)) * UNITS[match.group(2) or "s"] if match else 0.0
+    if not 0 < seconds <= MAX_MUTE_SECONDS:
+        raise click.BadParameter(f"{text!r}: give a duration of at most a year, such as 90m, "
+                                 f"12h, 7d or 2w")
+    return seconds
 
 
 def decide(state_dir: Path, action: str, target: str, seconds: float | None = None,
@@ -174,11 +177,16 @@ def _ask(state_dir: Path, request: dict, wait: float) -> dict | None:
     requests = state_dir / "requests"
     tmp = requests / f".{name}.tmp"
     try:
-        tmp.write_text(json.dumps(request) + "\n")
-        os.chmod(tmp, 0o640)
-        owner = state_dir.stat()
-        if os.getuid() == 0:  # the daemon's (dynamic) user must read and remove it
-            os.chown(tmp, owner.st_uid, owner.st_gid)
+        # made here and now (never a file or link the daemon's user put there), then given
+        # to the directory's owner through the open file, not its name
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+        try:
+            os.write(fd, (json.dumps(request) + "\n").encode())
+            owner = os.stat(state_dir)
+            if os.getuid() == 0:  # the daemon's (dynamic) user must read and remove it
+                os.fchown(fd, owner.st_uid, owner.st_gid)
+        finally:
+            os.close(fd)
         os.replace(tmp, requests / f"{name}.json")
     except PermissionError:
         raise click.UsageError(f"{requests}: permission denied (run as root: the state "
@@ -191,7 +199,11 @@ def _ask(state_dir: Path, request: dict, wait: float) -> dict | None:
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if answer_path.is_file():
-            answer = json.loads(answer_path.read_text())
+            fd = os.open(answer_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            try:
+                answer = json.loads(os.read(fd, 65536))
+            finally:
+                os.close(fd)
             answer_path.unlink(missing_ok=True)
             return answer
         time.sleep(0.05)

@@ -140,6 +140,8 @@ def timestamp() -> str:
 def iso(t: float) -> str:
     """A Unix time the way Suricata writes it (strftime once a second: it is a good part of a
     single record's cost)."""
+    if not math.isfinite(t):  # (nothing to say of it: the time it is written)
+        t = time.time()
     second = math.floor(t)
     if second != _second[0]:
         try:

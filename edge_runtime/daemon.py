@@ -267,7 +267,7 @@ class Daemon:
 
     def _tend_memory(self, writer: AlertWriter, now: float) -> None:
         """The operator's decisions waiting in the state directory, and a save when due."""
-        if self.memory is not None:
+        if self.memory is not None and self.memory.due(now):
             with self.outputs.lock:
                 if self.watch is not None:
                     self._write_events(self.watch.flush(), writer)

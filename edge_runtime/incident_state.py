@@ -20,8 +20,10 @@ starts again from the change, and its lines say since when (`why_since`).
 """
 from __future__ import annotations
 
+import json
 import math
 from array import array
+from typing import Iterator
 
 import numpy as np
 
@@ -30,25 +32,40 @@ from .normal_rule import Window
 from .normals import Normal, Normals
 
 SCHEMA = 1  # a state of another schema is set aside (state.py), never half read
-EPISODE_FIELDS = ("evidence", "at", "first", "last", "last_flagged", "flagged", "seen", "peers",
-                  "ports", "max_ratio", "incident", "opened", "last_line", "lines_flagged",
-                  "peak", "slot", "slot_bits", "first_flagged", "why_since")
+# an episode's fields and how each is read back (a state file may hold anything: every value is
+# converted, so that a wrong one fails here, at load, where it is set aside, never later)
+EPISODE_FIELDS = {"evidence": float, "at": float, "first": float, "last": float,
+                  "last_flagged": float, "flagged": int, "seen": int, "max_ratio": float,
+                  "incident": int, "opened": float, "last_line": float, "lines_flagged": int,
+                  "peak": float, "slot": int, "slot_bits": float, "first_flagged": float,
+                  "why_since": float}
+OPTIONAL = {"incident", "opened", "last_line", "slot", "why_since"}  # may be null
+COUNTS = ("opened", "closed", "new_devices", "changes")
 
 
-def dump(watch, model_sha256: str) -> dict:
-    """The watch's memory now, as JSON values (a copy: it may be written from another thread)."""
+def dump(watch, model_sha256: str, extra: dict | None = None) -> dict:
+    """The watch's memory now, as JSON values (for tests and small states: the daemon streams
+    `fragments` instead)."""
+    return json.loads("".join(fragments(watch, model_sha256, extra)))
+
+
+def fragments(watch, model_sha256: str, extra: dict | None = None) -> Iterator[str]:
+    """The watch's memory now as JSON text, in pieces (a device a piece): state.py streams
+    them through gzip, so no copy of the whole state is ever held. Read them all before the
+    watch moves on (the daemon does, under its lock)."""
     tracker = watch.tracker
     name = tracker.index.name
-    return {"schema": SCHEMA, "model_sha256": model_sha256,
+    head = {"schema": SCHEMA, "model_sha256": model_sha256,
             "clock": tracker.clock if math.isfinite(tracker.clock) else None,
-            "next_id": tracker.next_id,
-            "counts": {"opened": tracker.opened, "closed": tracker.closed,
-                       "new_devices": tracker.new_devices, "changes": tracker.changes},
-            "features": [list(f) for f in tracker.features],
-            "devices": [_device(d, name) for d in tracker.devices.values()],
-            "announced": list(tracker.evicted_new),
+            "next_id": tracker.next_id, "counts": {c: getattr(tracker, c) for c in COUNTS},
+            "features": [list(f) for f in tracker.features]}
+    yield json.dumps(head, separators=(",", ":"))[:-1] + ',"devices":['
+    for i, device in enumerate(tracker.devices.values()):
+        yield ("," if i else "") + json.dumps(_device(device, name), separators=(",", ":"))
+    tail = {"announced": list(tracker.evicted_new),
             "recent": [[i, *v] for i, v in tracker.recent.items()],
-            "bindings": [[ip, mac] for ip, mac in watch.map.bindings().items()]}
+            "bindings": [[ip, mac] for ip, mac in watch.map.bindings().items()]} | (extra or {})
+    yield "]," + json.dumps(tail, separators=(",", ":"))[1:]
 
 
 def load(watch, state: dict, model_sha256: str) -> int:
@@ -56,10 +73,11 @@ def load(watch, state: dict, model_sha256: str) -> int:
     (rebase). Returns how many devices came back."""
     tracker = watch.tracker
     number = tracker.index.number
-    tracker.clock = -math.inf if state["clock"] is None else float(state["clock"])
+    tracker.clock = -math.inf if state["clock"] is None else _finite(float(state["clock"]),
+                                                                      "clock")
     tracker.next_id = int(state["next_id"])
-    for field, value in state["counts"].items():
-        setattr(tracker, field, int(value))
+    for field in COUNTS:
+        setattr(tracker, field, int(state["counts"][field]))
     for value in state["devices"]:
         device = _device_from(value, number)
         tracker.devices[device.key] = device
@@ -75,6 +93,13 @@ def load(watch, state: dict, model_sha256: str) -> int:
                       for i, k, peers, ports in state["recent"]}
     watch.map.restore({str(ip): str(mac) for ip, mac in state["bindings"]})
     saved_features = [tuple(f) for f in state["features"]]
+    for device in tracker.devices.values():  # errors of the inputs they were saved with
+        for episode in (device.episode, device.ended and device.ended[0]):
+            if episode and episode.errors is not None and \
+                    episode.errors.shape[1] != len(saved_features):
+                raise ValueError(f"{device.key}'s episode has errors of "
+                                 f"{episode.errors.shape[1]} inputs, not "
+                                 f"{len(saved_features)}")
     rebase(tracker, tracker.settings, tracker.features, state["model_sha256"] == model_sha256,
            saved_features)
     while len(tracker.devices) > tracker.max_devices:  # a state made with room for more
@@ -90,9 +115,15 @@ def rebase(tracker, settings, features, same_model: bool, old_features=None) -> 
     tracker.normals = normals
     tracker.settings = settings
     tracker.features = list(features)
+    frozen = not normals.adapt  # (--frozen-normal: nothing learned on the device applies)
     for key, device in tracker.devices.items():
         normal, known = device.normal, key in settings.known
-        if known and not same_model:
+        if frozen:
+            fresh = normals.start(key, device.first_seen)
+            fresh.muted, fresh.peers, fresh.joined = normal.muted, normal.peers, normal.joined
+            device.normal = fresh
+            normals.adopt(key, fresh)
+        elif known and not same_model:
             fresh = normals.start(key, tracker.clock if math.isfinite(tracker.clock)
                                   else device.last_seen)
             fresh.muted, fresh.peers = normal.muted, normal.peers
@@ -119,6 +150,12 @@ def rebase(tracker, settings, features, same_model: bool, old_features=None) -> 
                     episode.errors = np.zeros((2, len(features)), np.float32) if features \
                         else None
                     episode.why_since = when if math.isfinite(when) else episode.last
+
+
+def _finite(value, what: str):
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{what} is {value}")
+    return value
 
 
 def _device(device: Device, name) -> dict:
@@ -176,6 +213,7 @@ def _normal_from(value: dict, number) -> Normal:
 
 def _episode(episode: Episode, name) -> dict:
     out = {field: getattr(episode, field) for field in EPISODE_FIELDS}
+    out["peers"], out["ports"] = dict(episode.peers), dict(episode.ports)
     out["errors"] = None if episode.errors is None else episode.errors.tolist()
     out["pending"] = None if episode.pending is None else episode.pending.to_state(name)
     return out
@@ -184,10 +222,17 @@ def _episode(episode: Episode, name) -> dict:
 def _episode_from(value: dict, number) -> Episode:
     errors = value["errors"]
     episode = Episode(float(value["first"]), 0)
-    for field in EPISODE_FIELDS:
-        setattr(episode, field, value[field])
-    episode.peers, episode.ports = dict(value["peers"]), dict(value["ports"])
+    for field, kind in EPISODE_FIELDS.items():
+        given = value[field]
+        if given is None and field in OPTIONAL:
+            setattr(episode, field, None)
+        else:
+            setattr(episode, field, _finite(kind(given), field))
+    episode.peers = {str(k): int(v) for k, v in dict(value["peers"]).items()}
+    episode.ports = {str(k): int(v) for k, v in dict(value["ports"]).items()}
     episode.errors = None if errors is None else np.array(errors, dtype=np.float32)
+    if episode.errors is not None and (episode.errors.ndim != 2 or len(episode.errors) != 2):
+        raise ValueError(f"an episode's errors of shape {episode.errors.shape}")
     episode.pending = None if value["pending"] is None else \
         Window.from_state(value["pending"], number)
     return episode

@@ -31,7 +31,7 @@ from .episodes import Device, Episode, bin_flagged, count
 from .incident_lines import incident_event, new_device_event
 from .incident_settings import IncidentSettings
 from .living import BatchPairs, LivingNormals, waiting
-from .normal_rule import NormalRule, Window
+from .normal_rule import NormalRule
 from .normals import Normals
 from .services import service_of
 
@@ -155,11 +155,13 @@ class IncidentTracker(LivingNormals):
             normal = device.normal
             # (episodes that may end in this batch: its own, and one a close window of its
             # flows' time; each may add a peak before its next flow)
-            ending = (device.episode is not None) + int(
+            ending = (device.episode is not None) + (device.ended is not None) + int(
                 (latest[d] - earliest[d]) // self.settings.close_after)
+            muted = normal.muted is not None and earliest[d] < normal.muted <= latest[d]
             if normal.joined is not None and earliest[d] < normal.joined + self._grace or \
-                    normals.adapt and normal.may_change(latest[d], counts[d] + waiting(device),
-                                                        normals.rule, self._tail, ending):
+                    muted or normals.adapt and normal.may_change(
+                        latest[d], counts[d] + waiting(device), normals.rule, self._tail,
+                        ending):
                 for _ in range(cuts[d + 1] - cuts[d]):  # (taken again below, in order)
                     next(evidence)
                 self._in_order(device, batch, first, end, events)
@@ -175,7 +177,7 @@ class IncidentTracker(LivingNormals):
                                differences, flows, events)
             if device.episode is not None:
                 device.episode.seen += end - seen
-            if normals.adapt and device.normal.muted is None:
+            if normals.adapt and not device.normal.muted_at(latest[d]):
                 batch.feed(device.normal, first, end)
 
     def _evidence(self, device, r, ip, t, start, score, named_bits, threshold, new_bits,
@@ -188,10 +190,11 @@ class IncidentTracker(LivingNormals):
         peer = (dst if src == ip else src) or "?"
         ratio = None if score is None else score / self.normals.fallback
         if peer in normal.peers:  # the operator accepted it: its flows are this device's normal
-            if device.episode is not None:
-                device.episode.seen += 1
-            if self.normals.adapt and normal.muted is None and named_bits <= 0:
-                normal.window.add(ratio or 0.0, service)
+            if device.episode is not None:  # (counted with their services, not their scores:
+                device.episode.seen += 1   # accepting raises no threshold)
+            if self.normals.adapt and not normal.muted_at(t) and named_bits <= 0:
+                normal.window.flows += 1
+                normal.window.count(service, 1)
             return
         bits = 0.0
         if score is not None and score > threshold:
@@ -211,7 +214,7 @@ class IncidentTracker(LivingNormals):
             self.active[device.key] = device
             if len(self.active) > MAX_EPISODES:
                 self._drop_weakest(events)
-        if episode.pending is not None and self.normals.adapt and normal.muted is None:
+        if episode.pending is not None and self.normals.adapt and not normal.muted_at(t):
             if named_bits > 0:  # learn's rule counts these against the budget, scores not
                 episode.pending.flows += 1
                 episode.pending.named += 1
@@ -230,19 +233,19 @@ class IncidentTracker(LivingNormals):
         if quiet:
             weakest = min(quiet, key=lambda d: d.episode.evidence)
             self._end(weakest, events, "dropped: too many devices in trouble at once")
-            weakest.ended = None
-            self.resumable.pop(weakest.key, None)
+            self._settle(weakest)
 
     def _episode(self, device: Device, t: float) -> Episode:
         """A new episode, or the last one if this flow arrived late into its window."""
         if device.ended is not None:
             episode, place = device.ended
-            device.ended = None
-            self.resumable.pop(device.key, None)
             if t - episode.last_flagged < self.settings.close_after:
+                device.ended = None
+                self.resumable.pop(device.key, None)
                 if place is not None:
                     self.peaks[place] = None  # its peak is recorded again when it ends
                 return episode
+            self._settle(device)
         return Episode(t, len(self.features))
 
     def _device(self, key: str, ip: str | None, t: float, flows, r: int, events: list
@@ -313,7 +316,7 @@ class IncidentTracker(LivingNormals):
             squared, signed = episode.errors  # (views: no copy back, as errors[0] += would)
             squared += weighted * row
             signed += weighted
-        if episode.incident is None and episode.evidence > self.incident_threshold(device):
+        if episode.incident is None and episode.evidence > self.incident_threshold(device, t):
             episode.incident = self.next_id
             self.next_id += 1
             device.incidents += 1
@@ -330,8 +333,7 @@ class IncidentTracker(LivingNormals):
         for key, device in list(self.resumable.items()):
             if device.ended is None or \
                     self.clock - device.ended[0].last_flagged >= 2 * settings.close_after:
-                device.ended = None
-                del self.resumable[key]
+                self._settle(device)
         for key, device in list(self.active.items()):
             episode = device.episode
             if self.clock - episode.last_flagged >= settings.close_after:
@@ -365,14 +367,9 @@ class IncidentTracker(LivingNormals):
             events.append(self._line(device, episode, "closed", max(
                 self.clock, episode.last) if at is None else at, reason))
             device.ended = None
-        else:
-            normal = device.normal
-            if normal.muted is None and self.normals.adapt:
-                normal.add_peak(episode.peak, self._tail.peaks_kept)
-                if episode.pending is not None and episode.pending.flows:
-                    normal.window.merge(episode.pending)
-            if episode.pending is not None and episode.pending.flows:
-                episode.pending = Window(episode.last)  # (a late flow may resume it)
+        else:  # (its peak and waiting flows feed the normal once it can no longer resume)
+            if device.ended is not None:
+                self._settle(device)
             device.ended = (episode, place)
             self.resumable[device.key] = device
         device.episode = None
@@ -391,7 +388,7 @@ class IncidentTracker(LivingNormals):
         return events
 
     def _line(self, device, episode, state: str, t: float, reason: str | None = None) -> dict:
-        return incident_event(device, episode, state, t, self.incident_threshold(device),
+        return incident_event(device, episode, state, t, self.open_threshold(device),
                               self.features, reason)
 
     def snapshot(self) -> list[dict]:

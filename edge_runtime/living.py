@@ -34,6 +34,9 @@ class LivingNormals:
             if episode is not None and t - episode.last_flagged >= self.settings.close_after:
                 self._end(device, events, self._quiet_reason(),
                           episode.last_flagged + self.settings.close_after)
+            if device.ended is not None and \
+                    t - device.ended[0].last_flagged >= self.settings.close_after:
+                self._settle(device)  # it can no longer resume: its flows feed the normal
             if device.episode is None and device.normal.ripe(t, normals.rule, self._tail):
                 self._change(device, t, events)
             threshold, bits = normals.threshold(key), normals.service_bits(key)
@@ -49,34 +52,54 @@ class LivingNormals:
             else:
                 if device.episode is not None:
                     device.episode.seen += 1
-                if device.normal.muted is None:
+                if not device.normal.muted_at(t):
                     device.normal.window.add(batch.ratio(score), service)
 
     def _change(self, device: Device, t: float, events: list) -> None:
         """Its normal graduates or moves (normals.py); the watch and this serve it from now."""
         settings = self.settings
         change = device.normal.change(t, self.normals.rule, self._tail,
-                                      settings.max_per_device_week, settings.threshold_bits)
+                                      settings.max_per_device_week, settings.threshold_bits,
+                                      self.index.name)
         if change:
             self.normals.adopt(device.key, device.normal)
             self.changes += 1
             events.append(normal_event(device, change, t, self.normals))
 
-    def incident_threshold(self, device: Device) -> float:
-        """The evidence that opens an incident for this device: its own (normals.py) or the
-        bundle's; none while the operator has it muted."""
+    def _settle(self, device: Device) -> None:
+        """Its last episode ended without an incident and can no longer resume (a flow of its
+        own came a close window after it, or another episode began, or it was forgotten): its
+        peak and the flagged flows that waited in it feed its normal now, and only now, so a
+        late flow that resumes an episode never finds its flows already learned."""
+        ended, device.ended = device.ended, None
+        self.resumable.pop(device.key, None)
+        episode = ended[0] if ended is not None else None
+        if episode is None or episode.incident is not None or not self.normals.adapt:
+            return
         normal = device.normal
-        if normal.muted is not None:
-            return math.inf
-        own = normal.incident_bits
+        if not normal.muted_at(episode.last):
+            normal.add_peak(episode.peak, self._tail.peaks_kept)
+        if episode.pending is not None and episode.pending.flows:
+            normal.window.merge(episode.pending)  # (its flows were kept only while unmuted)
+        episode.pending = None
+
+    def incident_threshold(self, device: Device, t: float) -> float:
+        """The evidence that opens an incident for this device at flow time t: its own
+        (normals.py) or the bundle's; none while the operator has it muted."""
+        return math.inf if device.normal.muted_at(t) else self.open_threshold(device)
+
+    def open_threshold(self, device: Device) -> float:
+        """Its incident threshold, mute aside (what its lines say)."""
+        own = device.normal.incident_bits
         return self.settings.threshold_bits if own is None else max(
             own, self.settings.threshold_bits)
 
 
 def waiting(device: Device) -> int:
-    """Flows waiting in the device's episode to feed its normal."""
-    episode = device.episode
-    return episode.pending.flows if episode is not None and episode.pending is not None else 0
+    """Flows waiting in the device's episodes (going on, or ended and resumable) to feed its
+    normal."""
+    return sum(e.pending.flows for e in (device.episode, device.ended and device.ended[0])
+               if e is not None and e.pending is not None)
 
 
 class BatchPairs:
@@ -116,6 +139,6 @@ class BatchPairs:
             return
         window.flows += n
         window.add_many(scores[scores > window.floor()].tolist())
-        values, counts = np.unique(services, return_counts=True)
-        for service, k in zip(values.tolist(), counts.tolist()):
-            window.count(service, k)
+        values, first, counts = np.unique(services, return_index=True, return_counts=True)
+        for i in np.argsort(first).tolist():  # in the order they came, as one by one
+            window.count(int(values[i]), int(counts[i]))

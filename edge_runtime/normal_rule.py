@@ -120,14 +120,14 @@ class Window:
 
     def forget(self, keep: int) -> None:
         """Halve the window until it holds at most `keep` flows: a random half of its flows
-        keeps about every other one of its highest scores, and half of each count (rounded
-        up: a service used stays used). The window then weighs recent flows more, and never
+        keeps about every other one of its highest scores, and half of each count (a service
+        used once may go, "other" too, so the window can count new ones again). The window then weighs recent flows more, and never
         holds more than learn's rule can use exactly."""
         while self.flows > keep:
             self.flows = (self.flows + 1) // 2
             self.named //= 2
             self.top = self.top[(len(self.top) - 1) % 2::2]  # the highest, the third, ...
-            self.services = {s: (n + 1) // 2 for s, n in self.services.items()}
+            self.services = {s: n // 2 for s, n in self.services.items() if n > 1}
 
     def merge(self, other: "Window") -> None:
         self.flows += other.flows

@@ -61,6 +61,7 @@ MAX_NORMAL_SERVICES = 64  # services a normal learned on the device may hold
 THRESHOLD_RATE = math.sqrt(2.0)  # a threshold moves at most by this factor a day
 NEW_SERVICES_A_DAY = 4  # services that may join a normal a day
 MIN_CHANGE = 0.05  # a threshold that would move by less than 5 % does not change
+BITS_FALL = 1.0  # a learned device's new-service evidence falls at most this much a day
 MAX_PEERS = 16  # peers the operator accepted, per device
 
 
@@ -85,6 +86,10 @@ class Normal:
         self.peaks = array("f")  # its episodes' highest peaks (ascending), no incident
         self.incident_bits: float | None = None  # its own incident threshold (None: the site's)
 
+    def muted_at(self, t: float) -> bool:
+        """The operator has it muted at flow time t."""
+        return self.muted is not None and t < self.muted
+
     def add_peak(self, peak: float, keep: int) -> None:
         """An episode ended without an incident at this peak evidence."""
         if len(self.peaks) < keep:
@@ -97,7 +102,7 @@ class Normal:
                    peaks: int = 0) -> bool:
         """Could it change by flow time t with `flows` more flows and `peaks` more episodes
         ended (a quick test, so that only a device about to change is taken flow by flow)?"""
-        if self.muted is not None or t - self.changed < DAY:
+        if self.muted_at(t) or t - self.changed < DAY:
             return False
         return self.window.flows + flows >= rule.measured_flows or \
             (self.stage != "known" and len(self.peaks) + peaks > tail.min_tail)
@@ -107,7 +112,7 @@ class Normal:
         return self.may_change(t, 0, rule, tail)
 
     def change(self, t: float, rule: NormalRule, tail: TailRule, budget: float,
-               site_bits: float) -> dict | None:
+               site_bits: float, name=str) -> dict | None:
         """Graduate, or move at the bounded rate; its own incident threshold; what changed
         (for its line), or None."""
         window, before = self.window, self.ratio
@@ -124,7 +129,7 @@ class Normal:
             self.stage, self.ratio = "learned", proposed
             if self.services is None:  # a new device: the services it used, and their bits
                 used = sorted((s for s in window.services if s != OTHER),
-                              key=lambda s: -window.services[s])
+                              key=lambda s: (-window.services[s], name(s)))
                 self.services = frozenset(used[:MAX_NORMAL_SERVICES])
                 self.bits = service_bits(window.services, rule.max_fpr)
                 change["services_added"] = sorted(self.services)
@@ -136,12 +141,14 @@ class Normal:
                     self.ratio = bounded
                     change |= {"threshold_ratio": bounded, "was_ratio": before,
                                "proposed_ratio": proposed}
-            added = self._new_services(window)
+            added = self._new_services(window, name)
             if added:
                 self.services = self.services | frozenset(added)
                 change["services_added"] = added
             if self.stage == "learned" and self.services is not None:
-                bits = service_bits(window.services, rule.max_fpr)
+                # what its window gives, falling at most BITS_FALL a day (a device probed with
+                # new services every day must not lose its new-service evidence at once)
+                bits = max(service_bits(window.services, rule.max_fpr), self.bits - BITS_FALL)
                 if abs(bits - self.bits) > 0.05:
                     change["bits_were"], self.bits = self.bits, bits
             if change:
@@ -170,13 +177,16 @@ class Normal:
         was, self.incident_bits = self.incident_bits, new
         return {"incident_bits": new, "incident_bits_were": was}
 
-    def _new_services(self, window: Window) -> list[int]:
+    def _new_services(self, window: Window, name) -> list[int]:
+        """The most used of the window's services it does not have (ties: by name, so that no
+        run's numbering decides), at most NEW_SERVICES_A_DAY, each used at least twice."""
         if self.services is None or len(self.services) >= MAX_NORMAL_SERVICES:
             return []
-        fresh = sorted(((n, s) for s, n in window.services.items()
-                        if s != OTHER and n >= 2 and s not in self.services), reverse=True)
+        fresh = sorted((s for s, n in window.services.items()
+                        if s != OTHER and n >= 2 and s not in self.services),
+                       key=lambda s: (-window.services[s], name(s)))
         room = MAX_NORMAL_SERVICES - len(self.services)
-        return sorted(s for _, s in fresh[:min(NEW_SERVICES_A_DAY, room)])
+        return sorted(fresh[:min(NEW_SERVICES_A_DAY, room)])
 
 
 class Normals:
@@ -189,8 +199,8 @@ class Normals:
         # (another bundle keeps the index: its numbers are those the devices' normals hold)
         self.index = index or ServiceIndex()
         self.index.clear()
-        for key, used in (settings.services or {}).items():
-            self.index.set(key, [self.index.number(name) for name in used])
+        for key, used in sorted((settings.services or {}).items()):  # (sorted: the numbers
+            self.index.set(key, [self.index.number(name) for name in sorted(used)])  # repeat)
         self.own: dict[str, float | None] = {}  # key -> its threshold, over the bundle's
         self.bits: dict[str, float] = {}  # key -> its new-service bits, over the bundle's
         self.version = 0  # counts changes of thresholds (what the watch remembers)

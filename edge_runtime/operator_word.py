@@ -17,6 +17,7 @@ from .devices import device_label
 from .normals import MAX_NORMAL_SERVICES, MAX_PEERS, Normal
 
 MAX_DECISIONS = 256  # decisions remembered (for undo and `site list`)
+MAX_MUTE_SECONDS = 366 * 86400.0  # a mute lasts at most a year (flow time)
 ACTIONS = ("accept", "mute", "unmute", "forget", "probation", "undo")
 
 
@@ -28,7 +29,8 @@ class Decisions:
     """The decisions taken, newest last (bounded), and how to take one."""
 
     def __init__(self, log: list | None = None):
-        self.log: list[dict] = list(log or [])[-MAX_DECISIONS:]
+        self.log: list[dict] = [d for d in (log if isinstance(log, list) else [])
+                                if _well_formed(d)][-MAX_DECISIONS:]
 
     def take(self, tracker, request: dict) -> list[dict]:
         """Apply a request ({"action", "target", "seconds", "by"}); the events it makes (its
@@ -79,8 +81,10 @@ class Decisions:
     def _mute(self, tracker, target, request, events):
         device = _device(tracker, target)
         seconds = request.get("seconds")
-        if not isinstance(seconds, (int, float)) or not seconds > 0:
-            raise DecisionError("mute needs a duration (e.g. --for 7d)")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or \
+                not 0 < seconds <= MAX_MUTE_SECONDS:
+            raise DecisionError(f"mute needs a duration of at most a year (e.g. --for 7d), "
+                                f"not {seconds!r}")
         was = device.normal.muted
         until = _now(tracker) + float(seconds)
         _set_mute(tracker, device, until, events)
@@ -151,6 +155,7 @@ class Decisions:
             elif action == "probation":
                 device.normal = _normal_from(undo["normal"], tracker.index.number)
             tracker.normals.adopt(key, device.normal)
+        _sync_mute(tracker, tracker.devices[key])
         decision["undone"] = True
         return None, key, {"undoes": decision["id"], "undone_action": action}
 
@@ -183,6 +188,24 @@ def _incident(tracker, target: str) -> tuple[str, list, list]:
         raise DecisionError(f"no incident {number} is open or recent (see `edge-ids site "
                             f"list`)")
     return recent
+
+
+def _sync_mute(tracker, device) -> None:
+    """The tracker's table of mutes says what the device's normal says (after a restore)."""
+    if device.normal.muted is None:
+        tracker.muted.pop(device.key, None)
+    else:
+        tracker.muted[device.key] = device.normal.muted
+
+
+def _well_formed(decision) -> bool:
+    """A decision as Decisions.take writes it (a state file's may be anything)."""
+    return isinstance(decision, dict) and isinstance(decision.get("id"), int) and \
+        decision.get("action") in ACTIONS and isinstance(decision.get("target"), str) and \
+        isinstance(decision.get("device"), (str, type(None))) and \
+        isinstance(decision.get("undone"), bool) and isinstance(decision.get("time"),
+                                                                  (int, float)) and \
+        isinstance(decision.get("undo"), (dict, type(None)))
 
 
 def _set_mute(tracker, device, until: float | None, events: list) -> None:

@@ -84,6 +84,7 @@ def record_only(input_spec: str, path: str, max_bytes: int = DEFAULT_MAX_BYTES,
     import threading
 
     from .inputs import open_source
+    from .records import TruncatedInput
 
     stop = threading.Event()
     source = open_source(input_spec, schema=recording_schema(),
@@ -96,6 +97,9 @@ def record_only(input_spec: str, path: str, max_bytes: int = DEFAULT_MAX_BYTES,
             notifier.ready(f"recording flows to {path}")
         for lines in source.batches(stop):
             recorder.write(lines)
+    except TruncatedInput as e:  # what was read before the cut is kept, and said
+        raise TruncatedInput(f"{e}; the {recorder.lines:,} flows before it were recorded to "
+                             f"{path}") from None
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -14,6 +14,7 @@ import numpy as np
 
 PORT_BITS = 17  # a service's number: protocol << PORT_BITS | (port + 1), or 0 for no port
 MAX_PROTOCOLS = 256  # protocols numbered (Argus names a few dozen)
+REBUILD_AFTER = 256  # devices whose services changed before the sorted pairs are rebuilt
 
 
 def _is_port(text: str) -> bool:
@@ -73,11 +74,13 @@ class ServiceIndex:
         self._proto: dict[str, int] = {}  # protocol -> its number, in the order first seen
         self._names = np.array([], dtype=str)  # the protocols, sorted (to look a batch up)
         self._ids = np.array([], dtype=np.int64)  # their numbers, in that order
-        self._device: dict[str, int] = {}
+        self._device: dict[str, int] = {}  # key -> its id (devices with services only)
+        self._next = 0  # ids are never reused: an id's old pairs may still be in _pairs
         self._sets: dict[str, frozenset] = {}  # key -> its service numbers
         self._pairs = np.array([], dtype=np.int64)  # device << 32 | service, sorted
-        for key, used in (services or {}).items():
-            self.set(key, [self.number(name) for name in used])
+        self._changed: dict[int, frozenset | None] = {}  # ids whose pairs above are stale
+        for key, used in sorted((services or {}).items()):
+            self.set(key, [self.number(name) for name in sorted(used)])
 
     @property
     def devices(self):
@@ -88,25 +91,34 @@ class ServiceIndex:
         return self._sets.get(key)
 
     def set(self, key: str, numbers) -> None:
-        """A device's services are now these numbers (-1s are left out)."""
+        """A device's services are now these numbers (-1s are left out). Cheap: the sorted
+        pairs are rebuilt once enough devices changed (a reload changes them all at once)."""
         numbers = frozenset(n for n in numbers if n >= 0)
         if self._sets.get(key) == numbers:
             return
-        device = self._device.setdefault(key, len(self._device))
-        kept = self._pairs[(self._pairs >> 32) != device]
-        mine = np.array(sorted(device << 32 | n for n in numbers), dtype=np.int64)
-        self._pairs = np.union1d(kept, mine)
+        if key not in self._device:
+            self._device[key] = self._next
+            self._next += 1
         self._sets[key] = numbers
-
-    def clear(self) -> None:
-        """No device has services on record (the numbers of protocols stay)."""
-        self._sets.clear()
-        self._pairs = np.array([], dtype=np.int64)
+        self._changed[self._device[key]] = numbers
 
     def drop(self, key: str) -> None:
         """The device has no services on record any more (forgotten, or back on probation)."""
         if self._sets.pop(key, None) is not None:
-            self._pairs = self._pairs[(self._pairs >> 32) != self._device[key]]
+            self._changed[self._device.pop(key)] = None
+
+    def clear(self) -> None:
+        """No device has services on record (the numbers of protocols stay)."""
+        self._sets.clear()
+        self._device.clear()
+        self._changed.clear()
+        self._pairs = np.array([], dtype=np.int64)
+
+    def _rebuild(self) -> None:
+        device = self._device
+        self._pairs = np.array(sorted(device[key] << 32 | n for key, used in self._sets.items()
+                                      for n in used), dtype=np.int64)
+        self._changed.clear()
 
     def _register(self, protos) -> None:
         for proto in protos:
@@ -166,12 +178,25 @@ class ServiceIndex:
         """Per (device, service) pair: True where that device has services on record and this
         is not one of them (devices: indices into keys; services: their numbers)."""
         known = np.array([k in self._sets for k in keys], dtype=bool)[devices]
-        if not known.any() or not len(self._pairs):
+        if not known.any():
             return known
+        if len(self._changed) > REBUILD_AFTER:
+            self._rebuild()
         device = np.array([self._device.get(k, -1) for k in keys], dtype=np.int64)[devices]
         pairs = device << 32 | services  # a service never numbered (-1): no learned pair
-        found = np.minimum(np.searchsorted(self._pairs, pairs), len(self._pairs) - 1)
-        return known & ((self._pairs[found] != pairs) | (services < 0))
+        used = np.zeros(len(pairs), dtype=bool)
+        if len(self._pairs):
+            found = np.minimum(np.searchsorted(self._pairs, pairs), len(self._pairs) - 1)
+            used = self._pairs[found] == pairs
+        if self._changed:  # devices changed since the pairs were sorted: their own sets
+            changed = self._changed
+            stale = np.flatnonzero(known & np.isin(device, np.fromiter(changed, np.int64,
+                                                                       len(changed))))
+            for i, d, service in zip(stale.tolist(), device[stale].tolist(),
+                                     services[stale].tolist()):
+                current = changed[d]
+                used[i] = current is not None and service in current
+        return known & (~used | (services < 0))
 
 
 def _split(name: str) -> tuple[str, int | None]:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import time
 from pathlib import Path
 
-from .incident_state import dump, load
+from .incident_state import fragments, load
 from .operator_word import DecisionError, Decisions
 from .state import SAVE_SECONDS, StateStore
 
@@ -37,6 +38,7 @@ class SiteMemory:
         self.state = self.store.load()
         self.decisions = Decisions(self.state.get("decisions") if self.state else None)
         self._saved_at = time.monotonic()
+        self._interval = SAVE_SECONDS  # longer when a save takes long: under 1 % of the time
         self._checked_at = 0.0
         self._asked = False  # `edge-ids site` asked for the state now
         self._waiting_save: list[str] = []  # its requests, answered once it is written
@@ -49,13 +51,17 @@ class SiteMemory:
             return watch
         try:
             n = load(watch, self.state, model_sha256)
-        except (KeyError, TypeError, ValueError, IndexError) as e:
+        except Exception as e:  # noqa: BLE001 - whatever a state file holds, never a crash
             self.store.set_aside(f"not a state this edge-ids can use ({type(e).__name__}: {e})")
             self.decisions = Decisions()
             return make_watch()
         log.info("state: %d devices, incident ids from %d, from %s", n, watch.tracker.next_id,
                  self.store.path)
         return watch
+
+    def due(self, now: float) -> bool:
+        """Is there anything to do now (a look at the requests, or a save)?"""
+        return now - self._checked_at >= CHECK_SECONDS or now - self._saved_at >= self._interval
 
     def tick(self, watch, model_sha256: str, now: float) -> list[dict]:
         """Between batches: the operator's decisions waiting (their events), and a save when
@@ -64,9 +70,10 @@ class SiteMemory:
         if now - self._checked_at >= CHECK_SECONDS:
             self._checked_at = now
             events = self._take_requests(watch)
-        if watch is not None and (events or self._asked or now - self._saved_at >= SAVE_SECONDS):
+        if events or self._asked or now - self._saved_at >= self._interval:
             self._asked = False
-            self.save(watch, model_sha256, now)
+            if watch is not None:
+                self.save(watch, model_sha256, now)
             if self._waiting_save:
                 self.store.flush()  # (written before the command is answered)
                 for name in self._waiting_save:
@@ -76,38 +83,49 @@ class SiteMemory:
 
     def save(self, watch, model_sha256: str, now: float | None = None) -> None:
         self._saved_at = time.monotonic() if now is None else now
-        self.store.save(self._dump(watch, model_sha256))
+        self.store.save(self._pieces(watch, model_sha256))
+        self._interval = max(SAVE_SECONDS, 100 * self.store.seconds)
 
     def stop(self, watch, model_sha256: str) -> None:
         """Written before returning (the daemon stops); the directory is unlocked."""
         try:
             if watch is not None:
-                self.store.save_now(self._dump(watch, model_sha256))
+                self.store.save_now(self._pieces(watch, model_sha256))
         finally:
             self.store.close()
 
-    def _dump(self, watch, model_sha256: str) -> dict:
-        return dump(watch, model_sha256) | {"decisions": self.decisions.log}
+    def _pieces(self, watch, model_sha256: str):
+        return fragments(watch, model_sha256, {"decisions": self.decisions.log})
 
     def _take_requests(self, watch) -> list[dict]:
         events: list = []
         try:
-            waiting = sorted((self.directory / REQUESTS).glob("*.json"))[:MAX_REQUESTS]
-            for old in (self.directory / ANSWERS).glob("*.json"):  # nobody came for them
-                if time.time() - old.stat().st_mtime > ANSWERS_KEPT_SECONDS:
-                    old.unlink(missing_ok=True)
+            with os.scandir(self.directory / ANSWERS) as entries:  # nobody came for them
+                for entry in entries:
+                    if entry.name.endswith(".json") and \
+                            time.time() - entry.stat(follow_symlinks=False).st_mtime > \
+                            ANSWERS_KEPT_SECONDS:
+                        os.unlink(entry.path)
+            waiting = []
+            with os.scandir(self.directory / REQUESTS) as entries:
+                for entry in entries:
+                    if not entry.name.endswith(".json"):
+                        continue
+                    if entry.is_file(follow_symlinks=False):
+                        waiting.append(entry.path)
+                    else:  # a link, a pipe: no request `site` writes; never read, removed
+                        log.warning("removing %s: not a regular file", entry.path)
+                        os.unlink(entry.path)
+            waiting.sort()
         except OSError:
             return events
-        for path in waiting:
+        for path in waiting[:MAX_REQUESTS]:
+            name = os.path.basename(path)[:-5]
             try:
-                with open(path, "rb") as f:
-                    request = json.loads(f.read(MAX_REQUEST_BYTES))
-                if not isinstance(request, dict):
-                    raise ValueError("not a JSON object")
+                request = _read_request(path)
                 if request.get("action") == "save":  # `site list`: the state as it is now
                     self._asked = True
-                    self._waiting_save.append(path.stem)
-                    path.unlink(missing_ok=True)
+                    self._waiting_save.append(name)
                     continue
                 if watch is None:
                     raise DecisionError("this daemon's bundle watches no devices")
@@ -117,13 +135,14 @@ class SiteMemory:
                           "message": _describe(taken[0])}
             except DecisionError as e:
                 answer = {"ok": False, "message": str(e)}
-            except (OSError, ValueError) as e:
-                answer = {"ok": False, "message": f"unreadable request: {e}"}
-            self._answer(path.stem, answer)
-            try:
-                path.unlink()
-            except OSError as e:
-                log.error("cannot remove the request %s: %s", path, e)
+            except Exception as e:  # noqa: BLE001 - a request may hold anything: never a crash
+                answer = {"ok": False, "message": f"unusable request: {type(e).__name__}: {e}"}
+            finally:
+                try:
+                    os.unlink(path)
+                except OSError as e:
+                    log.error("cannot remove the request %s: %s", path, e)
+            self._answer(name, answer)
         return events
 
     def _answer(self, name: str, answer: dict) -> None:
@@ -135,6 +154,21 @@ class SiteMemory:
             os.replace(tmp, target)
         except OSError as e:
             log.error("cannot answer the request %s: %s", name, e)
+
+
+def _read_request(path: str) -> dict:
+    """A request file's JSON object: a regular file, read without following a link or
+    waiting on a pipe, at most MAX_REQUEST_BYTES."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        request = json.loads(os.read(fd, MAX_REQUEST_BYTES))
+    finally:
+        os.close(fd)
+    if not isinstance(request, dict):
+        raise ValueError("not a JSON object")
+    return request
 
 
 def _describe(event: dict) -> str:

@@ -9,8 +9,10 @@ what the device watch remembers (incident_state.py), kept across restarts and de
   bounded: 16,384 devices, 32 services a window); a state that cannot be read (damaged, cut,
   another schema) is moved aside as DIR/state.json.gz.unreadable-TIME with a warning that names
   it, and the daemon starts fresh: a state never stops the daemon.
-- **Off the detection path**: the daemon hands a copy over at most every SAVE_SECONDS and when it
-  stops; a thread of its own compresses and writes it.
+- **Light on the detection path**: the daemon streams its state through gzip into a temporary
+  file (no copy of the whole state is held), at most every SAVE_SECONDS and never more often
+  than keeps that under 1 % of its time, and when it stops; a thread of its own makes it
+  durable (fsync, rename), so a slow SD card never holds the detection.
 
 Standard library only (json, gzip, fcntl, os).
 """
@@ -24,6 +26,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Iterable
 
 from .incident_state import SCHEMA
 
@@ -70,12 +73,13 @@ class StateStore:
         self._lock.truncate()
         self._lock.write(f"{os.getpid()}\n")
         self._lock.flush()
-        self._pending: dict | None = None
+        self._pending: Path | None = None  # written, to be made durable (fsync, rename)
         self._wake = threading.Condition()
-        self._closing = False
-        self._writing = False
+        self._closing = self._syncing = False
+        self._written = 0  # temporary files made (their names are unique)
         self.saved = self.failed = 0
-        self._writer = threading.Thread(target=self._write_all, daemon=True,
+        self.seconds = 0.0  # what the last write took on the detection thread
+        self._writer = threading.Thread(target=self._sync_all, daemon=True,
                                         name="edge-ids-state")
         self._writer.start()
 
@@ -101,50 +105,65 @@ class StateStore:
         log.warning("state %s is %s: moved aside to %s; starting fresh", self.path, why, aside)
         return aside
 
-    def save(self, state: dict) -> None:
-        """Hand a state over to be written (a newer one replaces one not yet written)."""
+    def save(self, fragments: Iterable[str]) -> None:
+        """Write a state (its JSON text in pieces: incident_state.fragments) to a temporary file
+        now, streamed through gzip so that no copy of the whole state is ever held, and hand it
+        over to be made durable (fsync, rename over the last one) by the writer's thread."""
+        started = time.monotonic()
+        self._written += 1
+        tmp = self.path.with_name(f".{STATE_FILE}.{os.getpid()}.{self._written}.tmp")
+        try:
+            with open(tmp, "wb") as raw:
+                with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as f:
+                    for piece in fragments:
+                        f.write(piece.encode())
+        except OSError as e:  # a full disk must not stop the detection
+            self._failed(e, tmp)
+            return
+        finally:
+            self.seconds = time.monotonic() - started
         with self._wake:
-            self._pending = state
+            if self._pending is not None:  # a newer state: the older one is not needed
+                self._pending.unlink(missing_ok=True)
+            self._pending = tmp
             self._wake.notify()
 
-    def flush(self, timeout: float = 10.0) -> None:
-        """Wait until what was handed over is written."""
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait until what was handed over is durable."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._wake:
-                if self._pending is None and not self._writing:
-                    return
-            time.sleep(0.005)
-
-    def save_now(self, state: dict) -> None:
-        """Write it before returning (the daemon stops)."""
         with self._wake:
-            self._pending = None
-        self._write(state)
+            while (self._pending is not None or self._syncing) and \
+                    time.monotonic() < deadline:
+                self._wake.wait(0.05)
 
-    def _write_all(self) -> None:
+    def save_now(self, fragments: Iterable[str]) -> None:
+        """Write it and make it durable before returning (the daemon stops)."""
+        self.save(fragments)
+        self.flush()
+
+    def _sync_all(self) -> None:
         while True:
             with self._wake:
                 while self._pending is None and not self._closing:
                     self._wake.wait()
                 if self._pending is None:
                     return
-                state, self._pending = self._pending, None
-                self._writing = True
+                tmp, self._pending = self._pending, None
+                self._syncing = True
             try:
-                self._write(state)
+                self._sync(tmp)
             finally:
                 with self._wake:
-                    self._writing = False
+                    self._syncing = False
+                    self._wake.notify_all()
 
-    def _write(self, state: dict) -> None:
-        tmp = self.path.with_name(f".{STATE_FILE}.tmp")
+    def _sync(self, tmp: Path) -> None:
         try:
-            with open(tmp, "wb") as raw:
-                with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as f:
-                    f.write(json.dumps(state, separators=(",", ":")).encode())
-                raw.flush()
-                os.fsync(raw.fileno())
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, self.path)
             directory = os.open(self.directory, os.O_RDONLY)
             try:
@@ -152,13 +171,19 @@ class StateStore:
             finally:
                 os.close(directory)
             self.saved += 1
-        except OSError as e:  # a full disk must not stop the detection
-            self.failed += 1
-            log.error("writing the state to %s failed (detection goes on): %s", self.path, e)
+        except OSError as e:
+            self._failed(e, tmp)
+
+    def _failed(self, error: OSError, tmp: Path) -> None:
+        self.failed += 1
+        tmp.unlink(missing_ok=True)
+        log.error("writing the state to %s failed (detection goes on): %s", self.path, error)
 
     def close(self) -> None:
         with self._wake:
             self._closing = True
             self._wake.notify()
-        self._writer.join(timeout=30)
+        self._writer.join(timeout=60)
+        for old in self.directory.glob(f".{STATE_FILE}.*.tmp"):  # (left by a kill -9)
+            old.unlink(missing_ok=True)
         self._lock.close()  # (releases the lock)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from edge_ids import exit_codes as codes
 from edge_ids.cli import main
-from conftest import NSL_KDD, REPO
+from conftest import DATA_DIR, NSL_KDD, REPO
 
 EDGE_IDS = str(Path(sys.executable).with_name("edge-ids"))
 OK, FAILED, USAGE, REJECTED, BAD_INPUT = (codes.OK, codes.FAILED, codes.USAGE, codes.REJECTED,
@@ -45,6 +45,8 @@ def files(small_pipeline, kdd_test_lines, tmp_path_factory) -> dict[str, Path]:
     shutil.copy(NSL_KDD / "KDDTest+.txt.gz", tmp / "only-test" / "nsl-kdd")
     (tmp / "model-folder").mkdir()
     (tmp / "hosts.ini").write_text("sensor-1 ansible_host=127.0.0.1 ansible_port=1\n")
+    capture = DATA_DIR / "iot-23-pcap" / "CTU-IoT-Malware-Capture-3-1" / "test.pcap"
+    (tmp / "cut.pcap").write_bytes(capture.read_bytes()[:300_000])  # in the middle of a packet
     for name, content in (("state", gzip.compress(json.dumps(
             {"schema": 1, "clock": None, "devices": [], "recent": [], "decisions": []}).encode())),
                           ("damaged-state", b"not gzip"), ("empty-state", None)):
@@ -97,7 +99,13 @@ CASES = [
      "{tmp}/good.csv --ui-key {tmp}/good.csv", BAD_INPUT, "not a usable certificate and key"),
     ("capture --bundle {bundle}", USAGE, "give --interface IF or --pcap FILE"),
     ("capture --bundle {bundle} --print-config", BAD_INPUT, "Argus"),
+    ("capture --pcap {tmp}/good.csv --record {tmp}/r.csv", BAD_INPUT,
+     "is not a packet capture"),
+    ("capture --pcap {tmp}/cut.pcap --record {tmp}/r2.csv", BAD_INPUT,
+     "flows before it were recorded to"),
     ("learn --out {tmp}/l", USAGE, "give the benign traffic"),
+    ("learn --pcap {tmp}/cut.pcap --out {tmp}/l --max-incidents-per-week inf", USAGE,
+     "inf is not a budget"),
     ("learn --flows {tmp}/good.csv --classifier {tampered} --out {tmp}/l", BAD_INPUT,
      "modified or corrupted"),
     ("unit --device pi9", USAGE, "known devices: generic-aarch64"),
@@ -135,6 +143,8 @@ CASES = [
     ("site mute 02:00:00:00:00:01 --for 1d --state-dir {tmp}/state", USAGE, "no device"),
     ("site mute 02:00:00:00:00:01 --state-dir {tmp}/state", USAGE, "Missing option '--for'"),
     ("site accept 3 --state-dir {tmp}/state", USAGE, "no incident 3"),
+    ("site mute 02:00:00:00:00:01 --for 9999999999999d --state-dir {tmp}/state", USAGE,
+     "at most a year"),
     ("site undo 1 --state-dir {tmp}/state", USAGE, "no decision 1"),
     ("bench --bundle {tampered}", BAD_INPUT, "modified or corrupted"),
     ("bench --bundle {bundle} --device pi9", USAGE, "known devices"),

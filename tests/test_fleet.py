@@ -126,7 +126,8 @@ def test_fleet_deploy_installs_on_three_devices_and_status_shows_them(
         assert info["model_sha256"] == model and info["device"] == "x86_64"
         unit = (release / "edge-ids.service").read_text()  # this host's own unit
         assert f"--input unix:{folder}/in.sock --bundle {folder}/opt/current/bundle" in unit
-        assert f"--allowed-signers {folder}/opt/current/allowed_signers\n" in unit
+        assert f"--allowed-signers {folder}/opt/current/allowed_signers --state-dir " \
+               f"/var/lib/edge-ids\n" in unit
         assert (release / "allowed_signers").read_bytes() == keys["allowed"].read_bytes()
         assert (release / "bundle" / "manifest.json.sig").is_file()
     # the role and playbooks are package data of the edge-ids wheel (inert YAML, so they also

@@ -140,11 +140,13 @@ def test_record_on_the_device_then_learn_on_the_host_then_capture(tmp_path, capt
     lines = [json.loads(line) for line in alerts.read_text().splitlines()]
     events = [e for e in lines if e["event_type"] == "alert"]
     assert len(events) > 1000  # the bot's C&C flows are not like the Hue bridge's traffic
-    # and the bot is a device the Hue's learning period never saw: named once, one incident
+    # and the bot is a device the Hue's learning period never saw: named once, in trouble
+    # (never blind after a first incident: the bot goes quiet and comes back, incidents again)
     assert [e["event_type"] for e in lines].count("new_device") == 1
     incidents = [e for e in lines if e["event_type"] == "incident"]
-    assert [e["incident"]["state"] for e in incidents].count("open") == 1
-    assert incidents[0]["incident"]["new_device"] and incidents[0]["src_ip"] == "192.168.1.195"
+    assert [e["incident"]["state"] for e in incidents].count("open") >= 1
+    assert all(e["incident"]["new_device"] and e["src_ip"] == "192.168.1.195"
+               for e in incidents)
     for e in events[:50]:
         assert e["ml"]["class"] == "Unknown" and e["alert"]["category"] == "Unknown"
         assert e["ml"]["anomaly_score"] > e["ml"]["anomaly_threshold"] == \

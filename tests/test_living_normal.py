@@ -87,7 +87,12 @@ def test_a_window_counts_merges_and_comes_back_from_its_state():
     halved = Window.from_state(window.to_state(str), int)
     halved.forget(60)  # a random half of its flows, twice: every other highest score
     assert halved.flows == 50 and list(halved.top) == list(window.top)[3::4]
-    assert halved.top[-1] == window.top[-1] and halved.services == {0: 9, 1: 9, 2: 9, 5: 25}
+    assert halved.top[-1] == window.top[-1] and halved.services == {0: 8, 1: 8, 2: 8, 5: 25}
+    once = Window(T0)
+    for service in (1, 2, 2, 3, 3, 3):
+        once.add(0.1, service)
+    once.forget(3)  # a service used once goes: the window may count new ones again
+    assert once.services == {2: 1, 3: 1} and once.flows == 3
     names = {0: "tcp/1", 1: "tcp/2", 2: "udp/3", 5: "icmp"}
     back = Window.from_state(window.to_state(names.get), {v: k for k, v in names.items()}.get)
     assert (back.flows, list(back.top), back.services) == (200, list(window.top),
@@ -257,7 +262,7 @@ def test_a_devices_own_incident_threshold_is_learns_tail_rule_on_its_own_episode
     own = [c["incident_threshold_bits"] for c in changes if "incident_threshold_bits" in c]
     assert own and 6.0 < own[0] <= 2 * 6.0 + 1e-3  # the first: one step, at most doubling
     assert all(b <= a * THRESHOLD_RATE + 1e-3 for a, b in zip(own, own[1:]))
-    assert tracker.incident_threshold(tracker.devices[CAM]) == pytest.approx(own[-1], abs=1e-3)
+    assert tracker.open_threshold(tracker.devices[CAM]) == pytest.approx(own[-1], abs=1e-3)
 
 
 @pytest.mark.parametrize("size", [3, 16, 200])
@@ -279,3 +284,37 @@ def test_its_own_incident_threshold_falls_on_the_same_flow_however_batches_are_c
 
     one = run(1)
     assert len(one) >= 2 and run(size) == one
+
+
+def test_the_page_shows_each_devices_stage_its_last_change_and_a_mute():
+    from edge_ids.edge_runtime.page_render import render
+
+    tracker = IncidentTracker(settings())
+    rng = np.random.default_rng(1)
+    feed(tracker, day_of_flows(NEW, T0, 600, 0.2, ["tcp/443"], rng.uniform(.5, 1.5, 600))
+         + [(T0 + DAY + 60, NEW, 0.1, "tcp/443"), (T0 + DAY + 70, CAM, 0.1, "tcp/443")])
+    tracker.devices[CAM].normal.muted = T0 + 3 * DAY
+    page = render({"devices": tracker.snapshot(), "incidents": [], "now": tracker.clock,
+                   "model": "m"})
+    rows = {line.split("data-device='")[1].split("'")[0]: line
+            for line in page.splitlines() if "<tr class='device" in line}
+    assert "learned here" in rows[NEW] and "normal changed 2021-03-14" in rows[NEW]
+    assert "on probation" in rows[CAM] and "muted until 2021-03-16" in rows[CAM]
+
+
+def test_a_late_flow_resuming_an_episode_finds_none_of_its_flows_learned():
+    """The clock (another device's flow) ends the cam's episode; a late flow of the cam resumes
+    it and it becomes an incident: its flows never fed the normal, whatever the batches."""
+    t = T0 + 10 * 3600
+    flows = [(t, CAM, 3.0, "tcp/443"), (t + 1900, HUB, 0.1, "tcp/1883"),
+             (t + 100, CAM, 3.5, "tcp/443")]
+    flows += [(t + 120 + 60 * i, CAM, 32.0, "tcp/443") for i in range(6)]
+
+    def run(size):
+        tracker = IncidentTracker(settings())
+        events = feed(tracker, flows, size)
+        normal = tracker.devices[CAM].normal
+        return (len(opened(events)), normal.window.flows, list(normal.window.top),
+                list(normal.peaks))
+
+    assert run(1) == run(len(flows)) == (1, 0, [], [])

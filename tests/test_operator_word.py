@@ -119,3 +119,38 @@ def test_a_decision_that_cannot_be_taken_changes_nothing():
             decisions.take(tracker, request)
     assert (tracker.devices[HUB].normal.peers, tracker.muted, decisions.log) == before
     assert tracker.devices[HUB].episode.incident is not None  # still open
+
+
+def test_accepted_peers_raise_no_threshold_a_mute_ends_at_its_own_time_and_writes_json():
+    import json
+
+    tracker, decisions = IncidentTracker(settings()), Decisions()
+    feed(tracker, trouble(T0))
+    incident = tracker.devices[HUB].episode.incident
+    decisions.take(tracker, {"action": "accept", "target": str(incident)})
+    before = list(tracker.devices[HUB].normal.window.top)
+    feed(tracker, trouble(T0 + 7200, n=200))  # the accepted behaviour, high scores, for hours
+    assert list(tracker.devices[HUB].normal.window.top) == before  # counted, not its scores
+    assert tracker.devices[HUB].normal.window.flows >= 200
+    # a mute ends at its own flow time, whatever the batch: one batch over its end opens
+    events = decisions.take(tracker, {"action": "mute", "target": HUB, "seconds": 600})
+    until = events[0]["decision"]["until"]
+    after = [(until - 300 + 20 * i, HUB, 40.0, "203.0.113.5", "tcp/23") for i in range(60)]
+    lines = tracker.observe([f[0] for f in after], [f[0] - 1 for f in after],
+                            [((HUB, "192.168.1.9"),)] * len(after), [f[2] for f in after],
+                            None, None, lambda r: ("192.168.1.9", "40000", "203.0.113.5",
+                                                   "23", "tcp"), [f[4] for f in after])
+    opened = [e for e in lines if e.get("incident", {}).get("state") == "open"]
+    assert opened and opened[0]["incident"]["opened"] >= until
+    from edge_ids.edge_runtime.alerts import event_lines
+    json.loads(event_lines(lines, {}).splitlines()[0], parse_constant=lambda c: 1 / 0)
+
+
+def test_undoing_a_probation_keeps_its_mute_expiring():
+    tracker, decisions = IncidentTracker(settings()), Decisions()
+    feed(tracker, [(T0, HUB, 0.1, CLOUD, "tcp/1883")])
+    decisions.take(tracker, {"action": "mute", "target": HUB, "seconds": 600})
+    decisions.take(tracker, {"action": "probation", "target": HUB})
+    decisions.take(tracker, {"action": "undo", "target": "2"})
+    assert tracker.muted.get(HUB) == tracker.devices[HUB].normal.muted
+    assert states(feed(tracker, trouble(T0 + 86400))) == ["open"]  # the mute ran out

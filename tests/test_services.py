@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 
 from edge_ids.edge_runtime.devices import Owners
 from edge_ids.edge_runtime.services import ServiceIndex, service_of, services_of
@@ -112,3 +113,26 @@ def test_pairs_take_devices_in_the_order_they_appear_and_flows_in_record_order()
                                      zip(pairs.rows.tolist(), pairs.slots.tolist())]
     assert pairs.bounds.tolist() == [0, 3, 6, 8]
     assert [owners[r] for r in range(len(records))] == records
+
+
+@pytest.mark.parametrize("changed", [3, 300])
+def test_devices_whose_services_change_are_looked_up_by_their_new_ones(changed):
+    """A few changes are read from the devices' own sets, many make the sorted pairs be
+    rebuilt: either way each pair's answer is what the rule says."""
+    rng = random.Random(changed)
+    names = [f"tcp/{p}" for p in range(20)] + ["udp/53", "icmp"]
+    learned = {f"02:00:00:00:{d // 256:02x}:{d % 256:02x}": frozenset(rng.sample(names, 3))
+               for d in range(400)}
+    index = ServiceIndex(learned)
+    keys = list(learned)
+    index.unused(keys, np.array([0]), index.numbered(np.array(["udp/53"])))  # sorted now
+    for key in rng.sample(keys, changed):
+        learned[key] = frozenset(rng.sample(names, 4))
+        index.set(key, [index.number(n) for n in learned[key]])
+    gone = keys[0]
+    index.drop(gone)
+    devices = np.array([rng.randrange(len(keys)) for _ in range(3000)])
+    services = np.array([rng.choice(names) for _ in range(3000)])
+    expected = [keys[d] != gone and s not in learned[keys[d]]
+                for d, s in zip(devices.tolist(), services.tolist())]
+    assert index.unused(keys, devices, index.numbered(services)).tolist() == expected

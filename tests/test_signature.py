@@ -335,8 +335,9 @@ def test_a_profile_that_requires_signatures_sets_the_policy_and_needs_trusted_ke
 def test_the_unit_carries_the_signature_policy():
     signers = "/opt/edge-ids/current/allowed_signers"
     unit = render_unit(load_profile("pi4"), allowed_signers=signers)
-    assert f"--threads 1 --allowed-signers {signers}\n" in unit  # keys: signatures required
-    assert f"--allowed-signers {signers} --allow-unsigned\n" in render_unit(
+    assert f"--threads 1 --allowed-signers {signers} --state-dir /var/lib/edge-ids\n" in unit
+    # (keys: signatures required, nothing that would let unsigned bundles in)
+    assert f"--allowed-signers {signers} --allow-unsigned --state-dir " in render_unit(
         load_profile("pi4"), allowed_signers=signers, allow_unsigned=True)
     assert "--allowed-signers" not in render_unit(load_profile("pi4"))
 
@@ -394,5 +395,5 @@ def test_deploy_installs_the_trusted_keys_and_refuses_early_what_the_device_woul
         read = (lambda name: tar.extractfile(f"{top}/{name}").read())
         assert read("allowed_signers") == keys["allowed"].read_bytes()
         assert read("bundle/manifest.json.sig") == (trusted / SIGNATURE_FILE).read_bytes()
-        assert b" --allowed-signers /opt/edge-ids/current/allowed_signers\n" in \
-            read("edge-ids.service")
+        assert b" --allowed-signers /opt/edge-ids/current/allowed_signers --state-dir " \
+               b"/var/lib/edge-ids\n" in read("edge-ids.service")

@@ -141,7 +141,7 @@ def test_another_bundle_decides_what_applies_and_the_why_starts_again():
 def test_the_state_file_is_atomic_locked_and_set_aside_when_unreadable(tmp_path, caplog):
     store = StateStore(tmp_path)
     assert store.load() is None
-    store.save_now({"schema": 1, "devices": list(range(1000))})
+    store.save_now([json.dumps({"schema": 1, "devices": list(range(1000))})])
     assert store.load()["devices"] == list(range(1000))
     with pytest.raises(StateError, match=rf"in use by another edge-ids \(pid {os.getpid()}\)"):
         StateStore(tmp_path)
@@ -163,13 +163,13 @@ def test_the_state_file_is_atomic_locked_and_set_aside_when_unreadable(tmp_path,
 
 
 WRITER = """
-import sys, time
+import json, sys, time
 from edge_ids.edge_runtime.state import StateStore
 store = StateStore(sys.argv[1])
 i = 0
 while True:
     i += 1
-    store.save_now({"schema": 1, "n": i, "devices": ["x" * 64] * (2000 + i % 3000)})
+    store.save_now([json.dumps({"schema": 1, "n": i, "devices": ["x" * 64] * (2000 + i % 3000)})])
 """
 
 
@@ -179,8 +179,15 @@ def test_kill_9_at_any_moment_leaves_a_state_that_loads(tmp_path):
     rng = np.random.default_rng(0)
     last = 0
     for _ in range(12):
+        before = (tmp_path / "state.json.gz").stat().st_mtime_ns \
+            if (tmp_path / "state.json.gz").exists() else 0
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)])
-        time.sleep(0.3 + float(rng.uniform(0, 0.4)))
+        deadline = time.monotonic() + 60  # (its start may be slow on a loaded machine)
+        while time.monotonic() < deadline and not (
+                (tmp_path / "state.json.gz").exists()
+                and (tmp_path / "state.json.gz").stat().st_mtime_ns != before):
+            time.sleep(0.01)
+        time.sleep(float(rng.uniform(0, 0.4)))  # then at any moment
         os.kill(writer.pid, signal.SIGKILL)
         writer.wait()
         store = StateStore(tmp_path)
@@ -191,3 +198,106 @@ def test_kill_9_at_any_moment_leaves_a_state_that_loads(tmp_path):
         assert not list(tmp_path.glob("*.unreadable-*"))
         last = state["n"]
     assert last >= 1
+
+
+CORRUPT = {  # a state of the right schema whose values are wrong: path -> value
+    "counts is a list": (["counts"], [1, 2]),
+    "next_id infinite": (["next_id"], float("inf")),
+    "a device's flows infinite": (["devices", 0, "flows"], float("inf")),
+    "decisions is a number": (["decisions"], 5),
+    "a decision without its keys": (["decisions"], [{"id": 1}]),
+    "an episode's last flagged flow null": (["devices", "active", "episode", "last_flagged"],
+                                            None),
+    "an episode's evidence a text": (["devices", "active", "episode", "evidence"], "x"),
+    "an episode's errors of another width": (["devices", "active", "episode", "errors"],
+                                             [[0.0], [0.0]]),
+    "a timeline an object": (["devices", 0, "timeline"], {"1": 2}),
+    "a device's stage unknown": (["devices", 0, "normal", "stage"], "royal"),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPT))
+def test_a_state_of_the_right_schema_but_wrong_values_is_set_aside_never_a_crash(case,
+                                                                                 tmp_path):
+    from edge_ids.edge_runtime.site_state import SiteMemory
+
+    data = flows()
+    half = next(i for i, f in enumerate(data) if f[0] > T0 + 1.5 * 86400 + 600)
+    watch = watch_of()
+    observe(watch, data[:half])
+    state = json.loads(json.dumps(dump(watch, "sha"))) | {"decisions": []}
+    active = next(i for i, d in enumerate(state["devices"]) if d["episode"])
+    path, value = CORRUPT[case]
+    place = state
+    for key in path[:-1]:
+        place = place[active if key == "active" else key]
+    place[path[-1]] = value
+    with gzip.open(tmp_path / "state.json.gz", "wt") as f:
+        json.dump(state, f)
+    memory = SiteMemory(tmp_path)
+    restored = memory.restore(watch_of, "sha")
+    observe(restored, data[half:half + 400])  # the daemon goes on
+    memory.tick(restored, "sha", 1e9)
+    memory.stop(restored, "sha")
+    if case.startswith(("decisions", "a decision")):  # dropped, the rest loaded
+        assert restored.tracker.devices and not memory.decisions.log
+    else:
+        assert list(tmp_path.glob("state.json.gz.unreadable-*"))  # set aside: fresh
+
+
+def test_stopping_while_a_save_is_being_made_durable_leaves_the_last_state(tmp_path,
+                                                                          monkeypatch):
+    """The periodic save is still being fsync'd (a slow SD card) when the daemon stops: the
+    state left is the one written at stop, readable."""
+    import threading
+
+    real = os.fsync
+
+    def slow(fd):
+        if threading.current_thread().name == "edge-ids-state":
+            time.sleep(0.3)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", slow)
+    for delay in (0.0, 0.1, 0.35):
+        folder = tmp_path / f"d{delay}"
+        store = StateStore(folder)
+        store.save([json.dumps({"schema": 1, "which": "periodic", "blob": ["x" * 40] * 50000})])
+        time.sleep(delay)
+        store.save_now([json.dumps({"schema": 1, "which": "final"})])
+        store.close()
+        with gzip.open(folder / "state.json.gz", "rt") as f:
+            assert json.load(f)["which"] == "final"
+        assert not list(folder.glob(".*.tmp"))
+
+
+def test_hostile_requests_are_answered_and_removed_never_a_crash_or_a_hang(tmp_path):
+    """Whoever may write in the state directory may decide, but a request is never trusted:
+    a pipe, a link, deep or huge JSON, absurd numbers, no object: each is refused in its
+    answer and removed; a good one beside them is taken."""
+    from edge_ids.edge_runtime.site_state import SiteMemory
+
+    memory = SiteMemory(tmp_path / "state")
+    watch = watch_of()
+    observe(watch, flows()[:2000])
+    requests, answers = tmp_path / "state" / "requests", tmp_path / "state" / "answers"
+    os.mkfifo(requests / "a-pipe.json")
+    (tmp_path / "secret").write_text('{"action": "mute"}')
+    (requests / "b-link.json").symlink_to(tmp_path / "secret")
+    (requests / "c-deep.json").write_text("[" * 5000 + "]" * 5000)
+    (requests / "d-huge.json").write_text('{"action": "mute", "target": "%s", "seconds": '
+                                          '1e400}' % CAM)
+    (requests / "e-list.json").write_text("[1, 2]")
+    (requests / "f-broken.json").write_text('{"action": "undo", "target": "1"')
+    (requests / "g-good.json").write_text(json.dumps({"action": "mute", "target": CAM,
+                                                      "seconds": 3600}))
+    (answers / "old.json").symlink_to(tmp_path / "nowhere")  # a dangling link: no matter
+    events = memory.tick(watch, "sha", 1e9)
+    memory.stop(watch, "sha")
+    assert [e["event_type"] for e in events] == ["decision"]  # only the good one
+    assert not [p for p in requests.iterdir() if p.name.endswith(".json")]
+    said = {p.stem: json.loads(p.read_text()) for p in answers.glob("*.json")
+            if not p.is_symlink()}
+    assert said["g-good"]["ok"] and not any(v["ok"] for k, v in said.items() if k != "g-good")
+    assert "a-pipe" not in said and "b-link" not in said  # not regular files: never read
+    assert (tmp_path / "secret").exists()

@@ -88,7 +88,11 @@ def plan(seed_dir: Path, site: dict, joiner, bundles: dict) -> list[dict]:
                     "reload_to": full if reload else None, "meta": meta,
                     "reload_time": cut + RELOAD_DAYS * DAY if reload else None})
 
-    add("benign", [])
+    per_day = {}
+    for t in mine.times():
+        day = int((t - cut) // DAY)
+        per_day[day] = per_day.get(day, 0) + 1
+    add("benign", [], flows_per_day=per_day)
     add("control", [], reload=False, control=True)
     out[-1]["restart"] = None
     for k, days in enumerate(INJECT_DAYS):
@@ -261,7 +265,7 @@ def timeline(result: dict, joiner, cut: float, run: dict) -> dict:
             day = int((study.seconds(when) - cut) // DAY)
             flagged[day] = flagged.get(day, 0) + 1
     mine = [e for e in result["events"] if e["device"]["key"] == joiner.mac]
-    return {"flagged_per_day": flagged,
+    return {"flagged_per_day": flagged, "flows_per_day": run["meta"].get("flows_per_day", {}),
             "changes": [[study.seconds(e["timestamp"]) - cut, e["device_normal"]["change"]]
                         for e in mine if e["event_type"] == "device_normal"],
             "incidents": [study.seconds(e["incident"]["opened"]) - cut

@@ -201,11 +201,11 @@ def picture(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(len(timelines), 1, figsize=(9, 2.2 * len(timelines)),
                              sharex=True, squeeze=False)
     for ax, (joiner, t) in zip(axes[:, 0], timelines.items()):
-        days = sorted(int(d) for d in t["flagged_per_day"])
-        ax.bar([d + 0.5 for d in days], [t["flagged_per_day"][str(d)] if str(d) in
-                                         t["flagged_per_day"] else t["flagged_per_day"][d]
-                                         for d in days], width=0.8, color="#e07000",
-               label="flagged flows a day")
+        flows = {int(d): n for d, n in t.get("flows_per_day", {}).items()}
+        flagged = {int(d): n for d, n in t["flagged_per_day"].items()}
+        days = sorted(d for d in flows if d >= 0)
+        ax.bar([d + 0.5 for d in days], [100 * flagged.get(d, 0) / flows[d] for d in days],
+               width=0.8, color="#e07000", label="flagged share a day, %")
         for at, change in t["changes"]:
             ax.axvline(at / 86400, color="#1a7f37" if change == "learned" else "#8fd19e",
                        lw=2 if change == "learned" else 1)
@@ -214,9 +214,10 @@ def picture(results: dict, path: Path) -> None:
         for at, what in ((t["restart"], "restart"), (t["reload"], "reload")):
             ax.axvline(at / 86400, color="#555", ls="--", lw=1)
             ax.text(at / 86400, ax.get_ylim()[1] * 0.9, f" {what}", fontsize=8)
-        ax.set_ylabel(joiner, fontsize=8)
-    axes[-1, 0].set_xlabel("days since the device joined (green: its normal learned on the "
-                           "device, light: a daily change; red: incidents)")
+        ax.set_ylabel(f"{joiner}\nflagged %", fontsize=8)
+    axes[-1, 0].set_xlabel("days since the device joined: the share of its flows flagged each "
+                           "day (green: its normal learned on the device, light: a daily "
+                           "change; red: incidents)", fontsize=8)
     fig.suptitle(f"Devices that joined after learning (seed {seed})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
