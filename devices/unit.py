@@ -36,7 +36,7 @@ UNSAFE = "%$\\'\""
 # Daemon options the unit writes itself (from its own settings): not accepted as extra options
 SET_BY_THE_UNIT = ("--bundle", "--input", "--interface", "--alerts", "--metrics", "--max-batch",
                    "--max-delay", "--threads", "--flow-report", "--allowed-signers",
-                   "--allow-unsigned", "--require-signature", "--ui", "--ui-token-file",
+                   "--allow-unsigned", "--require-signature", "--ui", "--ui-token-file", "--ui-cert", "--ui-key",
                    "--webhook", "--webhook-token-file", "--webhook-min-severity",
                    "--webhook-insecure", "--state-dir")
 
@@ -48,7 +48,8 @@ def render_unit(profile: DeviceProfile, prefix: str = DEFAULT_PREFIX,
                 ui: str | None = None, ui_token_file: str | None = None,
                 webhook: str | None = None, webhook_min_severity: str | None = None,
                 webhook_token_file: str | None = None, webhook_insecure: bool = False,
-                state_dir: str | None = None, extra_options: tuple[str, ...] = ()) -> str:
+                state_dir: str | None = None, extra_options: tuple[str, ...] = (),
+                ui_cert_file: str | None = None, ui_key_file: str | None = None) -> str:
     """The unit text. With metrics on loopback the service may talk to localhost only
     (IPAddressDeny=any); another metrics address lifts that. Alerts or an input socket outside
     the unit's own directories get a ReadWritePaths= line (ProtectSystem=strict). With
@@ -86,12 +87,14 @@ def render_unit(profile: DeviceProfile, prefix: str = DEFAULT_PREFIX,
     rw_paths = "".join(f"ReadWritePaths={d}\n" for d in sorted(writable))
     host, _ = parse_address(metrics)
     extra, allowed = operator_arguments(ui, ui_token_file, webhook, webhook_min_severity,
-                                        webhook_token_file, webhook_insecure)
+                                        webhook_token_file, webhook_insecure,
+                                        ui_cert_file, ui_key_file)
     extra += (f" --state-dir {state_dir}" if state_dir else "") + extra_arguments(extra_options)
     ip_policy = (f"IPAddressDeny=any\nIPAddressAllow={' '.join(['localhost', *allowed])}\n"
                  if host in LOOPBACK and allowed is not None else "")
-    credential = (f"LoadCredential=ui-token:{ui_token_file}\n" if ui and ui_token_file else "") \
-        + (f"LoadCredential=webhook-token:{webhook_token_file}\n" if webhook_token_file else "")
+    credential = "".join(f"LoadCredential={name}:{path}\n" for name, path in (
+        ("ui-token", ui_token_file if ui else None), ("ui-cert", ui_cert_file if ui else None),
+        ("ui-key", ui_key_file if ui else None), ("webhook-token", webhook_token_file)) if path)
     return Template(TEMPLATE.read_text()).substitute(
         description=profile.description, device=profile.name, prefix=prefix.rstrip("/"),
         source=(f"capture --interface {capture} --flow-report {profile.flow_report_seconds}"
@@ -129,9 +132,47 @@ def device_file(path: str, what: str) -> None:
         raise ValueError(f"{what} may not contain spaces, quotes, $, %, \\ or ':': {path!r}")
 
 
+
+
+class PageUnitError(ValueError):
+    """The page's options cannot make a unit that would start (the message says what to do)."""
+
+
+def page_arguments(ui: str, ui_token_file: str | None = None, ui_cert_file: str | None = None,
+                   ui_key_file: str | None = None) -> str:
+    """The daemon's page options in the unit (files come as credentials). A page off loopback
+    needs a token and TLS, as the daemon does: refused here, before any device is touched,
+    rather than installed to fail its health check and be rolled back."""
+    from ..edge_runtime.operator_page import PageError, check_page
+
+    for what, path in (("the page's token file", ui_token_file),
+                       ("the page's certificate", ui_cert_file), ("its key", ui_key_file)):
+        if path:
+            try:
+                device_file(path, what)
+            except ValueError as e:
+                raise PageUnitError(str(e)) from None
+    tls = (ui_cert_file, ui_key_file) if ui_cert_file or ui_key_file else None
+    try:
+        check_page(ui, ui_token_file, tls)
+    except PageError as e:
+        upgrade = ("" if ui_token_file is None or tls is not None else
+                   " Nothing was installed: a device serving this page without TLS today keeps "
+                   "its running release. Make the pair on the device (e.g. in /etc/edge-ids, "
+                   "the key readable by root only: the unit hands both to the service), then "
+                   "deploy again with --ui-cert /etc/edge-ids/page.crt --ui-key "
+                   "/etc/edge-ids/page.key (docs/operator.md, \"A page off loopback\").")
+        raise PageUnitError(f"{e}.{upgrade}") from None
+    credentials = "${CREDENTIALS_DIRECTORY}"
+    return (f" --ui {ui}"
+            + (f" --ui-token-file {credentials}/ui-token" if ui_token_file else "")
+            + (f" --ui-cert {credentials}/ui-cert --ui-key {credentials}/ui-key" if tls else ""))
+
+
 def operator_arguments(ui: str | None, ui_token_file: str | None, webhook: str | None,
                        min_severity: str | None, webhook_token_file: str | None = None,
-                       webhook_insecure: bool = False) -> tuple[str, list[str] | None]:
+                       webhook_insecure: bool = False, ui_cert_file: str | None = None,
+                       ui_key_file: str | None = None) -> tuple[str, list[str] | None]:
     """The daemon's page and webhook options, and the addresses the service must reach beyond
     localhost (None: any, the IP policy is lifted)."""
     from urllib.parse import urlsplit
@@ -142,16 +183,9 @@ def operator_arguments(ui: str | None, ui_token_file: str | None, webhook: str |
 
     extra, allowed = "", []
     if ui:
-        ui_host, _ = page_address(ui)
-        if ui_token_file:
-            device_file(ui_token_file, "the page's token file")
-        if not is_loopback(ui_host):
-            if not ui_token_file:
-                raise ValueError(f"--ui {ui} is not a loopback address: give --ui-token-file "
-                                 "(a path on the device), or keep 127.0.0.1 and use ssh -L")
+        extra += page_arguments(ui, ui_token_file, ui_cert_file, ui_key_file)
+        if not is_loopback(page_address(ui)[0]):
             allowed = None  # browsers from anywhere on the LAN
-        extra += f" --ui {ui}" + (" --ui-token-file ${CREDENTIALS_DIRECTORY}/ui-token"
-                                  if ui_token_file else "")
     if webhook_token_file and not webhook:
         raise ValueError("--webhook-token-file needs --webhook URL")
     if webhook:

@@ -122,6 +122,7 @@ def deploy(device, host, bundle, prefix, input_, capture, metrics, alerts, allow
                                "package")
     if host and output:
         raise click.UsageError("--host and --output exclude each other")
+    check_page_options(operator)
     options = DeployOptions(device=device, bundle=bundle, host=host, output=output,
                             prefix=prefix, input=input_, capture=capture, metrics=metrics,
                             alerts=alerts, allowed_signers=allowed_signers,
@@ -138,6 +139,20 @@ def deploy(device, host, bundle, prefix, input_, capture, metrics, alerts, allow
         raise click.UsageError(str(e)) from None
     except (DeployError, PackageError, SSHError, ValueError) as e:
         _fail(e)
+
+
+def check_page_options(operator: dict) -> None:
+    """A page the daemon would refuse (off loopback without a token and TLS) is a usage error
+    here, before the device is touched: not a unit that fails its health check and is rolled
+    back. The message says how to make the certificate and what to add."""
+    from .devices.unit import PageUnitError, page_arguments
+
+    if operator.get("ui"):
+        try:
+            page_arguments(operator["ui"], operator.get("ui_token_file"),
+                           operator.get("ui_cert_file"), operator.get("ui_key_file"))
+        except PageUnitError as e:
+            raise click.UsageError(str(e)) from None
 
 
 @click.command(epilog=exit_codes.epilog())

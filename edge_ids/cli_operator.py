@@ -32,10 +32,16 @@ OPTIONS = [
                  help="Serve the operator's page here (read-only: devices, incidents with "
                       "their why, each device's last day), e.g. 127.0.0.1:9109; reach it from "
                       "a laptop with `ssh -L 9109:127.0.0.1:9109 DEVICE`. Off by default. Any "
-                      "address other than loopback needs --ui-token-file."),
+                      "address other than loopback needs --ui-token-file and TLS "
+                      "(--ui-cert, --ui-key)."),
     click.option("--ui-token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                  metavar="FILE", help="A secret (16+ characters) every request to the page "
                                       "must carry: Authorization: Bearer TOKEN, or ?token=."),
+    click.option("--ui-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 metavar="FILE", help="Serve the page over TLS with this certificate (PEM; "
+                                      "read again on SIGHUP). Needs --ui-key."),
+    click.option("--ui-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 metavar="FILE", help="The certificate's private key (PEM)."),
     click.option("--webhook", metavar="URL", callback=_check_url,
                  help="POST a JSON push here when an incident opens or closes and when a new "
                       "device joins (ntfy, Gotify, a chat webhook). Never blocks the daemon: "
@@ -65,10 +71,11 @@ def operator_options(command):
 
 
 def operator_settings(ui, ui_token_file, webhook, webhook_min_severity, webhook_throttle,
-                      webhook_token_file, webhook_insecure) -> dict:
-    """The DaemonOptions fields for them. A token where it may not go is a usage error (2); a
-    token file that is empty or that others may open is an unusable file (5)."""
-    from .edge_runtime.operator_page import PageError, read_token
+                      webhook_token_file, webhook_insecure, ui_cert=None, ui_key=None) -> dict:
+    """The DaemonOptions fields for them. A token where it may not go, or a page off loopback
+    without a token and TLS, is a usage error (2); a token file that is empty or that others may
+    open, or a certificate and key that cannot be used, is an unusable file (5)."""
+    from .edge_runtime.operator_page import PageError, check_page, read_token, tls_context
     from .edge_runtime.secret_file import SecretFileError, check_private, read_secret
     from .edge_runtime.webhook import WebhookError, WebhookOptions, check_target
 
@@ -76,6 +83,20 @@ def operator_settings(ui, ui_token_file, webhook, webhook_min_severity, webhook_
         token = read_token(None, ui_token_file)
     except PageError as e:
         raise click.BadParameter(str(e), param_hint="--ui-token-file") from None
+    tls = (ui_cert, ui_key) if ui_cert or ui_key else None
+    if tls and not ui:
+        raise click.UsageError("--ui-cert and --ui-key serve the page over TLS: give --ui too")
+    if ui:
+        try:
+            check_page(ui, token, tls)
+        except PageError as e:
+            raise click.UsageError(str(e)) from None
+    if tls:
+        try:
+            tls_context(ui_cert, ui_key)
+        except (OSError, ValueError) as e:
+            raise BadInput(f"--ui-cert {ui_cert} --ui-key {ui_key}: not a usable certificate "
+                           f"and key: {e}") from None
     if webhook_token_file and not webhook:
         raise click.UsageError("--webhook-token-file needs --webhook URL")
     push = None
@@ -92,7 +113,7 @@ def operator_settings(ui, ui_token_file, webhook, webhook_min_severity, webhook_
         raise click.UsageError(str(e)) from None
     except SecretFileError as e:
         raise BadInput(f"cannot start: {e}") from None
-    return {"ui": ui, "ui_token": token, "webhook": push}
+    return {"ui": ui, "ui_token": token, "ui_tls": tls, "webhook": push}
 
 
 UNIT_OPTIONS = [
@@ -123,6 +144,15 @@ UNIT_OPTIONS = [
                       "unit's StateDirectory, /var/lib/edge-ids, so that what the devices "
                       "learned survives restarts and deploys; '' keeps nothing."),
 ]
+# deploy, unit and fleet package: not yet fleet deploy, whose role has no variables for them
+PAGE_TLS_OPTIONS = [
+    click.option("--ui-cert", "ui_cert_file", metavar="PATH",
+                 help="A certificate file on the device (PEM; needed for a page off "
+                      "loopback): the page is served over TLS. Handed over as a credential, "
+                      "like the key."),
+    click.option("--ui-key", "ui_key_file", metavar="PATH",
+                 help="The certificate's key on the device (readable by root only is enough)."),
+]
 EXTRA_OPTION = click.option(
     "--extra-option", "extra_options", multiple=True, metavar="ARG",
     help="One more argument for the daemon's command line in the unit (repeatable, one argv "
@@ -132,9 +162,11 @@ EXTRA_OPTION = click.option(
 
 def unit_operator_options(command=None, extra: bool = True):
     """deploy, unit and fleet package: the page, the webhook and the state directory, carried by
-    the unit (and, with `extra`, free daemon arguments). fleet deploy takes them without."""
+    the unit (and, with `extra`, free daemon arguments and the page's certificate and key).
+    fleet deploy takes them without (the role has no variables for the certificate yet)."""
     def apply(command):
-        for option in reversed(UNIT_OPTIONS + ([EXTRA_OPTION] if extra else [])):
+        for option in reversed(UNIT_OPTIONS + (PAGE_TLS_OPTIONS + [EXTRA_OPTION] if extra
+                                               else [])):
             command = option(command)
         return command
     return apply(command) if command is not None else apply

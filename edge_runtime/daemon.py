@@ -79,6 +79,7 @@ class DaemonOptions:
     trust: TrustPolicy = TrustPolicy()  # signatures: allowed signers, required or not
     ui: str | None = None  # the operator's page, ADDRESS:PORT (operator_page.py)
     ui_token: str | None = None  # required on every request; needed off loopback
+    ui_tls: tuple[Path, Path] | None = None  # the page's certificate and key; needed off loopback
     webhook: WebhookOptions | None = None  # a push per incident opened/closed, new device
     state_dir: Path | None = None  # what the device watch remembers, kept across restarts
     adapt: bool = True  # devices' normals live with the network (normals.py); False: frozen
@@ -146,7 +147,7 @@ class Daemon:
         self._set_model_metrics()
         self.outputs = OperatorOutputs(self.metrics, self.model.ml, self.model.describe(),
                                        self.options.ui, self.options.ui_token,
-                                       self.options.webhook)
+                                       self.options.webhook, ui_tls=self.options.ui_tls)
         self.outputs.watching(self.watch, self.model.describe(), self.model.ml)
         writer = AlertWriter(self.options.alerts)
         source = open_source(self.options.input, self.options.follow_from_start,
@@ -362,7 +363,7 @@ class Daemon:
             writer.reopen()
         except OSError as e:
             log.error("reopening %s failed: %s", self.options.alerts, e)
-        self.outputs.reload()  # the webhook's token file, read again
+        self.outputs.reload()  # the webhook's token file and the page's certificate, read again
         try:
             new = Model(self.options.bundle, self.options)
             if new.detector.schema.names != self.model.detector.schema.names:

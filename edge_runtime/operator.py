@@ -15,10 +15,12 @@ class OperatorOutputs:
     """The page and the webhook, either or both or neither (then every call is nearly free)."""
 
     def __init__(self, metrics, ml: dict, describe: str, ui: str | None = None,
-                 ui_token: str | None = None, webhook: WebhookOptions | None = None):
+                 ui_token: str | None = None, webhook: WebhookOptions | None = None,
+                 ui_tls: tuple | None = None):
         self.view = OperatorView(describe) if ui else None
-        # a non-loopback --ui without a token raises PageError here, before anything starts
-        self.page = PageServer(self.view, ui, ui_token) if ui else None
+        # a non-loopback --ui without a token and TLS raises PageError here, before anything
+        # starts (the command line checked it already: this is for embedded use)
+        self.page = PageServer(self.view, ui, ui_token, ui_tls) if ui else None
         self.lock = self.view.lock if self.view else contextlib.nullcontext()
         self.webhook = Webhook(webhook, lambda result: metrics.webhook.labels(result).inc(),
                                ml) if webhook else None
@@ -26,7 +28,8 @@ class OperatorOutputs:
     def start(self) -> None:
         if self.page:
             host, port = self.page.start()
-            log.info("operator page on http://%s:%d/%s", host, port,
+            log.info("operator page on %s://%s:%d/%s", "https" if self.page.tls else "http",
+                     f"[{host}]" if ":" in host else host, port,
                      " (a token is required)" if self.page.token else "")
         if self.webhook:
             log.info("webhook: %s for events at or above %s severity", self.webhook.options.url,
@@ -43,9 +46,12 @@ class OperatorOutputs:
             self.webhook.ml = ml
 
     def reload(self) -> None:
-        """SIGHUP: read again what may change on disk beside the bundle (the webhook's token)."""
+        """SIGHUP: read again what may change on disk beside the bundle (the webhook's token,
+        the page's certificate and key)."""
         if self.webhook:
             self.webhook.reload_token()
+        if self.page:
+            self.page.reload()
 
     def publish(self, events: list[dict]) -> None:
         """Called with the lock held, after the lines were written."""

@@ -84,7 +84,8 @@ def _stage(device: dict) -> str:
 
 
 def render(state: dict) -> str:
-    """state: from OperatorView.state(): devices, incidents, now, model, started."""
+    """state: from OperatorView.state(): the devices shown (at most MAX_DEVICES_SHOWN, in
+    order), how many there are and how many are new, incidents, now, model."""
     now = state["now"]
     incidents = state["incidents"]
     spans: dict[str, list] = {}
@@ -92,15 +93,16 @@ def render(state: dict) -> str:
         spans.setdefault(device_name(inc["device"]), []).append(
             (inc["opened"], inc.get("closed")))
     open_ = [i for i in incidents if i["state"] != "closed"]
-    devices = state["devices"]
-    shown = devices[:MAX_DEVICES_SHOWN]
+    shown = state["devices"][:MAX_DEVICES_SHOWN]
+    count = state.get("device_count", len(state["devices"]))
+    new = state.get("new_count", sum(1 for d in state["devices"] if d["new"]))
     out = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
            "<meta name='viewport' content='width=device-width'>",
            f"<title>edge-ids: {len(open_)} open incident{'' if len(open_) == 1 else 's'}</title><style>{STYLE}</style></head>",
            "<body><h1>edge-ids</h1>",
-           (f"<p class='muted'>{esc(state['model'])}; {len(devices)} devices, "
-            f"{sum(1 for d in devices if d['new'])} new; {len(open_)} open; "
-            f"last flow {when(now if devices else None)} UTC; page made "
+           (f"<p class='muted'>{esc(state['model'])}; {count} devices, "
+            f"{new} new; {len(open_)} open; "
+            f"last flow {when(now if count else None)} UTC; page made "
             f"{when(time.time())} UTC</p>"),
            "<h2>Incidents</h2>"]
     if not incidents:
@@ -139,8 +141,8 @@ def render(state: dict) -> str:
             f"<td>{incident}</td>"
             f"<td>{timeline_svg(d.get('timeline') or {}, spans.get(name, []), now)}</td></tr>")
     out.append("</table>")
-    if len(devices) > len(shown):
-        out.append(f"<p class='muted'>{len(devices) - len(shown):,} more devices not shown "
+    if count > len(shown):
+        out.append(f"<p class='muted'>{count - len(shown):,} more devices not shown "
                    "(least recently seen)</p>")
     out.append("<p class='muted'>Read-only. Times are the flows' own (UTC). Bars: flagged "
                "flows per quarter hour; red: incidents.</p></body></html>")

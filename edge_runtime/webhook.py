@@ -99,9 +99,12 @@ class WebhookOptions:
 
 
 def kind_of(event: dict) -> str | None:
-    """incident_opened, incident_closed, new_device, or None for updates (never pushed)."""
+    """incident_opened, incident_closed, new_device, or None for updates and every other line
+    (device_normal, decision: never pushed)."""
     if event["event_type"] == "new_device":
         return "new_device"
+    if event["event_type"] != "incident":
+        return None
     state = event["incident"]["state"]
     return {"open": "incident_opened", "closed": "incident_closed"}.get(state)
 

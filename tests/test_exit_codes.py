@@ -93,6 +93,10 @@ CASES = [
     ("run --bundle {bundle} --input file:{tmp}/good.csv --alerts /dev/null", OK, ""),
     ("run --bundle {bundle} --input file:{tmp}/good.csv --alerts {tmp}/no/such/dir/a.json",
      FAILED, "cannot start"),
+    ("run --bundle {bundle} --input file:{tmp}/good.csv --ui 0.0.0.0:9109", USAGE,
+     "needs --ui-token-file FILE and TLS (--ui-cert FILE --ui-key FILE)"),
+    ("run --bundle {bundle} --input file:{tmp}/good.csv --ui 127.0.0.1:0 --ui-cert "
+     "{tmp}/good.csv --ui-key {tmp}/good.csv", BAD_INPUT, "not a usable certificate and key"),
     ("capture --bundle {bundle}", USAGE, "give --interface IF or --pcap FILE"),
     ("capture --bundle {bundle} --print-config", BAD_INPUT, "Argus"),
     ("capture --pcap {tmp}/good.csv --record {tmp}/r.csv", BAD_INPUT,
@@ -106,6 +110,8 @@ CASES = [
      "modified or corrupted"),
     ("unit --device pi9", USAGE, "known devices: generic-aarch64"),
     ("unit --metrics nonsense", USAGE, "expected HOST:PORT"),
+    ("unit --ui 0.0.0.0:9109 --ui-token-file /etc/edge-ids/ui-token", USAGE,
+     "give --ui-cert FILE --ui-key FILE"),
     ("devices --bogus", USAGE, "No such option"),
     ("deploy --bundle {bundle}", USAGE, "give --host"),
     ("deploy --device pi9 --bundle {bundle} --dry-run", USAGE, "known devices"),
@@ -113,6 +119,8 @@ CASES = [
     ("deploy --bundle {tampered} --host x --dry-run", BAD_INPUT, "modified or corrupted"),
     ("deploy --bundle {bundle} --host x --dry-run --wheelhouse {tmp}/empty-data", BAD_INPUT,
      "no edge_ids-"),
+    ("deploy --bundle {bundle} --host x --ui 0.0.0.0:9109 --ui-token-file "
+     "/etc/edge-ids/ui-token", USAGE, "Nothing was installed"),
     ("deploy --bundle {bundle} --host nobody@127.0.0.1 --ssh-option Port=1", FAILED,
      "cannot reach"),
     ("status --host nobody@127.0.0.1 --ssh-option Port=1", FAILED, "cannot reach"),

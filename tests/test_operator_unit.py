@@ -54,13 +54,29 @@ def test_page_and_webhook_on_loopback_keep_the_units_rating(tmp_path):
     verified(named, tmp_path)
 
 
-def test_a_page_off_loopback_needs_a_token_handed_over_as_a_credential(tmp_path):
+def test_a_page_off_loopback_needs_a_token_and_tls_handed_over_as_credentials(tmp_path):
+    prefix = tmp_path / "opt"
+    (prefix / "current/venv/bin").mkdir(parents=True)
+    (prefix / "current/venv/bin/edge-ids").symlink_to(Path(sys.executable).with_name("edge-ids"))
     pi4 = load_profile("pi4")
     with pytest.raises(ValueError, match="not a loopback address"):
         render_unit(pi4, ui="0.0.0.0:9109")
-    text = render_unit(pi4, ui="0.0.0.0:9109", ui_token_file="/etc/edge-ids/ui-token")
-    assert "LoadCredential=ui-token:/etc/edge-ids/ui-token\n" in text
-    assert "--ui-token-file ${CREDENTIALS_DIRECTORY}/ui-token" in text
+    # a token page without TLS (what a device may serve today): refused, saying what to do
+    with pytest.raises(ValueError, match="in cleartext.*Nothing was installed.*--ui-cert "
+                                         "/etc/edge-ids/page.crt --ui-key /etc/edge-ids/page.key"):
+        render_unit(pi4, ui="0.0.0.0:9109", ui_token_file="/etc/edge-ids/ui-token")
+    with pytest.raises(ValueError, match="absolute path"):
+        render_unit(pi4, ui="0.0.0.0:9109", ui_token_file="/etc/edge-ids/ui-token",
+                    ui_cert_file="page.crt", ui_key_file="/etc/edge-ids/page.key")
+    text = render_unit(pi4, str(prefix), ui="0.0.0.0:9109",
+                       ui_token_file="/etc/edge-ids/ui-token",
+                       ui_cert_file="/etc/edge-ids/page.crt", ui_key_file="/etc/edge-ids/page.key")
+    assert ("LoadCredential=ui-token:/etc/edge-ids/ui-token\n"
+            "LoadCredential=ui-cert:/etc/edge-ids/page.crt\n"
+            "LoadCredential=ui-key:/etc/edge-ids/page.key\n") in text
+    assert ("--ui 0.0.0.0:9109 --ui-token-file ${CREDENTIALS_DIRECTORY}/ui-token --ui-cert "
+            "${CREDENTIALS_DIRECTORY}/ui-cert --ui-key ${CREDENTIALS_DIRECTORY}/ui-key") in text
     assert "IPAddressDeny" not in text
+    verified(text, tmp_path)
     with pytest.raises(ValueError, match="quotes"):
         render_unit(pi4, webhook="http://127.0.0.1/$(reboot)")

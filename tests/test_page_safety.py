@@ -80,7 +80,7 @@ def test_path_tricks_get_404_and_writes_405(page):
     # a raw request line the client library would normalise
     host, port = base.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as s:
-        s.sendall(b"GET /../../etc/passwd HTTP/1.0\r\n\r\n")
+        s.sendall(b"GET /../../etc/passwd HTTP/1.0\r\nHost: localhost\r\n\r\n")
         assert s.recv(200).split(b"\r\n")[0].endswith(b"404 Not Found")
     for method in ("POST", "PUT", "DELETE", "PATCH"):
         assert get(base + "/", method)[0] == 405
@@ -110,16 +110,16 @@ def test_off_loopback_without_a_token_is_refused_with_the_reason(small_pipeline,
         PageServer(OperatorView(), "0.0.0.0:0")
     result = CliRunner().invoke(main, ["run", "--bundle", str(small_pipeline[0] / "bundle"),
                                        "--input", "file:/dev/null", "--ui", "0.0.0.0:0"])
-    assert result.exit_code == 1
-    assert "cannot start: --ui 0.0.0.0:0 is not a loopback address" in result.output
-    assert "--ui-token-file" in result.output
+    assert result.exit_code == 2  # a usage error, refused before anything starts
+    assert "--ui 0.0.0.0:0 is not a loopback address" in result.output
+    assert "--ui-token-file FILE" in result.output
     short = tmp_path / "token"
     short.write_text("short\n")
     result = CliRunner().invoke(main, ["run", "--bundle", str(small_pipeline[0] / "bundle"),
                                        "--input", "file:/dev/null", "--ui", "0.0.0.0:0",
                                        "--ui-token-file", str(short)])
     assert result.exit_code == 2 and "at least 16 characters" in result.output
-    for bad in ("localhost:9109", "127.0.0.1:99999", "9109x"):
+    for bad in ("localhost:9109", "127.0.0.1:99999", "9109x", "[::1]x:9109"):
         result = CliRunner().invoke(main, ["run", "--bundle", str(small_pipeline[0] / "bundle"),
                                            "--input", "file:/dev/null", "--ui", bad])
         assert result.exit_code == 2 and "give ADDRESS:PORT" in result.output, bad

@@ -61,6 +61,25 @@ def test_throttled_per_device_and_kind_in_flow_time_and_the_floor_holds():
     assert hook.counts["sent"] == 4
 
 
+def test_lines_other_than_incidents_and_new_devices_are_never_pushed():
+    """A device's normal changing (device_normal) or the operator's word (decision) is not an
+    incident: such a line once stopped the daemon (KeyError in the webhook)."""
+    server = WebhookReceiver()
+    hook = Webhook(WebhookOptions(server.url))
+    try:
+        device = {"mac": "02:00:00:00:00:04", "ip": "10.0.0.9"}
+        hook.offer([{"time": 1000, "event_type": "device_normal", "device": device,
+                     "device_normal": {"stage": "learned"}},
+                    {"time": 1000, "event_type": "decision", "device": device,
+                     "decision": {"action": "mute"}},
+                    event("02:00:00:00:00:04", 1001)])
+        assert wait(lambda: len(server.bodies) == 1)
+    finally:
+        hook.close()
+        server.close()
+    assert [b["event"] for b in server.bodies] == ["incident_opened"]
+
+
 def test_a_failing_target_is_retried_with_back_off():
     server = WebhookReceiver(failures=2)
     hook = Webhook(WebhookOptions(server.url, backoff_seconds=0.2, retries=3))

@@ -38,9 +38,11 @@ def edge_ids_command() -> list[str]:
 
 
 def throughput(bundle: Path, records: Path, n: int, cpu: int, work: Path,
-               options: tuple[str, ...] = (), log: Path | None = None) -> dict:
+               options: tuple[str, ...] = (), log: Path | None = None,
+               on_ready=None) -> dict:
     """Run the daemon over a file (with more `options`); seconds from READY to exit, and the
-    process's peak RSS. Its log goes to `log` if given."""
+    process's peak RSS. Its log goes to `log` if given; `on_ready(process)` is called at READY
+    (what should load the daemon while it serves)."""
     notify = work / f"notify-{n}.sock"
     notify.unlink(missing_ok=True)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
@@ -57,6 +59,8 @@ def throughput(bundle: Path, records: Path, n: int, cpu: int, work: Path,
         while b"READY=1" not in listener.recv(4096):
             pass
         ready = time.perf_counter()
+        if on_ready is not None:
+            on_ready(process)
         _, status, usage = os.wait4(process.pid, 0)
         done = time.perf_counter()
     if status != 0:
