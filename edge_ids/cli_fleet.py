@@ -17,7 +17,8 @@ inventory_option = click.option(
     help="An Ansible inventory (INI or YAML file, or a folder with group_vars/ and host_vars/). "
          "Per host or group: edge_ids_device, edge_ids_prefix, edge_ids_input, "
          "edge_ids_capture, edge_ids_metrics, edge_ids_alerts, edge_ids_allowed_signers, "
-         "edge_ids_ui, edge_ids_ui_token_file, edge_ids_webhook, edge_ids_webhook_token_file, "
+         "edge_ids_ui, edge_ids_ui_token_file, edge_ids_ui_cert_file, edge_ids_ui_key_file, "
+         "edge_ids_webhook, edge_ids_webhook_token_file, "
          "edge_ids_webhook_min_severity, edge_ids_webhook_insecure, edge_ids_state_dir, "
          "edge_ids_extra_options (docs/fleet.md).")
 limit_option = click.option("--limit", metavar="PATTERN",
@@ -36,10 +37,12 @@ def _check_device_paths(given: dict) -> None:
     they combine with each host's own variables is checked per host (fleet package)."""
     from .devices.unit import device_file
 
-    for name in ("ui_token_file", "webhook_token_file", "state_dir"):
+    for name, option in (("ui_token_file", "--ui-token-file"), ("ui_cert_file", "--ui-cert"),
+                         ("ui_key_file", "--ui-key"), ("webhook_token_file", "--webhook-token-file"),
+                         ("state_dir", "--state-dir")):
         if given.get(name):
             try:
-                device_file(given[name], "--" + name.replace("_", "-"))
+                device_file(given[name], option)
             except ValueError as e:
                 raise click.UsageError(str(e)) from None
 

@@ -144,7 +144,6 @@ UNIT_OPTIONS = [
                       "unit's StateDirectory, /var/lib/edge-ids, so that what the devices "
                       "learned survives restarts and deploys; '' keeps nothing."),
 ]
-# deploy, unit and fleet package: not yet fleet deploy, whose role has no variables for them
 PAGE_TLS_OPTIONS = [
     click.option("--ui-cert", "ui_cert_file", metavar="PATH",
                  help="A certificate file on the device (PEM; needed for a page off "
@@ -161,12 +160,12 @@ EXTRA_OPTION = click.option(
 
 
 def unit_operator_options(command=None, extra: bool = True):
-    """deploy, unit and fleet package: the page, the webhook and the state directory, carried by
-    the unit (and, with `extra`, free daemon arguments and the page's certificate and key).
-    fleet deploy takes them without (the role has no variables for the certificate yet)."""
+    """deploy, unit, fleet package and fleet deploy: the page (its token, certificate and key),
+    the webhook and the state directory, carried by the unit; with `extra`, free daemon
+    arguments (fleet deploy leaves those to the inventory's edge_ids_extra_options)."""
     def apply(command):
-        for option in reversed(UNIT_OPTIONS + (PAGE_TLS_OPTIONS + [EXTRA_OPTION] if extra
-                                               else [])):
+        for option in reversed(UNIT_OPTIONS + PAGE_TLS_OPTIONS + ([EXTRA_OPTION] if extra
+                                                                  else [])):
             command = option(command)
         return command
     return apply(command) if command is not None else apply

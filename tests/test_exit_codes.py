@@ -133,6 +133,8 @@ CASES = [
     ("verify {bundle}", OK, "not signed"),
     ("fleet deploy -i {tmp}/nowhere.ini --bundle {bundle}", USAGE, "does not exist"),
     ("fleet deploy -i {tmp}/hosts.ini --bundle {bundle} --batch 0%", USAGE, "a percentage"),
+    ("fleet deploy -i {tmp}/hosts.ini --bundle {bundle} --ui-cert page.crt", USAGE,
+     "--ui-cert"),
     ("fleet deploy -i {tmp}/hosts.ini --bundle {tampered}", BAD_INPUT, "modified or corrupted"),
     ("fleet status -i {tmp}/hosts.ini --quiet", FAILED, "sensor-1  - (unreachable"),
     ("fleet targets -i {tmp}/nowhere.ini", USAGE, "does not exist"),

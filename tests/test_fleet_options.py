@@ -85,12 +85,15 @@ def test_the_inventorys_page_and_webhook_reach_the_package_command(tmp_path):
                                    "edge_ids_webhook_min_severity": "medium"},
         "host_vars/sensor-1.yml": {"edge_ids_ui": "127.0.0.1:9109",
                                    "edge_ids_ui_token_file": "/etc/edge-ids/ui-token",
+                                   "edge_ids_ui_cert_file": "/etc/edge-ids/page.crt",
+                                   "edge_ids_ui_key_file": "/etc/edge-ids/page.key",
                                    "edge_ids_state_dir": "/var/lib/edge-ids",
                                    "edge_ids_extra_options": ["--emit", "incidents"]}})
     done = role_options(inventory, tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     first = json.loads((tmp_path / "sensor-1.json").read_text())
     assert first == ["--ui", "127.0.0.1:9109", "--ui-token-file", "/etc/edge-ids/ui-token",
+                     "--ui-cert", "/etc/edge-ids/page.crt", "--ui-key", "/etc/edge-ids/page.key",
                      "--webhook", HOOK, "--webhook-min-severity", "medium",
                      "--webhook-token-file", "/etc/edge-ids/webhook-token",
                      "--state-dir", "/var/lib/edge-ids",
@@ -124,6 +127,9 @@ def test_the_inventorys_page_and_webhook_reach_the_package_command(tmp_path):
         "${CREDENTIALS_DIRECTORY}/webhook-token"
     assert "LoadCredential=webhook-token:/etc/edge-ids/webhook-token\n" in unit
     assert "LoadCredential=ui-token:/etc/edge-ids/ui-token\n" in unit
+    assert "LoadCredential=ui-cert:/etc/edge-ids/page.crt\n" in unit
+    assert "LoadCredential=ui-key:/etc/edge-ids/page.key\n" in unit
+    assert argv[argv.index("--ui-cert") + 1] == "${CREDENTIALS_DIRECTORY}/ui-cert"
     assert argv[-2:] == ["--emit", "incidents"]
 
 
