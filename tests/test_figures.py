@@ -113,7 +113,8 @@ FUNCTIONS = {"mean": statistics.mean, "stdev": statistics.stdev, "median": stati
 def rendered(entry: dict) -> str:
     if "path" not in entry:  # a markdown-only results file: the command's own table
         words = " ".join((REPO / entry["file"]).read_text().split())
-        return entry["text"] if " ".join(entry["text"].split()) in words else "(not in the file)"
+        return entry["text"] if " ".join(entry["text"].split()) in words else \
+            f"(not in {entry['file']})"
     paths = entry["path"] if isinstance(entry["path"], list) else [entry["path"]]
     values = [pointer(results(entry["file"]), p) for p in paths]
     if "expr" in entry:
