@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -252,3 +253,47 @@ def test_rotate_keys_writes_nothing_when_the_devices_would_refuse_it(keys, tmp_p
     empty.write_text("# nobody\n")
     result = cli("rotate-keys", "--key", keys["a"], empty)
     assert result.exit_code == 5 and "lists no key" in result.output
+
+
+@pytest.mark.slow  # three rollouts to one device, about two minutes
+@pytest.mark.skipif(not (Path(sys.executable).parent / "ansible-playbook").is_file(),
+                    reason="needs ansible-core")
+def test_the_fleet_role_carries_a_rotation_and_its_hosts_refuse_a_swap(
+        site, wheelhouse, small_pipeline, keys, tmp_path):
+    """The role copies FILE.sig beside the keys: a rotation signed by a trusted key reaches the
+    host's anchor through `fleet deploy`, and a swapped list is refused there."""
+    server, root = site
+    prefix, anchor = root / "fleet-opt", root / "fleet-opt" / "trust" / "allowed_signers"
+    hosts = tmp_path / "hosts.ini"
+    hosts.write_text(
+        f"dev ansible_host=127.0.0.1 ansible_port={server.port} ansible_user=root "
+        f"ansible_ssh_private_key_file={server.dir}/client_key edge_ids_prefix={prefix} "
+        f"edge_ids_alerts={root}/fleet-alerts.json edge_ids_input=unix:{root}/fleet.sock "
+        f"edge_ids_metrics=127.0.0.1:{sshd.free_port()} edge_ids_device=x86_64 "
+        f"ansible_python_interpreter=/usr/bin/python3 ansible_ssh_common_args='-o "
+        f"UserKnownHostsFile={server.known_hosts} -o GlobalKnownHostsFile=/dev/null -o "
+        f"StrictHostKeyChecking=yes -o IdentitiesOnly=yes'\n")
+    by = {k: signed(small_pipeline[0] / "bundle", tmp_path / f"by_{k}", keys[k])
+          for k in ("a", "b", "s")}
+
+    def roll(bundle: Path, signers: Path):
+        return cli("fleet", "deploy", "-i", hosts, "--bundle", bundle, "--allowed-signers",
+                   signers, "--wheelhouse", wheelhouse)
+
+    result = roll(by["a"], keys["only_a"])
+    assert result.exit_code == 0, result.output
+    assert anchor.read_bytes() == keys["only_a"].read_bytes()
+    rotated = key_list(tmp_path, "rotated", keys["only_a"], keys["only_b"])
+    assert cli("rotate-keys", "--key", keys["a"], "--trusted", keys["only_a"], rotated
+               ).exit_code == 0
+    result = roll(by["b"], rotated)
+    assert result.exit_code == 0 and "dev   ok       installed" in result.output, result.output
+    assert anchor.read_bytes() == rotated.read_bytes()
+    assert anchor.with_name("allowed_signers.sig").read_bytes() == \
+        rotated.with_name("rotated.sig").read_bytes()
+    running = current(prefix)
+    result = roll(by["s"], keys["only_s"])
+    assert result.exit_code == 1, result.output
+    assert "refused release" in result.output and f"still runs {running}" in result.output
+    assert "brings other trusted keys" in result.output
+    assert anchor.read_bytes() == rotated.read_bytes() and current(prefix) == running
