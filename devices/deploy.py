@@ -18,7 +18,7 @@ from ..edge_runtime.argus import CaptureError, ra_fields
 from ..edge_runtime.bundle import Bundle, BundleError, load_bundle
 from ..edge_runtime.records import RawSchema
 from ..edge_runtime.signature import TrustPolicy
-from .release_prefix import ALLOWED_SIGNERS_FILE, UNIT_NAME
+from .release_prefix import TRUST_ANCHOR, UNIT_NAME
 from .package import GLIBC_FOR_PYTHON, PROBE_SCRIPT, PackageError, Target, build_package
 from .package import check_wheel_inputs, pinned_requirements, write_archive
 from .profiles import DeviceProfile, load_profile
@@ -46,7 +46,7 @@ class DeployOptions:
     metrics: str = DEFAULT_METRICS
     alerts: str = DEFAULT_ALERTS
     capture: str | None = None  # an interface: the capture unit instead of --input
-    allowed_signers: Path | None = None  # trusted keys, installed with the release
+    allowed_signers: Path | None = None  # trusted keys: the device's anchor (trust_anchor.py)
     # True: signatures required (keys needed); False: the explicit opt-out (unsigned bundles
     # load although keys are installed); None: as the device profile says. Keys given without
     # the opt-out always mean signatures are required.
@@ -80,7 +80,7 @@ class DeployOptions:
         allow_unsigned = self.require_signature is False or (
             self.require_signature is None and profile.allow_unsigned)
         self.unit_options |= {"allow_unsigned": allow_unsigned, "allowed_signers": (
-            f"{self.prefix.rstrip('/')}/current/{ALLOWED_SIGNERS_FILE}"
+            f"{self.prefix.rstrip('/')}/{TRUST_ANCHOR}"
             if self.allowed_signers else None)}
         return TrustPolicy(self.allowed_signers, allow_unsigned)
 

@@ -1,14 +1,15 @@
 """Install, check, roll back and report an edge-ids release on the device itself.
 
-It travels inside every release package with its two siblings, probe.py (what the device is;
-deploy sends that one alone on stdin first) and release_prefix.py (the prefix's layout), and
-runs with the device's own python3 (standard library only: it must work before any venv
-exists, and when a venv is broken). `edge-ids deploy` runs it over SSH; a package carried by
-hand runs it the same way: `sudo python3 install.py install --prefix /opt/edge-ids`.
+It travels inside every release package with its siblings, probe.py (what the device is;
+deploy sends that one alone on stdin first), release_prefix.py (the prefix's layout) and
+trust_anchor.py (which keys a release may bring), and runs with the device's own python3
+(standard library only: it must work before any venv exists, and when a venv is broken).
+`edge-ids deploy` runs it over SSH; a package carried by hand runs it the same way.
 
 Under the prefix: venvs/<wheelhouse hash>/ (one per set of wheels), releases/<id>/ (bundle,
 unit, release.json, probe.csv, health.json, venv link), current -> releases/<id> (switched by
-one rename), and these three scripts (for `status` and `rollback`). docs/deploy.md has the details.
+one rename), trust/allowed_signers (the keys the daemon trusts, outside every release) and
+these four scripts (for `status` and `rollback`). docs/deploy.md has the details.
 """
 from __future__ import annotations
 
@@ -30,11 +31,13 @@ from pathlib import Path
 if __package__:  # imported on the host, as edge_ids.devices.install
     from .probe import facts, has_systemd, memory_cgroup
     from .release_prefix import (ALLOWED_SIGNERS_FILE, DEFAULT_PREFIX, DEVICE_SCRIPTS, UNIT_NAME,
-                                 Prefix, same_as_current, trust_dropped)
+                                 Prefix, same_as_current)
+    from .trust_anchor import SIGNATURE_FILE, adopt_running_keys, apply, plan
 else:  # run as a script on the device: its siblings sit beside it (sys.path[0])
     from probe import facts, has_systemd, memory_cgroup
     from release_prefix import (ALLOWED_SIGNERS_FILE, DEFAULT_PREFIX, DEVICE_SCRIPTS, UNIT_NAME,
-                                Prefix, same_as_current, trust_dropped)
+                                Prefix, same_as_current)
+    from trust_anchor import SIGNATURE_FILE, adopt_running_keys, apply, plan
 DEFAULT_UNIT_DIR = "/etc/systemd/system"
 MEMORY_CGROUP_ADVICE = (
     "MemoryMax= is ignored here: the kernel has the memory cgroup off (Raspberry Pi kernels do "
@@ -123,7 +126,7 @@ def install_venv(prefix: Prefix, package: Path, release: dict) -> Path:
     return venv
 
 
-def place_release(prefix: Prefix, package: Path, release: dict, venv: Path) -> Path:
+def place_release(prefix: Prefix, package: Path, release: dict, venv: Path, unit: str) -> Path:
     directory = prefix.releases / release["id"]
     if directory.exists():
         if prefix.current() == release["id"]:
@@ -133,10 +136,12 @@ def place_release(prefix: Prefix, package: Path, release: dict, venv: Path) -> P
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     shutil.copytree(package / "bundle", partial / "bundle")
-    for name in ("release.json", UNIT_NAME, "probe.csv", *DEVICE_SCRIPTS):
+    for name in ("release.json", "probe.csv", *DEVICE_SCRIPTS):
         shutil.copy2(package / name, partial / name)
-    if (package / ALLOWED_SIGNERS_FILE).is_file():
-        shutil.copy2(package / ALLOWED_SIGNERS_FILE, partial / ALLOWED_SIGNERS_FILE)
+    (partial / UNIT_NAME).write_text(unit)  # the package's, reading the trust anchor if any
+    for name in (ALLOWED_SIGNERS_FILE, SIGNATURE_FILE):  # what it asked to trust, for the record
+        if (package / name).is_file():
+            shutil.copy2(package / name, partial / name)
     (partial / "venv").symlink_to(Path("..") / ".." / "venvs" / venv.name)
     partial.rename(directory)
     for name in DEVICE_SCRIPTS:
@@ -301,17 +306,21 @@ def command_install(args) -> dict:
     prefix.path.mkdir(parents=True, exist_ok=True)
     systemd = has_systemd() if args.systemd == "auto" else args.systemd == "yes"
     before = prefix.current()
-    if args.skip_unchanged and same_as_current(prefix, package, release):
+    for note in filter(None, [adopt_running_keys(prefix)]):  # devices from before the anchor
+        say(note)
+    trust = plan(prefix, package, release, (package / UNIT_NAME).read_text())
+    if not trust.refusal and args.skip_unchanged and same_as_current(prefix, package, release,
+                                                                     trust.unit):
         say(f"unchanged: the current release {before} has this bundle, wheels, unit and keys")
         return {"ok": True, "changed": False, "release": before, "previous": before,
                 "systemd": systemd, "memory_cgroup": memory_cgroup()}
-    refusal = trust_dropped(prefix, package, release) or unsafe_credentials(
-        (package / UNIT_NAME).read_text())
+    refusal = trust.refusal or unsafe_credentials(trust.unit)
     if refusal:
         say(f"refused: {refusal}")
         return {"ok": False, "refused": release["id"], "reason": refusal, "release": before}
     venv = install_venv(prefix, package, release)
-    place_release(prefix, package, release, venv)
+    place_release(prefix, package, release, venv, trust.unit)
+    undo_trust = apply(prefix, trust, say)  # before the health check, which reads the anchor
     prefix.switch(release["id"])
     say(f"switch: current -> releases/{release['id']}" + (f" (was {before})" if before else ""))
     result = {"release": release["id"], "previous": before, "systemd": systemd,
@@ -320,6 +329,7 @@ def command_install(args) -> dict:
         check_health(prefix, release["id"], systemd, Path(args.unit_dir), args.timeout)
     except InstallError as e:
         say(f"health: FAILED: {e}")
+        undo_trust()  # the releases before it were checked against the keys before it
         result |= {"ok": False, "reason": str(e),
                    "rolled_back_to": roll_back(prefix, release["id"], systemd,
                                                Path(args.unit_dir), args.timeout)}

@@ -150,7 +150,8 @@ def build_package(parent: Path, profile: DeviceProfile, bundle_path: Path, targe
                   allowed_signers: Path | None = None,
                   trust: TrustPolicy = TrustPolicy()) -> tuple[dict, Path]:
     """Write the package into parent/<release id>; returns its release.json and its path.
-    `allowed_signers` (the keys the device trusts) goes into the release beside the unit. The
+    `allowed_signers` (the keys the device is to trust) goes into the package beside the unit,
+    with FILE.sig when `edge-ids rotate-keys` made one (trust_anchor.py decides on them). The
     bundle is verified under `trust` (the device's policy) and the bytes verified are the bytes
     written."""
     bundle = load_bundle(bundle_path, trust)
@@ -180,6 +181,9 @@ def build_package(parent: Path, profile: DeviceProfile, bundle_path: Path, targe
         shutil.copy2(HERE / name, dest / name)
     if allowed_signers is not None:
         shutil.copyfile(allowed_signers, dest / ALLOWED_SIGNERS_FILE)
+        signature = allowed_signers.with_name(allowed_signers.name + ".sig")
+        if signature.is_file():
+            shutil.copyfile(signature, dest / f"{ALLOWED_SIGNERS_FILE}.sig")
     release = {
         "id": release_id,
         "created_utc": created.isoformat(timespec="seconds"),
@@ -189,7 +193,7 @@ def build_package(parent: Path, profile: DeviceProfile, bundle_path: Path, targe
         # the manifest (hashing every file) and its signature: any change to the bundle
         "bundle_sha256": bundle.content_sha256,
         "metrics": unit_options.get("metrics"),
-        # install.py refuses to drop a device's trusted keys unless this says it is meant
+        # --allow-unsigned: install.py refuses it on a device with a trust anchor
         "unsigned_on_purpose": trust.allow_unsigned,
         "wheels": [w.name for w in wheels], "wheelhouse_sha256": wheelhouse_sha256(wheels)}
     (dest / "release.json").write_text(json.dumps(release, indent=1) + "\n")

@@ -1,5 +1,5 @@
-"""The install prefix on the device: releases/<id>/, venvs/<wheelhouse hash>/ and the
-`current` link, and what a new release may do to them (replace the current one, or not).
+"""The install prefix on the device: releases/<id>/, venvs/<wheelhouse hash>/, the `current`
+link and the trust anchor's place, and whether a new release would change the current one.
 
 Standard library only: it travels in every release package beside install.py and probe.py,
 and is kept under the prefix with them (`status` and `rollback` run from there).
@@ -12,9 +12,12 @@ import shutil
 from pathlib import Path
 
 UNIT_NAME = "edge-ids.service"
-ALLOWED_SIGNERS_FILE = "allowed_signers"  # optional: the keys the daemon trusts (its unit says)
+ALLOWED_SIGNERS_FILE = "allowed_signers"  # optional in a release: the keys it asks to trust
+# The keys the daemon trusts, under the prefix but outside every release (trust_anchor.py)
+TRUST_ANCHOR = f"trust/{ALLOWED_SIGNERS_FILE}"
 DEFAULT_PREFIX = "/opt/edge-ids"
-DEVICE_SCRIPTS = ("install.py", "probe.py", "release_prefix.py")  # travel and stay together
+DEVICE_SCRIPTS = ("install.py", "probe.py", "release_prefix.py",
+                  "trust_anchor.py")  # travel and stay together
 
 
 class Prefix:
@@ -82,11 +85,11 @@ class Prefix:
         return removed
 
 
-def same_as_current(prefix: Prefix, package: Path, release: dict) -> bool:
+def same_as_current(prefix: Prefix, package: Path, release: dict, unit: str) -> bool:
     """The current release is healthy and has this package's whole bundle (its manifest, which
-    hashes every file, and its signature), wheels, unit and trusted keys: installing it again
-    would change nothing (for Ansible's "ok" instead of "changed"). A release from before
-    bundle_sha256 was recorded is never the same."""
+    hashes every file, and its signature), wheels, unit (`unit`: as it would be installed) and
+    keys: installing it again would change nothing (for Ansible's "ok" instead of "changed").
+    A release from before bundle_sha256 was recorded is never the same."""
     current = prefix.current()
     if current is None or current not in prefix.release_ids():
         return False
@@ -95,16 +98,6 @@ def same_as_current(prefix: Prefix, package: Path, release: dict) -> bool:
     read = (lambda path: path.read_bytes() if path.is_file() else None)
     return (info["health"] or {}).get("ok") and release.get("bundle_sha256") is not None and \
         all(info.get(k) == release.get(k) for k in keys) and \
-        all(read(directory / f) == read(package / f) for f in (UNIT_NAME, ALLOWED_SIGNERS_FILE))
-
-
-def trust_dropped(prefix: Prefix, package: Path, release: dict) -> str | None:
-    """Why this release may not replace the current one: the device trusts keys and the
-    release has none, unasked (--allow-unsigned says it is meant): else signatures go quietly."""
-    current = prefix.current()
-    if current is None or not (prefix.releases / current / ALLOWED_SIGNERS_FILE).is_file() \
-            or (package / ALLOWED_SIGNERS_FILE).is_file() or release.get("unsigned_on_purpose"):
-        return None
-    return (f"this device trusts signing keys (releases/{current}/{ALLOWED_SIGNERS_FILE}) and "
-            f"release {release['id']} has none: deploy with --allowed-signers FILE, or with "
-            "--allow-unsigned to drop them on purpose")
+        read(directory / UNIT_NAME) == unit.encode() and \
+        all(read(directory / f) == read(package / f)
+            for f in (ALLOWED_SIGNERS_FILE, f"{ALLOWED_SIGNERS_FILE}.sig"))

@@ -233,10 +233,11 @@ from .cli_learn import learn  # noqa: E402
 
 main.add_command(learn)
 
-from .cli_sign import sign, verify  # noqa: E402
+from .cli_sign import rotate_keys, sign, verify  # noqa: E402
 
 main.add_command(sign)
 main.add_command(verify)
+main.add_command(rotate_keys)
 
 from .cli_fleet import fleet  # noqa: E402
 

@@ -61,16 +61,20 @@ def _check_python(ctx, param, version):
 @click.option("--alerts", default="/var/log/edge-ids/alerts.json", show_default=True,
               metavar="FILE", help="The daemon's --alerts on the device.")
 @click.option("--allowed-signers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              metavar="FILE", help="Install these trusted keys with the release (ssh-keygen's "
-              "allowed-signers format; `edge-ids sign` prints the line for your key): the daemon "
-              "then refuses bundles signed by any other key, at start and on every reload.")
+              metavar="FILE", help="The keys the device is to trust (ssh-keygen's "
+              "allowed-signers format; `edge-ids sign` prints the line for your key). The first "
+              "deploy with keys installs them as the device's trust anchor, "
+              "PREFIX/trust/allowed_signers, outside the releases; a later deploy may bring "
+              "another list only with FILE.sig from `edge-ids rotate-keys`, by a key the device "
+              "trusts. The daemon refuses bundles signed by any other key, at start and on "
+              "every reload.")
 @click.option("--require-signature/--allow-unsigned", default=None,
               help="With --allowed-signers the device refuses unsigned bundles anyway; "
                    "--require-signature also refuses to deploy without keys, --allow-unsigned "
-                   "is the explicit opt-out that lets unsigned bundles load on a device with "
-                   "keys, or installs a release without keys on a device that has some "
-                   "(without it that is refused: keys are never dropped by accident; "
-                   "default: the device profile's [signatures]).")
+                   "is the explicit opt-out that lets unsigned bundles load, on a device "
+                   "without a trust anchor only (a release cannot turn the anchor off: root on "
+                   "the device removes it; docs/fleet.md). Default: the device profile's "
+                   "[signatures].")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE.tar.gz", help="Write the package for carrying by hand instead of "
                                           "deploying (no --host needed).")

@@ -69,12 +69,15 @@ def fleet():
 @limit_option
 @click.option("--allowed-signers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               metavar="FILE", help="Trusted keys for every host (overrides the inventory's "
-                                   "edge_ids_allowed_signers).")
+                                   "edge_ids_allowed_signers); FILE.sig goes too. A host with "
+                                   "other keys in its trust anchor takes them only signed by "
+                                   "one of its keys (`edge-ids rotate-keys`).")
 @click.option("--require-signature/--allow-unsigned", default=None,
               help="Hosts given trusted keys refuse unsigned bundles anyway; "
                    "--require-signature also refuses hosts without keys, --allow-unsigned is "
-                   "the explicit opt-out (default: the inventory's edge_ids_require_signature, "
-                   "else the device profile's [signatures]).")
+                   "the explicit opt-out, refused by hosts with a trust anchor (default: the "
+                   "inventory's edge_ids_require_signature, else the device profile's "
+                   "[signatures]).")
 @click.option("--wheelhouse", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Wheels for the devices instead of downloading them (a host without "
                    "internet).")

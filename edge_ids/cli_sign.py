@@ -79,3 +79,43 @@ def verify(allowed_signers, require_signature, bundle):
         raise BadInput(str(e)) from None
     click.echo(f"{bundle}: {loaded.detector} model {loaded.model_sha256[:12]}, "
                + (f"signed by {loaded.signer}" if loaded.signer else "not signed"))
+
+
+@click.command(name="rotate-keys", epilog=exit_codes.epilog())
+@click.option("--key", required=True, type=click.Path(exists=True, dir_okay=False,
+                                                      path_type=Path),
+              help="A private key the devices trust now (a line of their trust anchor), or its "
+                   ".pub with the private key in ssh-agent.")
+@click.option("--trusted", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="FILE", help="The keys the devices trust now: check that they would "
+                                   "accept the signature before writing anything.")
+@click.argument("new", metavar="NEW_ALLOWED_SIGNERS",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def rotate_keys(key, trusted, new):
+    """Sign a new list of trusted keys, so that devices accept it from a release.
+
+    A device keeps the keys it trusts in PREFIX/trust/allowed_signers, outside the releases;
+    a deploy that brings another list is refused unless the list is signed by a key of that
+    anchor. This puts a serial line (`# edge-ids trust serial`, the UTC time) on top of
+    NEW_ALLOWED_SIGNERS and writes NEW_ALLOWED_SIGNERS.sig beside it; `deploy
+    --allowed-signers NEW_ALLOWED_SIGNERS` (or the fleet's edge_ids_allowed_signers) carries
+    both. A device takes a list only if its serial is newer than its own, so an older signed
+    list cannot be replayed to bring a revoked key back.
+
+    \b
+    Example: revoke a stolen key (the new list without it, signed by a key
+    the devices still trust; docs/fleet.md, "Revoking a key"):
+      edge-ids rotate-keys --key ~/.ssh/edge-ids-backup \\
+          --trusted keys/allowed_signers.old keys/allowed_signers
+    """
+    from .edge_runtime.signature import SignatureError
+    from .signing import sign_key_list
+
+    try:
+        serial, signer = sign_key_list(new, key, trusted)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    except (SignatureError, OSError) as e:  # ssh-keygen refused the key, or the disk
+        raise Failed(str(e)) from None
+    click.echo(f"{new}: serial {serial}, signed by {signer}; {new}.sig written beside it. "
+               f"Deploy it with --allowed-signers {new}.")

@@ -1,6 +1,7 @@
 """`edge-ids sign`, host side: put an OpenSSH signature of the manifest into a bundle directory or
 .tar.gz. The bundle is checked first (a broken bundle is never signed) and again after (the new
-signature must match). The device side is edge_runtime/signature.py."""
+signature must match). The device side is edge_runtime/signature.py. `edge-ids rotate-keys`:
+sign a new list of trusted keys with a key the devices trust (devices/trust_anchor.py)."""
 from __future__ import annotations
 
 import io
@@ -8,11 +9,13 @@ import os
 import shutil
 import tarfile
 import tempfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .edge_runtime.bundle import MANIFEST_FILE, BundleError, bundle_files, load_bundle
-from .edge_runtime.signature import (NAMESPACE, SIGNATURE_FILE, Signer, check_signature,
-                                     sign_manifest)
+from .devices.trust_anchor import SERIAL_LINE, serial_of
+from .edge_runtime.signature import (NAMESPACE, SIGNATURE_FILE, SignatureError, Signer,
+                                     TrustPolicy, check_signature, sign_manifest)
 
 
 def sign_bundle(path: Path, key: Path) -> Signer:
@@ -75,3 +78,31 @@ def _rewrite_archive(path: Path, signature: bytes) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def sign_key_list(path: Path, key: Path, trusted: Path | None = None) -> tuple[str, Signer]:
+    """Sign a new allowed-signers file for devices that trust `key` now (trust_anchor.py): a
+    serial line (the UTC time, newer than one already there) goes on top of the file and
+    FILE.sig beside it. With `trusted` (what the devices trust now) the signature is checked
+    against it first, and nothing is written when the devices would refuse it."""
+    body = SERIAL_LINE.sub(b"", path.read_bytes(), count=1)
+    if not any(line.strip() and not line.lstrip().startswith(b"#")
+               for line in body.splitlines()):
+        raise ValueError(f"{path} lists no key: devices given it would refuse every bundle")
+    serial = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    old = serial_of(path.read_bytes())
+    if serial <= old:  # twice in one second, or a clock set back: still newer than the last
+        serial = (datetime.strptime(old, "%Y%m%dT%H%M%SZ") + timedelta(seconds=1)).strftime(
+            "%Y%m%dT%H%M%SZ")
+    data = f"# edge-ids trust serial {serial}\n".encode() + body
+    signature = sign_manifest(data, key)
+    try:
+        signer = check_signature(data, signature, TrustPolicy(trusted))
+    except SignatureError as e:
+        raise ValueError(f"not written: devices that trust {trusted} would refuse the new "
+                          f"list: {str(e).replace('manifest.json', 'the key list')}") from None
+    for target, content in ((path, data), (path.with_name(path.name + ".sig"), signature)):
+        temporary = target.with_name(f".{target.name}.{os.getpid()}")
+        temporary.write_bytes(content)
+        os.replace(temporary, target)
+    return serial, signer

@@ -358,9 +358,11 @@ def test_hybrid_and_anomaly_only_bundles_deploy_and_pass_the_health_check(
     assert current(site) == before
 
 
-def test_a_device_that_trusts_keys_refuses_an_unsigned_redeploy_unless_asked(
+def test_a_device_that_trusts_keys_refuses_unsigned_releases_until_root_removes_them(
         site, first, other_bundle, tmp_path):
-    """A deploy without keys is refused, nothing placed; --allow-unsigned drops them."""
+    """Keys are installed once (the trust anchor): a deploy without keys keeps them, so an
+    unsigned bundle fails its health check; --allow-unsigned is refused, nothing placed; root
+    on the device removes the anchor (the documented way), then --allow-unsigned works."""
     kind, public = sshd.keygen(tmp_path / "release").split()[:2]
     allowed = tmp_path / "allowed_signers"
     allowed.write_text(f'releases@example.org namespaces="edge-ids-bundle" {kind} {public}\n')
@@ -368,11 +370,17 @@ def test_a_device_that_trusts_keys_refuses_an_unsigned_redeploy_unless_asked(
     assert cli("sign", "--key", str(tmp_path / "release"), str(signed)).exit_code == 0
     assert cli("deploy", *device_args(site), "--bundle", str(signed), "--allowed-signers",
                str(allowed)).exit_code == 0
-    trusting, releases = current(site), sorted(os.listdir(site[1] / "opt" / "releases"))
+    trusting = current(site)
     result = cli("deploy", *device_args(site), "--bundle", str(first[2]))
-    assert result.exit_code != 0 and "refused release" in result.output
-    assert f"still runs {trusting}" in result.output and "--allow-unsigned to drop" in result.output
+    assert result.exit_code == 1 and "failed its health check" in result.output
+    assert "the bundle is not signed" in result.output and current(site) == trusting
+    releases = sorted(os.listdir(site[1] / "opt" / "releases"))
+    result = cli("deploy", *device_args(site), "--bundle", str(first[2]), "--allow-unsigned")
+    assert result.exit_code == 1 and "refused release" in result.output
+    assert f"still runs {trusting}" in result.output and "a release cannot turn that off" \
+        in result.output
     assert (current(site), sorted(os.listdir(site[1] / "opt" / "releases"))) == (trusting, releases)
+    (site[1] / "opt" / "trust" / "allowed_signers").unlink()  # root, out of band
     result = cli("deploy", *device_args(site), "--bundle", str(first[2]), "--allow-unsigned")
     assert result.exit_code == 0 and current(site) != trusting, result.output
-    assert not (site[1] / "opt" / "current" / "allowed_signers").exists()
+    assert "--allowed-signers" not in (site[1] / "opt" / "current" / "edge-ids.service").read_text()

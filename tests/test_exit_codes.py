@@ -44,6 +44,7 @@ def files(small_pipeline, kdd_test_lines, tmp_path_factory) -> dict[str, Path]:
     (tmp / "only-test" / "nsl-kdd").mkdir(parents=True)
     shutil.copy(NSL_KDD / "KDDTest+.txt.gz", tmp / "only-test" / "nsl-kdd")
     (tmp / "model-folder").mkdir()
+    (tmp / "no-keys").write_text("# an allowed-signers file without a key\n")
     (tmp / "hosts.ini").write_text("sensor-1 ansible_host=127.0.0.1 ansible_port=1\n")
     capture = DATA_DIR / "iot-23-pcap" / "CTU-IoT-Malware-Capture-3-1" / "test.pcap"
     (tmp / "cut.pcap").write_bytes(capture.read_bytes()[:300_000])  # in the middle of a packet
@@ -131,6 +132,9 @@ CASES = [
     ("verify {tampered}", BAD_INPUT, "modified or corrupted"),
     ("verify --require-signature {bundle}", USAGE, "needs --allowed-signers"),
     ("verify {bundle}", OK, "not signed"),
+    ("rotate-keys --key {tmp}/nowhere {tmp}/no-keys", USAGE, "does not exist"),
+    ("rotate-keys --key {tflite} {tmp}/no-keys", BAD_INPUT, "lists no key"),
+    ("rotate-keys --key {tflite} {tmp}/good.csv", FAILED, "ssh-keygen could not sign"),
     ("fleet deploy -i {tmp}/nowhere.ini --bundle {bundle}", USAGE, "does not exist"),
     ("fleet deploy -i {tmp}/hosts.ini --bundle {bundle} --batch 0%", USAGE, "a percentage"),
     ("fleet deploy -i {tmp}/hosts.ini --bundle {bundle} --ui-cert page.crt", USAGE,

@@ -126,9 +126,11 @@ def test_fleet_deploy_installs_on_three_devices_and_status_shows_them(
         assert info["model_sha256"] == model and info["device"] == "x86_64"
         unit = (release / "edge-ids.service").read_text()  # this host's own unit
         assert f"--input unix:{folder}/in.sock --bundle {folder}/opt/current/bundle" in unit
-        assert f"--allowed-signers {folder}/opt/current/allowed_signers --state-dir " \
+        assert f"--allowed-signers {folder}/opt/trust/allowed_signers --state-dir " \
                f"/var/lib/edge-ids\n" in unit
         assert (release / "allowed_signers").read_bytes() == keys["allowed"].read_bytes()
+        assert (folder / "opt" / "trust" / "allowed_signers").read_bytes() == \
+            keys["allowed"].read_bytes()  # the trust anchor, outside the releases
         assert (release / "bundle" / "manifest.json.sig").is_file()
     # the role and playbooks are package data of the edge-ids wheel (inert YAML, so they also
     # reach the device inside it); ansible-core itself never goes there
@@ -250,14 +252,16 @@ def test_your_own_playbook_with_the_role_changes_nothing_the_second_time(
 
 @pytest.mark.slow  # a second rollout attempt, about a minute: `pytest -m slow tests/test_fleet.py`
 def test_a_canary_that_fails_its_health_check_stops_the_rollout(
-        rolled_out, devices, other_bundle, tmp_path):
+        rolled_out, devices, other_bundle, keys, tmp_path):
     """dev1 (the canary) gets a health-check timeout no daemon can meet; the release fails
     there, dev1 goes back to its release, and dev2 and dev3 are never touched."""
     hosts = devices[1]
     before = {h: (current(folder), releases(folder)) for h, (_, folder) in hosts.items()}
     hosts_ini = inventory(devices, tmp_path / "hosts.ini", dev1={"edge_ids_timeout": 0.05})
-    result = cli("fleet", "deploy", "-i", hosts_ini, "--bundle", other_bundle, "--canary", 1,
-                 "--batch", 1, "--allow-unsigned")  # the devices trust keys: drop them on purpose
+    other = Path(shutil.copytree(other_bundle, tmp_path / "other"))
+    assert cli("sign", "--key", keys["key"], other).exit_code == 0
+    result = cli("fleet", "deploy", "-i", hosts_ini, "--bundle", other, "--canary", 1,
+                 "--batch", 1, "--allowed-signers", keys["allowed"])
     print(result.output)  # what a failed rollout looks like (README)
     assert result.exit_code == 1
     first = before["dev1"][0]

@@ -321,7 +321,7 @@ def test_a_profile_that_requires_signatures_sets_the_policy_and_needs_trusted_ke
     options = DeployOptions("pi4", Path("b"), allowed_signers=keys["allowed"])
     assert options.trust(profile) == TrustPolicy(keys["allowed"])
     assert options.trust(profile).required and not options.unit_options["allow_unsigned"]
-    assert options.unit_options["allowed_signers"] == "/opt/edge-ids/current/allowed_signers"
+    assert options.unit_options["allowed_signers"] == "/opt/edge-ids/trust/allowed_signers"
     assert DeployOptions("pi4", Path("b"), require_signature=False).trust(profile) == \
         TrustPolicy(None, allow_unsigned=True)
     shipped = DeployOptions("pi4", Path("b"), allowed_signers=keys["allowed"])
@@ -333,7 +333,7 @@ def test_a_profile_that_requires_signatures_sets_the_policy_and_needs_trusted_ke
 
 
 def test_the_unit_carries_the_signature_policy():
-    signers = "/opt/edge-ids/current/allowed_signers"
+    signers = "/opt/edge-ids/trust/allowed_signers"
     unit = render_unit(load_profile("pi4"), allowed_signers=signers)
     assert f"--threads 1 --allowed-signers {signers} --state-dir /var/lib/edge-ids\n" in unit
     # (keys: signatures required, nothing that would let unsigned bundles in)
@@ -395,5 +395,5 @@ def test_deploy_installs_the_trusted_keys_and_refuses_early_what_the_device_woul
         read = (lambda name: tar.extractfile(f"{top}/{name}").read())
         assert read("allowed_signers") == keys["allowed"].read_bytes()
         assert read("bundle/manifest.json.sig") == (trusted / SIGNATURE_FILE).read_bytes()
-        assert b" --allowed-signers /opt/edge-ids/current/allowed_signers --state-dir " \
+        assert b" --allowed-signers /opt/edge-ids/trust/allowed_signers --state-dir " \
                b"/var/lib/edge-ids\n" in read("edge-ids.service")

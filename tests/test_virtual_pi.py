@@ -164,7 +164,7 @@ def test_deploy_of_a_signed_hybrid_bundle_serves_it_under_the_hardened_unit(pi, 
     print(f"on the guest: uid {fields['Uid']}, Seccomp 2 with {fields['Seccomp_filters']} "
           f"filters, systemd-analyze security {exposure}")
     assert exposure < 2.0  # the unit's own rating on the device, as on x86_64
-    trusted = pi.ssh(f"cat {PREFIX}/current/allowed_signers").stdout
+    trusted = pi.ssh(f"cat {PREFIX}/trust/allowed_signers").stdout
     assert trusted == keys["allowed"].read_text()
 
 
