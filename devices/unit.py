@@ -58,8 +58,9 @@ def render_unit(profile: DeviceProfile, prefix: str = DEFAULT_PREFIX,
     required) and `allow_unsigned` (the explicit opt-out) are the daemon's signature policy
     (edge_runtime/signature.py). `ui` serves the operator's page (a token file on the device
     is handed to the service as a credential) and `webhook` pushes incidents (docs/operator.md);
-    IPAddressAllow= then lets the service reach the webhook's address, or is lifted for a page
-    off loopback or a webhook named by host name. Tokens are files on the device handed over
+    IPAddressAllow= then lets the service reach the webhook's address and, for a page off
+    loopback, the home networks (the daemon's --home-net among `extra_options`, else its
+    defaults); it is lifted for a webhook named by host name. Tokens are files on the device handed over
     with LoadCredential=, never text in the unit (which anyone on the device may read).
     `state_dir` is the daemon's --state-dir, by default the unit's own StateDirectory
     (/var/lib/edge-ids: what the devices learned survives restarts and deploys); "" keeps
@@ -88,7 +89,7 @@ def render_unit(profile: DeviceProfile, prefix: str = DEFAULT_PREFIX,
     host, _ = parse_address(metrics)
     extra, allowed = operator_arguments(ui, ui_token_file, webhook, webhook_min_severity,
                                         webhook_token_file, webhook_insecure,
-                                        ui_cert_file, ui_key_file)
+                                        ui_cert_file, ui_key_file, home_nets(extra_options))
     extra += (f" --state-dir {state_dir}" if state_dir else "") + extra_arguments(extra_options)
     ip_policy = (f"IPAddressDeny=any\nIPAddressAllow={' '.join(['localhost', *allowed])}\n"
                  if host in LOOPBACK and allowed is not None else "")
@@ -109,6 +110,16 @@ def render_unit(profile: DeviceProfile, prefix: str = DEFAULT_PREFIX,
         cpu_quota=profile.cpu_quota, ip_policy=credential + ip_policy,
         trust=(f" --allowed-signers {allowed_signers}" if allowed_signers else "")
         + (" --allow-unsigned" if allow_unsigned and allowed_signers else "") + extra)
+
+
+def home_nets(arguments: tuple[str, ...]) -> tuple[str, ...]:
+    """The home networks the daemon will use: its --home-net values among the free arguments
+    (`--home-net CIDR` or `--home-net=CIDR`), else its defaults (a LAN page serves them)."""
+    from ..edge_runtime.devices import DEFAULT_HOME_NET, parse_home_net
+
+    given = [value for option, value in zip(arguments, arguments[1:]) if option == "--home-net"]
+    given += [a.split("=", 1)[1] for a in arguments if a.startswith("--home-net=")]
+    return tuple(str(n) for n in parse_home_net(given)) if given else DEFAULT_HOME_NET
 
 
 def extra_arguments(arguments: tuple[str, ...]) -> str:
@@ -172,9 +183,11 @@ def page_arguments(ui: str, ui_token_file: str | None = None, ui_cert_file: str 
 def operator_arguments(ui: str | None, ui_token_file: str | None, webhook: str | None,
                        min_severity: str | None, webhook_token_file: str | None = None,
                        webhook_insecure: bool = False, ui_cert_file: str | None = None,
-                       ui_key_file: str | None = None) -> tuple[str, list[str] | None]:
+                       ui_key_file: str | None = None,
+                       home_net: tuple[str, ...] = ()) -> tuple[str, list[str] | None]:
     """The daemon's page and webhook options, and the addresses the service must reach beyond
-    localhost (None: any, the IP policy is lifted)."""
+    localhost (None: any, the IP policy is lifted): a page off loopback answers browsers of
+    the `home_net` networks only (not the whole Internet, should the device be reachable)."""
     from urllib.parse import urlsplit
 
     from ..edge_runtime.operator_page import is_loopback
@@ -185,7 +198,7 @@ def operator_arguments(ui: str | None, ui_token_file: str | None, webhook: str |
     if ui:
         extra += page_arguments(ui, ui_token_file, ui_cert_file, ui_key_file)
         if not is_loopback(page_address(ui)[0]):
-            allowed = None  # browsers from anywhere on the LAN
+            allowed = list(home_net)  # browsers of the home networks
     if webhook_token_file and not webhook:
         raise ValueError("--webhook-token-file needs --webhook URL")
     if webhook:

@@ -76,7 +76,17 @@ def test_a_page_off_loopback_needs_a_token_and_tls_handed_over_as_credentials(tm
             "LoadCredential=ui-key:/etc/edge-ids/page.key\n") in text
     assert ("--ui 0.0.0.0:9109 --ui-token-file ${CREDENTIALS_DIRECTORY}/ui-token --ui-cert "
             "${CREDENTIALS_DIRECTORY}/ui-cert --ui-key ${CREDENTIALS_DIRECTORY}/ui-key") in text
-    assert "IPAddressDeny" not in text
+    # browsers of the home networks only (the daemon's defaults), not the whole Internet
+    assert ("IPAddressDeny=any\nIPAddressAllow=localhost 10.0.0.0/8 172.16.0.0/12 "
+            "192.168.0.0/16 fc00::/7 fe80::/10\n") in text
     verified(text, tmp_path)
+    own = render_unit(pi4, str(prefix), ui="0.0.0.0:9109", ui_token_file="/etc/edge-ids/ui-token",
+                      ui_cert_file="/etc/edge-ids/page.crt", ui_key_file="/etc/edge-ids/page.key",
+                      extra_options=("--home-net", "100.64.0.0/10", "--home-net=2001:db8::/32"),
+                      webhook="https://192.168.1.2/hook")
+    assert "IPAddressAllow=localhost 100.64.0.0/10 2001:db8::/32 192.168.1.2\n" in own
+    lifted = re.sub(r"IPAddress(Deny|Allow)=.*\n", "", text)  # what a LAN page had before
+    exposure = [float(rating(verified(unit, tmp_path)).split()[0]) for unit in (text, lifted)]
+    assert exposure[0] < exposure[1], exposure  # systemd-analyze security rates it better
     with pytest.raises(ValueError, match="quotes"):
         render_unit(pi4, webhook="http://127.0.0.1/$(reboot)")
