@@ -1,7 +1,8 @@
 """Every measured figure in README.md and docs/*.md comes from a committed results file written
 by a committed command (issue 39, point 7).
 
-docs/figures.yml is the index (docs/figures-docs.yml holds the figures of docs/*.md). `results:` names each results file under benchmarks/results/ and
+docs/figures.yml is the index (docs/figures-*.yml hold the figures of docs/*.md and may add
+results files and not_measured entries). `results:` names each results file under benchmarks/results/ and
 the command that writes it; `figures:` holds one entry a figure: its `text` as the documents
 print it, the `docs` it appears in, the results `file`, one JSON Pointer (RFC 6901; `*` takes
 every member) or a list of them in `path`, and how the value becomes the text: an optional
@@ -38,7 +39,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 INDEX = REPO / "docs" / "figures.yml"
-INDEX_DOCS = REPO / "docs" / "figures-docs.yml"  # the figures of docs/*.md
+INDEX_DOCS = sorted((REPO / "docs").glob("figures-*.yml"))  # the figures of docs/*.md
 DOCS = ["README.md"] + sorted(f"docs/{p.name}" for p in (REPO / "docs").glob("*.md"))
 
 NUM = r"\d(?:[\d,]*\d)?(?:\.\d+)?"
@@ -58,7 +59,11 @@ BOUND = re.compile(r"(?:[≤≥<>]|\btargets?:?|\bat most|\bat least|\bup to|\bd
 
 def load_index() -> dict:
     index = yaml.safe_load(INDEX.read_text())
-    index["figures"] += yaml.safe_load(INDEX_DOCS.read_text())["figures"]
+    for path in INDEX_DOCS:
+        part = yaml.safe_load(path.read_text())
+        index["figures"] += part.get("figures") or []
+        index["results"].update(part.get("results") or {})
+        index["not_measured"] += part.get("not_measured") or []
     return index
 
 
