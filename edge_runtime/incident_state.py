@@ -29,7 +29,7 @@ import numpy as np
 
 from .episodes import Device, Episode
 from .normal_rule import Window
-from .normals import Normal, Normals
+from .normals import NO_PEAKS, Normal, Normals
 
 SCHEMA = 1  # a state of another schema is set aside (state.py), never half read
 # an episode's fields and how each is read back (a state file may hold anything: every value is
@@ -190,7 +190,7 @@ def _normal(normal: Normal, name) -> dict:
             "bits": normal.bits, "window": normal.window.to_state(name),
             "changed": normal.changed, "joined": normal.joined, "muted": normal.muted,
             "peers": sorted(normal.peers), "since": normal.since,
-            "peaks": normal.peaks.tolist(), "incident_bits": normal.incident_bits}
+            "peaks": list(normal.peaks), "incident_bits": normal.incident_bits}
 
 
 def _normal_from(value: dict, number) -> Normal:
@@ -205,7 +205,8 @@ def _normal_from(value: dict, number) -> Normal:
     normal.muted = None if value["muted"] is None else float(value["muted"])
     normal.peers = frozenset(map(str, value["peers"]))
     normal.since = float(value["since"])
-    normal.peaks = array("f", sorted(float(p) for p in value["peaks"]))
+    normal.peaks = array("f", sorted(float(p) for p in value["peaks"])) if value["peaks"] \
+        else NO_PEAKS
     normal.incident_bits = None if value["incident_bits"] is None else \
         float(value["incident_bits"])
     return normal

@@ -63,6 +63,10 @@ NEW_SERVICES_A_DAY = 4  # services that may join a normal a day
 MIN_CHANGE = 0.05  # a threshold that would move by less than 5 % does not change
 BITS_FALL = 1.0  # a learned device's new-service evidence falls at most this much a day
 MAX_PEERS = 16  # peers the operator accepted, per device
+# Shared by every device that has none: in Python 3.11 each frozenset() and array() is a new
+# object (about 300 bytes the two), and most devices never get either.
+NO_PEERS: frozenset = frozenset()
+NO_PEAKS = ()
 
 
 class Normal:
@@ -81,9 +85,9 @@ class Normal:
         self.changed = start  # flow time of its last change (or its first flow)
         self.joined = joined  # a device the bundle did not know: when it was first seen
         self.muted: float | None = None  # silenced by the operator until then (flow time)
-        self.peers: frozenset = frozenset()  # peers the operator accepted: never evidence
+        self.peers = NO_PEERS  # peers the operator accepted (a new set each): never evidence
         self.since = start  # watched since (its own incident budget counts from here)
-        self.peaks = array("f")  # its episodes' highest peaks (ascending), no incident
+        self.peaks = NO_PEAKS  # its episodes' highest peaks (ascending), no incident
         self.incident_bits: float | None = None  # its own incident threshold (None: the site's)
 
     def muted_at(self, t: float) -> bool:
@@ -93,6 +97,8 @@ class Normal:
     def add_peak(self, peak: float, keep: int) -> None:
         """An episode ended without an incident at this peak evidence."""
         if len(self.peaks) < keep:
+            if not self.peaks:  # (NO_PEAKS, shared: never changed in place)
+                self.peaks = array("f")
             insort(self.peaks, peak)
         elif peak > self.peaks[0]:
             del self.peaks[0]
