@@ -9,23 +9,16 @@ import os
 import re
 import shutil
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from daemon_process import DaemonProcess, send
+from site_replay import HAS_ARGUS, bot_and_joiner
 from webhook_receiver import WebhookReceiver
-from edge_ids.benchmarks.detection import incident_scenarios as scenarios
-from edge_ids.benchmarks.detection.incident_load import flow_lines
 
-HAS_ARGUS = bool(shutil.which("argus", path="/usr/sbin:/usr/bin") and shutil.which("ra"))
 CHROMEDRIVER = shutil.which("chromedriver")
 DOCS = Path(__file__).parents[1] / "docs"
 BOT_PEER = "185.244.25.235"
-
-
-def utc(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 @pytest.fixture(scope="module")
@@ -35,17 +28,8 @@ def replay(learned_site, smart_home, data_dir, tmp_path_factory) -> dict:
     if not HAS_ARGUS:
         pytest.skip("needs Debian's argus-server and argus-client")
     work = tmp_path_factory.mktemp("page")
-    hub = next(d for d in smart_home["devices"] if d.name == "lockly-hub-01")
-    bot = scenarios.infection(data_dir, smart_home["work"], smart_home["site"], "mirai", hub, 1)
-    window = work / "window.pcap"
-    scenarios.run("editcap", "-A", utc(bot.start - 1200), "-B", utc(bot.start + 2400), bot.pcap,
-                  window)
-    joined, part = scenarios.join(scenarios.setup_captures(data_dir, ("HueSwitch",))[0], 0,
-                                  bot.start + 600, work)
-    merged = work / "replay.pcap"
-    scenarios.run("mergecap", "-w", merged, window, part)
-    _, lines = flow_lines(learned_site["bundle"], merged, work)  # in the bundle's layout
-    return {"hub": hub, "joined": joined, "lines": [f"{line}\n".encode() for line in lines],
+    replay = bot_and_joiner(learned_site, smart_home, data_dir, work, 1200, 2400, 600)
+    return {"hub": replay["hub"], "joined": replay["joined"], "lines": replay["lines"],
             "bundle": learned_site["bundle"]}
 
 

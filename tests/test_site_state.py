@@ -6,27 +6,20 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 import signal
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from daemon_process import DaemonProcess, read_alerts
-from edge_ids.benchmarks.detection import incident_scenarios as scenarios
-from edge_ids.benchmarks.detection.incident_load import flow_lines
+from site_replay import HAS_ARGUS, bot_and_joiner
 from edge_ids.edge_runtime import load_bundle
 from edge_ids.edge_runtime.watch import anomaly_features
 
-HAS_ARGUS = bool(shutil.which("argus", path="/usr/sbin:/usr/bin") and shutil.which("ra"))
 DEVICE_EVENTS = ("incident", "new_device", "device_normal", "decision")
-
-
-def utc(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 @pytest.fixture(scope="module")
@@ -37,24 +30,15 @@ def site_flows(learned_site, smart_home, data_dir, tmp_path_factory) -> dict:
     if not HAS_ARGUS:
         pytest.skip("needs Debian's argus-server and argus-client")
     work = tmp_path_factory.mktemp("state")
-    hub = next(d for d in smart_home["devices"] if d.name == "lockly-hub-01")
-    bot = scenarios.infection(data_dir, smart_home["work"], smart_home["site"], "mirai", hub, 1)
-    window = work / "window.pcap"
-    scenarios.run("editcap", "-A", utc(bot.start - 7200), "-B", utc(bot.start + 7200), bot.pcap,
-                  window)
-    joined, part = scenarios.join(scenarios.setup_captures(data_dir, ("HueSwitch",))[0], 0,
-                                  bot.start - 3600, work)
-    merged = work / "replay.pcap"
-    scenarios.run("mergecap", "-w", merged, window, part)
-    names, lines = flow_lines(learned_site["bundle"], merged, work)
+    replay = bot_and_joiner(learned_site, smart_home, data_dir, work, 7200, 7200, -3600)
     other = work / "other"
     honeypot = next((data_dir / "iot-23-pcap" / "CTU-Honeypot-Capture-4-1").glob("*.pcap"))
     done = subprocess.run([sys.executable, "-m", "edge_ids", "learn", "--pcap", str(honeypot),
                            "--out", str(other), "--epochs", "3"], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
-    return {"lines": [f"{line}\n".encode() for line in lines], "hub": hub, "bot": bot,
-            "last_time": names.index("LastTime"),
-            "joined": joined, "bundle": learned_site["bundle"], "other": other / "bundle",
+    return {"lines": replay["lines"], "hub": replay["hub"], "bot": replay["bot"],
+            "last_time": replay["names"].index("LastTime"),
+            "joined": replay["joined"], "bundle": learned_site["bundle"], "other": other / "bundle",
             "renamed": renamed_vocabulary(learned_site["bundle"], work / "renamed")}
 
 
