@@ -2,7 +2,7 @@
 model (anomaly.tflite, anomaly.json) or both, and manifest.json.
 
 The manifest's hashes are what the device checks before it loads anything
-(edge_runtime/bundle.py reads what this writes; the constants live there).
+(edge_runtime/model/bundle.py reads what this writes; the constants live there).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..edge_runtime.bundle import (BUNDLE_SCHEMA_VERSION, DETECTOR_FILES, FEATURES_FILE,
+from ..edge_runtime.model.bundle import (BUNDLE_SCHEMA_VERSION, DETECTOR_FILES, FEATURES_FILE,
                                    MANIFEST_FILE, MODEL_FILE, sha256_bytes)
 
 
@@ -52,7 +52,7 @@ def spec_bytes(spec: dict) -> bytes:
 
 def input_quantization(tflite: bytes) -> dict | None:
     """The int8 input tensor's {scale, zero_point} (None for float input): the spec records it."""
-    from ..edge_runtime.interpreter import make_interpreter
+    from ..edge_runtime.model.interpreter import make_interpreter
 
     model_input = make_interpreter(tflite).get_input_details()[0]
     if model_input["dtype"] != np.int8:

@@ -206,7 +206,7 @@ def _convert(model, opts: CompressOptions, prep, reference, echo) -> tuple[bytes
     predictions agree best with the float model on the validation rows ships (validation
     only: the test sets are never consulted).
     """
-    from ..edge_runtime.classifier import TFLiteModel
+    from ..edge_runtime.model.classifier import TFLiteModel
     from .quantize import convert, representative_sample
 
     if opts.quantize != "int8":
@@ -246,7 +246,7 @@ def _qat_reason(opts, val_classes, tflite, prep, classes, normal) -> str:
         return ""
     if opts.qat == "always":
         return "asked for"
-    from ..edge_runtime.classifier import TFLiteModel
+    from ..edge_runtime.model.classifier import TFLiteModel
     from ..train.evaluate import classification_metrics
     keras_f1 = classification_metrics(prep.y_val, val_classes, classes, normal)["macro_f1"]
     int8_f1 = classification_metrics(prep.y_val, TFLiteModel(tflite).predict(prep.x_val)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 def evaluate_bundle(bundle_dir: str | Path, data) -> dict:
     """{test set: classification metrics} of the bundle on every test set of `data`."""
-    from ..edge_runtime.bundle import load_bundle
-    from ..edge_runtime.classifier import Classifier
+    from ..edge_runtime.model.bundle import load_bundle
+    from ..edge_runtime.model.classifier import Classifier
     from ..train.evaluate import classification_metrics
 
     classifier = Classifier(load_bundle(bundle_dir))

@@ -10,7 +10,7 @@ import gzip
 
 import numpy as np
 
-from ..edge_runtime.interpreter import make_interpreter
+from ..edge_runtime.model.interpreter import make_interpreter
 from .pruning import kernel_sparsity, prunable_layers
 
 WEIGHT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")

@@ -14,10 +14,10 @@ from typing import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..edge_runtime.argus import CaptureError, ra_fields
-from ..edge_runtime.bundle import Bundle, BundleError, load_bundle
-from ..edge_runtime.records import RawSchema
-from ..edge_runtime.signature import TrustPolicy
+from ..edge_runtime.ingest.argus import CaptureError, ra_fields
+from ..edge_runtime.model.bundle import Bundle, BundleError, load_bundle
+from ..edge_runtime.ingest.records import RawSchema
+from ..edge_runtime.model.signature import TrustPolicy
 from .release_prefix import TRUST_ANCHOR, UNIT_NAME
 from .package import GLIBC_FOR_PYTHON, PROBE_SCRIPT, PackageError, Target, build_package
 from .package import check_wheel_inputs, pinned_requirements, write_archive

@@ -13,7 +13,7 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
-from ..edge_runtime.bundle import load_bundle
+from ..edge_runtime.model.bundle import load_bundle
 from .deploy import DeployOptions, Steps, check_target, write_package
 from .profiles import load_profile
 from .unit import render_unit

@@ -18,8 +18,8 @@ from importlib import metadata
 from pathlib import Path
 
 from .. import __version__
-from ..edge_runtime.bundle import load_bundle
-from ..edge_runtime.signature import TrustPolicy
+from ..edge_runtime.model.bundle import load_bundle
+from ..edge_runtime.model.signature import TrustPolicy
 from .release_prefix import ALLOWED_SIGNERS_FILE, DEVICE_SCRIPTS
 from .profiles import DeviceProfile
 from .unit import render_unit

@@ -34,7 +34,7 @@ else:
     from release_prefix import ALLOWED_SIGNERS_FILE, TRUST_ANCHOR, UNIT_NAME, Prefix
 
 SIGNATURE_FILE = ALLOWED_SIGNERS_FILE + ".sig"
-NAMESPACE = "edge-ids-bundle"  # as edge_runtime/signature.py: the keys' lines allow only it
+NAMESPACE = "edge-ids-bundle"  # as edge_runtime/model/signature.py: the keys' lines allow only it
 # The first line of a rotated key list: what a device compares, and what keeps a key list and a
 # bundle manifest (JSON) from ever being the same signed bytes.
 SERIAL_LINE = re.compile(rb"\A# edge-ids trust serial (\d{8}T\d{6}Z)\n")

@@ -5,7 +5,7 @@ from importlib import resources
 from pathlib import PurePosixPath
 from string import Template
 
-from ..edge_runtime.metrics import DEFAULT_PORT, parse_address
+from ..edge_runtime.outputs.metrics import DEFAULT_PORT, parse_address
 from .profiles import DeviceProfile
 
 TEMPLATE = resources.files(__package__) / "edge-ids.service.in"
@@ -56,7 +56,7 @@ def render_unit(profile: DeviceProfile, prefix: str = DEFAULT_PREFIX,
     `capture` (an interface) it runs `edge-ids capture` on it instead of reading `input_`,
     with the capabilities and memory that needs. `allowed_signers` (a path on the device: signatures
     required) and `allow_unsigned` (the explicit opt-out) are the daemon's signature policy
-    (edge_runtime/signature.py). `ui` serves the operator's page (a token file on the device
+    (edge_runtime/model/signature.py). `ui` serves the operator's page (a token file on the device
     is handed to the service as a credential) and `webhook` pushes incidents (docs/operator.md);
     IPAddressAllow= then lets the service reach the webhook's address and, for a page off
     loopback, the home networks (the daemon's --home-net among `extra_options`, else its
@@ -115,7 +115,7 @@ def render_unit(profile: DeviceProfile, prefix: str = DEFAULT_PREFIX,
 def home_nets(arguments: tuple[str, ...]) -> tuple[str, ...]:
     """The home networks the daemon will use: its --home-net values among the free arguments
     (`--home-net CIDR` or `--home-net=CIDR`), else its defaults (a LAN page serves them)."""
-    from ..edge_runtime.devices import DEFAULT_HOME_NET, parse_home_net
+    from ..edge_runtime.site.devices import DEFAULT_HOME_NET, parse_home_net
 
     given = [value for option, value in zip(arguments, arguments[1:]) if option == "--home-net"]
     given += [a.split("=", 1)[1] for a in arguments if a.startswith("--home-net=")]
@@ -154,7 +154,7 @@ def page_arguments(ui: str, ui_token_file: str | None = None, ui_cert_file: str 
     """The daemon's page options in the unit (files come as credentials). A page off loopback
     needs a token and TLS, as the daemon does: refused here, before any device is touched,
     rather than installed to fail its health check and be rolled back."""
-    from ..edge_runtime.operator_page import PageError, check_page
+    from ..edge_runtime.outputs.operator_page import PageError, check_page
 
     for what, path in (("the page's token file", ui_token_file),
                        ("the page's certificate", ui_cert_file), ("its key", ui_key_file)):
@@ -190,9 +190,9 @@ def operator_arguments(ui: str | None, ui_token_file: str | None, webhook: str |
     the `home_net` networks only (not the whole Internet, should the device be reachable)."""
     from urllib.parse import urlsplit
 
-    from ..edge_runtime.operator_page import is_loopback
-    from ..edge_runtime.operator_page import parse_address as page_address
-    from ..edge_runtime.webhook import check_target
+    from ..edge_runtime.outputs.operator_page import is_loopback
+    from ..edge_runtime.outputs.operator_page import parse_address as page_address
+    from ..edge_runtime.outputs.webhook import check_target
 
     extra, allowed = "", []
     if ui:

@@ -167,9 +167,9 @@ def classify(bundle, records, output, threads, batch_size, log_rejects):
     classified. A truncated or corrupt .gz is classified up to the damage, then reported
     (exit 5).
     """
-    from .edge_runtime.classify import classify_stream
-    from .edge_runtime.detector import Detector
-    from .edge_runtime.records import open_input
+    from .edge_runtime.model.classify import classify_stream
+    from .edge_runtime.model.detector import Detector
+    from .edge_runtime.ingest.records import open_input
 
     detector = Detector(require_bundle(bundle), num_threads=threads)
     try:

@@ -61,7 +61,7 @@ def bench(bundle, host, device, out, keras, compare, data_dir, test_set, records
     """
     from .benchmarks.bench.host import (BenchError, BenchInputError, BenchOptions, keras_path,
                                    run_bench)
-    from .edge_runtime.bundle import BundleError
+    from .edge_runtime.model.bundle import BundleError
     from .train.datasets import DataError, test_set_names
 
     options = BenchOptions(

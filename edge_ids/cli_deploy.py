@@ -119,7 +119,7 @@ def deploy(device, host, bundle, prefix, input_, capture, metrics, alerts, allow
     from .devices.deploy import DeployError, DeployOptions, NoTrustedKeys, PackageError, SSHError
     from .devices.deploy import deploy as run_deploy
     from .devices.package import WheelhouseError
-    from .edge_runtime.bundle import BundleError
+    from .edge_runtime.model.bundle import BundleError
 
     if not host and not output and not dry_run:
         raise click.UsageError("give --host to deploy, or --output FILE.tar.gz to write the "

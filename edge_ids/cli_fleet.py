@@ -106,7 +106,7 @@ def deploy(inventory, bundle, canary, batch, limit, allowed_signers, require_sig
       edge-ids fleet deploy -i hosts.ini --bundle out/nsl-kdd/bundle \\
           --canary 1 --batch 5
     """
-    from .edge_runtime.bundle import BundleError
+    from .edge_runtime.model.bundle import BundleError
     from .fleet import FleetError, FleetOptions, deploy_fleet
 
     if not (batch.isdigit() and int(batch) > 0 or batch.endswith("%")
@@ -230,7 +230,7 @@ def package(device, bundle, directory, probe, prefix, input_, capture, metrics, 
     from .devices.deploy import DeployError, DeployOptions, NoTrustedKeys, PackageError
     from .devices.fleet import package_for_host
     from .devices.profiles import ProfileError
-    from .edge_runtime.bundle import BundleError
+    from .edge_runtime.model.bundle import BundleError
 
     try:
         facts = json.loads(probe)

@@ -51,7 +51,7 @@ def _check_incident_budget(ctx, param, value):
                    "per week (extrapolated, with a warning, when the tail is too short to "
                    "measure it).")
 @click.option("--home-net", "home_net", multiple=True, metavar="CIDR",
-              callback=checked_by("edge_runtime.devices", "parse_home_net"),
+              callback=checked_by("edge_runtime.site.devices", "parse_home_net"),
               help="The protected networks: a flow belongs to its endpoints inside them, the "
                    "devices (repeatable; default the private ranges 10/8, 172.16/12, "
                    "192.168/16, fc00::/7, fe80::/10). Stored in the bundle.")
@@ -103,8 +103,8 @@ def learn(pcaps, flow_files, classifier, out, max_fpr, val_fraction, max_inciden
       edge-ids learn --flows site/flows.csv \\
           --prior-state site/state.json.gz --out out/site2
     """
-    from .edge_runtime.argus import CaptureError
-    from .edge_runtime.bundle import BundleError
+    from .edge_runtime.ingest.argus import CaptureError
+    from .edge_runtime.model.bundle import BundleError
     from .flows import FlowError
     from .learn import LearnError, LearnOptions, run_learn
 

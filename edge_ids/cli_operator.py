@@ -14,7 +14,7 @@ def _check_url(ctx, param, url):
     """An http(s) URL with no secret in it (exit 2); whether a token may go there is checked
     once every option is read."""
     if url is not None:
-        from .edge_runtime.webhook import WebhookError, check_target
+        from .edge_runtime.outputs.webhook import WebhookError, check_target
         try:
             check_target(url)
         except WebhookError as e:
@@ -28,7 +28,7 @@ INSECURE_HELP = ("Send the token over an http:// --webhook URL anyway (refused w
 
 
 OPTIONS = [
-    click.option("--ui", metavar="ADDRESS:PORT", callback=checked_by("edge_runtime.operator_page", "parse_address"),
+    click.option("--ui", metavar="ADDRESS:PORT", callback=checked_by("edge_runtime.outputs.operator_page", "parse_address"),
                  help="Serve the operator's page here (read-only: devices, incidents with "
                       "their why, each device's last day), e.g. 127.0.0.1:9109; reach it from "
                       "a laptop with `ssh -L 9109:127.0.0.1:9109 DEVICE`. Off by default. Any "
@@ -75,9 +75,9 @@ def operator_settings(ui, ui_token_file, webhook, webhook_min_severity, webhook_
     """The DaemonOptions fields for them. A token where it may not go, or a page off loopback
     without a token and TLS, is a usage error (2); a token file that is empty or that others may
     open, or a certificate and key that cannot be used, is an unusable file (5)."""
-    from .edge_runtime.operator_page import PageError, check_page, read_token, tls_context
-    from .edge_runtime.secret_file import SecretFileError, check_private, read_secret
-    from .edge_runtime.webhook import WebhookError, WebhookOptions, check_target
+    from .edge_runtime.outputs.operator_page import PageError, check_page, read_token, tls_context
+    from .edge_runtime.outputs.secret_file import SecretFileError, check_private, read_secret
+    from .edge_runtime.outputs.webhook import WebhookError, WebhookOptions, check_target
 
     try:
         token = read_token(None, ui_token_file)
@@ -117,7 +117,7 @@ def operator_settings(ui, ui_token_file, webhook, webhook_min_severity, webhook_
 
 
 UNIT_OPTIONS = [
-    click.option("--ui", metavar="ADDRESS:PORT", callback=checked_by("edge_runtime.operator_page", "parse_address"),
+    click.option("--ui", metavar="ADDRESS:PORT", callback=checked_by("edge_runtime.outputs.operator_page", "parse_address"),
                  help="The daemon's --ui on the device: serve the operator's page there "
                       "(127.0.0.1:9109, then `ssh -L 9109:127.0.0.1:9109 DEVICE`)."),
     click.option("--ui-token-file", metavar="PATH",

@@ -122,7 +122,7 @@ def require_data(dataset: str, data_dir, train_set: str | None = None,
 
 def require_bundle(path: Path):
     """The verified bundle (exit 5 saying what is wrong with it)."""
-    from .edge_runtime.bundle import BundleError, load_bundle
+    from .edge_runtime.model.bundle import BundleError, load_bundle
     try:
         return load_bundle(path)
     except BundleError as e:

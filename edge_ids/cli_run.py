@@ -36,7 +36,7 @@ def _check_state_dir(ctx, param, path):
     starts, so that a wrong path loses nothing."""
     if path is None:
         return None
-    from .edge_runtime.state import StateError, check_directory
+    from .edge_runtime.site.state import StateError, check_directory
     try:
         return check_directory(path)
     except StateError as e:
@@ -49,7 +49,7 @@ def _output_options(command):
         click.option("--alerts", default="-", show_default=True, metavar="DEST",
                      help="EVE JSON lines go here: a file (appended; reopened on SIGHUP, for "
                           "logrotate) or '-' for stdout."),
-        click.option("--metrics", default=None, metavar="[HOST:]PORT", callback=checked_by("edge_runtime.metrics", "parse_address"),
+        click.option("--metrics", default=None, metavar="[HOST:]PORT", callback=checked_by("edge_runtime.outputs.metrics", "parse_address"),
                      help="Serve Prometheus metrics at http://HOST:PORT/metrics. A bare port "
                           "listens on 127.0.0.1 only; name another address (0.0.0.0:9108) to "
                           "expose them."),
@@ -62,7 +62,7 @@ def _output_options(command):
                           "learn`); 'both' (the two; with a bundle that knows no devices, the "
                           "same as attacks); 'all' a line for every record, and the incidents."),
         click.option("--home-net", "home_net", multiple=True, metavar="CIDR",
-                     callback=checked_by("edge_runtime.devices", "parse_home_net"),
+                     callback=checked_by("edge_runtime.site.devices", "parse_home_net"),
                      help="The protected networks whose addresses are devices (repeatable; "
                           "default: the bundle's, which learn stored: the private ranges "
                           "unless it was given others)."),
@@ -112,10 +112,10 @@ def _serve(bundle, input_, alerts, metrics, emit, home_net, max_batch, max_delay
     """Run the daemon; exit as the table says. When the input ends by itself (file:, stdin,
     pcap:) the status tells what became of its records, as classify's does; stopped by SIGTERM
     or Ctrl-C, it is 0 (systemd counts anything else as a failure)."""
-    from .edge_runtime.bundle import BundleError
+    from .edge_runtime.model.bundle import BundleError
     from .edge_runtime.daemon import Daemon, DaemonOptions
-    from .edge_runtime.pcapfile import BadCapture
-    from .edge_runtime.signature import TrustPolicy
+    from .edge_runtime.ingest.pcapfile import BadCapture
+    from .edge_runtime.model.signature import TrustPolicy
 
     if require_signature and allowed_signers is None:
         raise click.UsageError("--require-signature needs --allowed-signers FILE")
@@ -142,7 +142,7 @@ def _serve(bundle, input_, alerts, metrics, emit, home_net, max_batch, max_delay
         raise BadInput(f"cannot start: {e}") from None
     except (OSError, ValueError) as e:
         raise Failed(f"cannot start: {e}") from None
-    from .edge_runtime.records import TruncatedInput
+    from .edge_runtime.ingest.records import TruncatedInput
 
     error, records = daemon.reader_error, daemon.counts["records"]
     if isinstance(error, (*DAMAGED_INPUT, TruncatedInput)):
@@ -247,8 +247,8 @@ def capture(bundle, interface, pcap, flow_report, record, record_max_mb, record_
     if bundle is None:
         _record_only(source, recording, flow_report, outputs["verbose"])
     from .cli_options import require_bundle
-    from .edge_runtime.argus import CaptureError, argus_config, ra_fields
-    from .edge_runtime.records import RawSchema
+    from .edge_runtime.ingest.argus import CaptureError, argus_config, ra_fields
+    from .edge_runtime.ingest.records import RawSchema
 
     schema = RawSchema.from_spec(require_bundle(bundle).raw)
     try:
@@ -263,10 +263,10 @@ def capture(bundle, interface, pcap, flow_report, record, record_max_mb, record_
 
 
 def _record_only(source: str, recording: dict, flow_report: int, verbose: bool) -> None:
-    from .edge_runtime.argus import CaptureError
-    from .edge_runtime.pcapfile import BadCapture
-    from .edge_runtime.records import TruncatedInput
-    from .edge_runtime.recorder import record_only
+    from .edge_runtime.ingest.argus import CaptureError
+    from .edge_runtime.ingest.pcapfile import BadCapture
+    from .edge_runtime.ingest.records import TruncatedInput
+    from .edge_runtime.ingest.recorder import record_only
     from .edge_runtime.systemd import Notifier
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,

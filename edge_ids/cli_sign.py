@@ -40,8 +40,8 @@ def sign(key, principal, bundle):
       ssh-keygen -t ed25519 -f ~/.ssh/edge-ids-release -C "releases@example.org"
       edge-ids sign --key ~/.ssh/edge-ids-release out/nsl-kdd/bundle
     """
-    from .edge_runtime.bundle import BundleError
-    from .edge_runtime.signature import SignatureError
+    from .edge_runtime.model.bundle import BundleError
+    from .edge_runtime.model.signature import SignatureError
     from .signing import allowed_signers_line, sign_bundle
 
     try:
@@ -68,8 +68,8 @@ def verify(allowed_signers, require_signature, bundle):
     (unsigned where keys are trusted, a key not in the allowed-signers file, changed after
     signing, bad hashes).
     """
-    from .edge_runtime.bundle import BundleError, load_bundle
-    from .edge_runtime.signature import TrustPolicy
+    from .edge_runtime.model.bundle import BundleError, load_bundle
+    from .edge_runtime.model.signature import TrustPolicy
 
     if require_signature and allowed_signers is None:
         raise click.UsageError("--require-signature needs --allowed-signers FILE")
@@ -108,7 +108,7 @@ def rotate_keys(key, trusted, new):
       edge-ids rotate-keys --key ~/.ssh/edge-ids-backup \\
           --trusted keys/allowed_signers.old keys/allowed_signers
     """
-    from .edge_runtime.signature import SignatureError
+    from .edge_runtime.model.signature import SignatureError
     from .signing import sign_key_list
 
     try:

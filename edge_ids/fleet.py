@@ -16,9 +16,9 @@ from typing import Callable
 
 from .devices.deploy import counters
 from .devices.fleet import FLEET_PLAYBOOK, ROLES_DIR, STATUS_PLAYBOOK
-from .edge_runtime.bundle import load_bundle
-from .edge_runtime.metrics import parse_address
-from .edge_runtime.signature import TrustPolicy
+from .edge_runtime.model.bundle import load_bundle
+from .edge_runtime.outputs.metrics import parse_address
+from .edge_runtime.model.signature import TrustPolicy
 
 Log = Callable[[str], None]
 LOOPBACK = ("127.0.0.1", "::1", "localhost")

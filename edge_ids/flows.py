@@ -1,7 +1,7 @@
 """Benign flow records for `edge-ids learn`, in the raw layout of the bundle to be written.
 
 From pcap files, through the same argus | ra path that `edge-ids capture` reads live traffic
-with (edge_runtime/argus.py); or from flow files, such as those `capture --record` writes on a
+with (edge_runtime/ingest/argus.py); or from flow files, such as those `capture --record` writes on a
 device: CSV whose first line names the columns, so that they are matched by name to the layout
 (a file without that header must already be in the layout).
 """
@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from .edge_runtime.records import RawSchema, TruncatedInput, open_input
+from .edge_runtime.ingest.records import RawSchema, TruncatedInput, open_input
 
 
 class FlowError(ValueError):
@@ -30,7 +30,7 @@ def default_flow_schema() -> RawSchema:
 
 def read_pcaps(pcaps, schema: RawSchema, flow_report_seconds: int,
                echo: Callable[[str], None]) -> list[bytes]:
-    from .edge_runtime.argus import ArgusSource
+    from .edge_runtime.ingest.argus import ArgusSource
 
     lines: list[bytes] = []
     for pcap in pcaps:

@@ -63,10 +63,10 @@ def minimum_flows(max_fpr: float, val_fraction: float) -> int:
 def run_learn(opts: LearnOptions, echo: Callable[[str], None] = print) -> dict:
     """Read benign flows, learn, write OUT/bundle (and OUT/learn.json, OUT/scores.png) only if
     everything succeeded; LearnError otherwise, with nothing written."""
-    from .edge_runtime.bundle import load_bundle
-    from .edge_runtime.devices import DEFAULT_HOME_NET, parse_home_net
+    from .edge_runtime.model.bundle import load_bundle
+    from .edge_runtime.site.devices import DEFAULT_HOME_NET, parse_home_net
     from .flows import default_flow_schema, read_flow_files, read_pcaps
-    from .edge_runtime.records import RawSchema
+    from .edge_runtime.ingest.records import RawSchema
     from .train.operating_point import check_budget
 
     started = time.monotonic()
@@ -171,7 +171,7 @@ def fit_anomaly_model(fit, schema, *, seed: int, epochs: int = 200, raw: dict | 
     `raw`: a classifier's raw layout, copied so that a hybrid's two specs match exactly."""
     from .compress.bundle_writer import input_quantization
     from .compress.quantize import convert_int8
-    from .edge_runtime.features import FeatureTransform
+    from .edge_runtime.model.features import FeatureTransform
     from .train.anomaly import Autoencoder
     from .train.feature_spec import fit_feature_spec
 
@@ -207,11 +207,11 @@ def write_learned_bundle(learned: Learned, val, bundle_dir: Path, *, max_fpr: fl
     threshold and the incident threshold (flows with addresses and times only). Returns the
     manifest, the operating point and the validation scores."""
     from .compress.bundle_writer import spec_bytes, write_files
-    from .edge_runtime.anomaly import AnomalyScorer
-    from .edge_runtime.bundle import (ANOMALY_FEATURES_FILE, ANOMALY_MODEL_FILE, FEATURES_FILE,
+    from .edge_runtime.model.anomaly import AnomalyScorer
+    from .edge_runtime.model.bundle import (ANOMALY_FEATURES_FILE, ANOMALY_MODEL_FILE, FEATURES_FILE,
                                       MODEL_FILE, SCORE_MSE, AnomalyPart,
                                       load_bundle)
-    from .edge_runtime.classifier import Classifier
+    from .edge_runtime.model.classifier import Classifier
     from .train.operating_point import choose_operating_point
 
     echo(f"[5/5] Operating point: false-alarm budget {max_fpr:g} on {len(val):,} validation "
@@ -265,9 +265,9 @@ def write_learned_bundle(learned: Learned, val, bundle_dir: Path, *, max_fpr: fl
 
 def parse_benign(lines: list[bytes], schema, echo):
     """The flows as Records, with the columns devices and times are read from kept as text."""
-    from .edge_runtime.records import parse_lines
+    from .edge_runtime.ingest.records import parse_lines
     from .edge_runtime.watch import FLOW_COLUMNS, TIME_COLUMNS
-    from .edge_runtime.devices import MAC_COLUMNS
+    from .edge_runtime.site.devices import MAC_COLUMNS
 
     wanted = {c for names in (*FLOW_COLUMNS, *MAC_COLUMNS.values()) for c in names}
     keep = tuple(n for n in schema.ignored if n in wanted or n in TIME_COLUMNS)

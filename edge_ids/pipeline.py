@@ -65,9 +65,9 @@ def run_pipeline(opts: PipelineOptions, echo: Callable[[str], None] = print) -> 
     # host-only imports stay inside: `edge-ids --help` must not load TensorFlow
     from .compress.bundle_writer import write_int8_bundle, write_manifest
     from .compress.quantize import representative_sample
-    from .edge_runtime.bundle import load_bundle
-    from .edge_runtime.classifier import Classifier
-    from .edge_runtime.features import FeatureTransform
+    from .edge_runtime.model.bundle import load_bundle
+    from .edge_runtime.model.classifier import Classifier
+    from .edge_runtime.model.features import FeatureTransform
     from .train.datasets import nsl_kdd
     from .train.evaluate import classification_metrics, metrics_table
     from .train.feature_spec import fit_feature_spec

@@ -1,6 +1,6 @@
 """`edge-ids sign`, host side: put an OpenSSH signature of the manifest into a bundle directory or
 .tar.gz. The bundle is checked first (a broken bundle is never signed) and again after (the new
-signature must match). The device side is edge_runtime/signature.py. `edge-ids rotate-keys`:
+signature must match). The device side is edge_runtime/model/signature.py. `edge-ids rotate-keys`:
 sign a new list of trusted keys with a key the devices trust (devices/trust_anchor.py)."""
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .edge_runtime.bundle import MANIFEST_FILE, BundleError, bundle_files, load_bundle
+from .edge_runtime.model.bundle import MANIFEST_FILE, BundleError, bundle_files, load_bundle
 from .devices.trust_anchor import SERIAL_LINE, serial_of
-from .edge_runtime.signature import (NAMESPACE, SIGNATURE_FILE, SignatureError, Signer,
+from .edge_runtime.model.signature import (NAMESPACE, SIGNATURE_FILE, SignatureError, Signer,
                                      TrustPolicy, check_signature, sign_manifest)
 
 

@@ -1,14 +1,17 @@
 """The device side: numpy and a TFLite interpreter only, nothing from train/ or compress/.
 
-    bundle      load and verify a bundle (hashes, schema version, anomaly threshold)
-    records     raw records (CSV lines) -> typed columns, bad lines rejected with a reason
-    features    the feature spec applied with numpy
-    classifier  records -> classes and scores through LiteRT
-    anomaly     records -> anomaly scores (an autoencoder's reconstruction error)
-    detector    both channels -> one verdict per record (a class, Unknown, or normal)
+Data flows down this list; each sub-package imports only those above it (model reads the
+site's incident settings from the bundle), and the daemon ties them together:
+
+    ingest/     records in: stdin, files, follow:, Argus on an interface or a capture
+    site/       who a flow belongs to, services, episodes, incidents, each device's normal
+    model/      the bundle and what it runs: features, LiteRT, anomaly model, classifier, detector
+    outputs/    alerts, metrics, the webhook and the operator's page
+    watch.py    one batch through the detector and the devices' tracker
+    daemon.py   `edge-ids run`: the loop, reloads, state, signals; systemd.py its notifications
 """
-from .bundle import Bundle, BundleError, load_bundle
-from .classifier import Classifier
-from .detector import UNKNOWN, Detector
+from .model.bundle import Bundle, BundleError, load_bundle
+from .model.classifier import Classifier
+from .model.detector import UNKNOWN, Detector
 
 __all__ = ["Bundle", "BundleError", "Classifier", "Detector", "UNKNOWN", "load_bundle"]

@@ -31,22 +31,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .alerts import AlertWriter, EveFormatter, event_lines
-from .bundle import BundleError, load_bundle
-from .detector import Detector
-from .intake import Batch, Intake
-from .metrics import Metrics
-from .operator import OperatorOutputs
-from .records import parse_lines
-from .ratelimit import RateLimitedLog
-from .recorder import FlowRecorder
-from .site_state import SiteMemory
-from .signature import TrustPolicy
-from .inputs import open_source
-from .sources import LineSource
+from .outputs.alerts import AlertWriter, EveFormatter, event_lines
+from .model.bundle import BundleError, load_bundle
+from .model.detector import Detector
+from .ingest.intake import Batch, Intake
+from .outputs.metrics import Metrics
+from .outputs.operator import OperatorOutputs
+from .ingest.records import parse_lines
+from .outputs.ratelimit import RateLimitedLog
+from .ingest.recorder import FlowRecorder
+from .site.site_state import SiteMemory
+from .model.signature import TrustPolicy
+from .ingest.inputs import open_source
+from .ingest.sources import LineSource
 from .systemd import Notifier
 from .watch import DeviceWatch, anomaly_features, flow_times
-from .webhook import WebhookOptions
+from .outputs.webhook import WebhookOptions
 
 log = logging.getLogger("edge_ids.daemon")
 try:  # (edge_runtime imports nothing from outside itself, so not edge_ids.__version__)

@@ -12,11 +12,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .detector import Detector, Verdicts
-from .devices import DeviceMap, HomeNet, Owners, remember
-from .incident_settings import IncidentSettings
-from .incidents import MAX_DEVICES, IncidentTracker
-from .records import Records
+from .model.detector import Detector, Verdicts
+from .site.devices import DeviceMap, HomeNet, Owners, remember
+from .site.incident_settings import IncidentSettings
+from .site.incidents import MAX_DEVICES, IncidentTracker
+from .ingest.records import Records
 
 TIME_COLUMNS = ("LastTime", "StartTime")  # Argus ltime, stime (ra -u: Unix seconds)
 FLOW_COLUMNS = (("SrcAddr", "saddr"), ("Sport", "sport"), ("DstAddr", "daddr"),
@@ -219,7 +219,7 @@ class DeviceWatch:
         """A reloaded bundle: the devices remembered stay, and the new bundle decides what
         applies (incident_state.rebase). flush() first: the batches waiting were flagged with
         the old one."""
-        from .incident_state import rebase
+        from .site.incident_state import rebase
 
         self.settings = settings
         rebase(self.tracker, settings, features, same_model)

@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 
-from edge_ids.edge_runtime.page_server import PageHttp, frame, frames
+from edge_ids.edge_runtime.outputs.page_server import PageHttp, frame, frames
 
 TOKEN = "s3cret-token-for-the-page"
 

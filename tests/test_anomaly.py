@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from edge_ids.edge_runtime.features import FeatureTransform
+from edge_ids.edge_runtime.model.features import FeatureTransform
 from edge_ids.train.anomaly import ANOMALY_MODELS, make_anomaly_model
 from edge_ids.train.datasets import nsl_kdd
 from edge_ids.train.feature_spec import fit_feature_spec

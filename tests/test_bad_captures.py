@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from edge_ids.cli import main
-from edge_ids.edge_runtime.pcapfile import BadCapture, check_capture
+from edge_ids.edge_runtime.ingest.pcapfile import BadCapture, check_capture
 
 HAS_ARGUS = bool(shutil.which("argus", path="/usr/sbin:/usr/bin") and shutil.which("ra"))
 needs_argus = pytest.mark.skipif(not HAS_ARGUS, reason="needs Debian's argus-server and "

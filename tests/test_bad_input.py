@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 from daemon_process import DaemonProcess, read_alerts, send
 from edge_ids.edge_runtime import Classifier, load_bundle
-from edge_ids.edge_runtime import records as r
+from edge_ids.edge_runtime.ingest import records as r
 from edge_ids.edge_runtime.daemon import Daemon, DaemonOptions
-from edge_ids.edge_runtime.metrics import REJECT_REASONS
+from edge_ids.edge_runtime.outputs.metrics import REJECT_REASONS
 from edge_ids.train.datasets import nsl_kdd
 
 NUMERIC = [i for i, t in enumerate(nsl_kdd.SCHEMA.types) if t == "numeric"]

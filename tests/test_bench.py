@@ -16,9 +16,9 @@ from edge_ids.benchmarks.bench.host import records_csv
 from edge_ids.benchmarks.bench.runtimes import RUNTIMES
 from edge_ids.cli import main
 from edge_ids.edge_runtime import load_bundle
-from edge_ids.edge_runtime.classifier import Classifier
-from edge_ids.edge_runtime.features import FeatureTransform
-from edge_ids.edge_runtime.records import RawSchema, parse_lines
+from edge_ids.edge_runtime.model.classifier import Classifier
+from edge_ids.edge_runtime.model.features import FeatureTransform
+from edge_ids.edge_runtime.ingest.records import RawSchema, parse_lines
 from edge_ids.train.datasets import load_dataset
 from edge_ids.train.evaluate import classification_metrics
 

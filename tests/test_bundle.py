@@ -11,8 +11,8 @@ import hashlib
 import numpy as np
 from sklearn.metrics import f1_score
 
-from edge_ids.edge_runtime.bundle import BundleError, load_bundle
-from edge_ids.edge_runtime.classifier import Classifier
+from edge_ids.edge_runtime.model.bundle import BundleError, load_bundle
+from edge_ids.edge_runtime.model.classifier import Classifier
 from edge_ids.train.datasets import nsl_kdd
 
 
@@ -97,7 +97,7 @@ def test_other_schema_version_is_refused(bundle_copy):
 def test_a_version_1_bundle_still_loads_and_classifies_the_same(bundle_copy, kdd_test_lines):
     """Bundles written before the anomaly channel (schema 1: no "detector") keep working."""
     from edge_ids.edge_runtime import Detector
-    from edge_ids.edge_runtime.records import parse_lines
+    from edge_ids.edge_runtime.ingest.records import parse_lines
 
     before = load_bundle(bundle_copy)
     manifest_file = bundle_copy / "manifest.json"

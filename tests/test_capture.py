@@ -23,9 +23,9 @@ from edge_ids.cli import main
 from edge_ids.devices.profiles import load_profile
 from edge_ids.devices.unit import render_unit
 from edge_ids.edge_runtime import load_bundle
-from edge_ids.edge_runtime.argus import RA_FIELDS, CaptureError, argus_config, ra_fields
-from edge_ids.edge_runtime.records import NON_NUMERIC, RawSchema, parse_lines
-from edge_ids.edge_runtime.inputs import open_source
+from edge_ids.edge_runtime.ingest.argus import RA_FIELDS, CaptureError, argus_config, ra_fields
+from edge_ids.edge_runtime.ingest.records import NON_NUMERIC, RawSchema, parse_lines
+from edge_ids.edge_runtime.ingest.inputs import open_source
 from edge_ids.train.datasets import wustl_ehms
 
 pytestmark = pytest.mark.skipif(not (shutil.which("argus", path="/usr/sbin:/usr/bin")

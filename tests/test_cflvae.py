@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from edge_ids.compress.quiet import quiet_native_output
-from edge_ids.edge_runtime.interpreter import make_interpreter
+from edge_ids.edge_runtime.model.interpreter import make_interpreter
 from edge_ids.train.cflvae import CFLVAE
 
 

@@ -20,8 +20,8 @@ import pytest
 
 from daemon_process import DaemonProcess, read_alerts, send
 from edge_ids.edge_runtime import Classifier, load_bundle
-from edge_ids.edge_runtime.alerts import AlertWriter
-from edge_ids.edge_runtime.records import parse_lines
+from edge_ids.edge_runtime.outputs.alerts import AlertWriter
+from edge_ids.edge_runtime.ingest.records import parse_lines
 from edge_ids.edge_runtime.systemd import Notifier
 
 EVE_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+0000$")

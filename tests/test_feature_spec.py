@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from edge_ids.edge_runtime.features import FeatureTransform
-from edge_ids.edge_runtime.records import RawSchema, parse_lines
+from edge_ids.edge_runtime.model.features import FeatureTransform
+from edge_ids.edge_runtime.ingest.records import RawSchema, parse_lines
 from edge_ids.train.datasets import nsl_kdd
 from edge_ids.train.feature_spec import fit_feature_spec
 

@@ -25,7 +25,7 @@ from edge_ids.cli import main
 from edge_ids.devices.fleet import ANSIBLE_DIR, ROLES_DIR
 from edge_ids.devices.install import exec_start
 from edge_ids.edge_runtime import load_bundle
-from edge_ids.edge_runtime.signature import NAMESPACE
+from edge_ids.edge_runtime.model.signature import NAMESPACE
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.skipif(not sshd.available() or not (BIN / "ansible-playbook").is_file(),

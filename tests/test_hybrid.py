@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from edge_ids.cli import main
 from edge_ids.edge_runtime import UNKNOWN, BundleError, Detector, load_bundle
-from edge_ids.edge_runtime.bundle import sha256_bytes
-from edge_ids.edge_runtime.features import FeatureTransform
-from edge_ids.edge_runtime.records import parse_lines
+from edge_ids.edge_runtime.model.bundle import sha256_bytes
+from edge_ids.edge_runtime.model.features import FeatureTransform
+from edge_ids.edge_runtime.ingest.records import parse_lines
 
 
 def _records(bundle, lines):

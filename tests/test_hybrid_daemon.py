@@ -11,7 +11,7 @@ import numpy as np
 
 from daemon_process import DaemonProcess, read_alerts, send
 from edge_ids.edge_runtime import Detector, load_bundle
-from edge_ids.edge_runtime.records import parse_lines
+from edge_ids.edge_runtime.ingest.records import parse_lines
 from test_daemon import point
 
 

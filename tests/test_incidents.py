@@ -1,4 +1,4 @@
-"""Devices and incidents on the device side (edge_runtime/devices.py, incidents.py, watch.py):
+"""Devices and incidents on the device side (edge_runtime/site/devices.py, incidents.py, watch.py):
 which device a flow belongs to, and how flagged flows become one incident per device, with
 synthetic flows whose times and scores the test chooses."""
 from __future__ import annotations
@@ -8,14 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from edge_ids.edge_runtime.alerts import event_lines, iso
-from edge_ids.edge_runtime.devices import DeviceMap, HomeNet, parse_home_net, unicast_mac
-from edge_ids.edge_runtime.incident_settings import IncidentSettings, SettingsError, \
+from edge_ids.edge_runtime.outputs.alerts import event_lines, iso
+from edge_ids.edge_runtime.site.devices import DeviceMap, HomeNet, parse_home_net, unicast_mac
+from edge_ids.edge_runtime.site.incident_settings import IncidentSettings, SettingsError, \
     read_settings
-from edge_ids.edge_runtime.incidents import IncidentTracker
-from edge_ids.edge_runtime.records import RawSchema, parse_lines
-from edge_ids.edge_runtime.services import service_of
-from edge_ids.edge_runtime.detector import Verdicts
+from edge_ids.edge_runtime.site.incidents import IncidentTracker
+from edge_ids.edge_runtime.ingest.records import RawSchema, parse_lines
+from edge_ids.edge_runtime.site.services import service_of
+from edge_ids.edge_runtime.model.detector import Verdicts
 from edge_ids.edge_runtime.watch import WATCH_RECORDS, DeviceWatch, Stacked
 
 T0 = 1_615_600_000.0

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from daemon_process import DaemonProcess, read_alerts
-from edge_ids.edge_runtime.sources import UnixSocketSource
+from edge_ids.edge_runtime.ingest.sources import UnixSocketSource
 from test_daemon import expected_classes
 
 RUN = [sys.executable, "-m", "edge_ids", "run"]
@@ -192,7 +192,7 @@ def test_unix_input_out_of_descriptors_keeps_serving(tmp_path):
     script = f"""
 import resource, socket, sys, threading, time
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-from edge_ids.edge_runtime.sources import UnixSocketSource
+from edge_ids.edge_runtime.ingest.sources import UnixSocketSource
 resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
 source = UnixSocketSource({str(tmp_path / 'in.sock')!r}, backlog=128, max_writers=1000)
 stop, got = threading.Event(), []

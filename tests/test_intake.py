@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from edge_ids.edge_runtime.intake import Intake
+from edge_ids.edge_runtime.ingest.intake import Intake
 
 
 def test_full_batches_under_load_and_order_kept():

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from edge_ids.cli import main
 from edge_ids.edge_runtime import Detector, load_bundle
-from edge_ids.edge_runtime.recorder import FlowRecorder
-from edge_ids.edge_runtime.records import RawSchema, parse_lines
+from edge_ids.edge_runtime.ingest.recorder import FlowRecorder
+from edge_ids.edge_runtime.ingest.records import RawSchema, parse_lines
 from edge_ids.flows import FlowError, default_flow_schema, to_layout
 
 HAS_ARGUS = bool(shutil.which("argus", path="/usr/sbin:/usr/bin") and shutil.which("ra"))

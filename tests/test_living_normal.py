@@ -1,4 +1,4 @@
-"""A normal that lives with the network (edge_runtime/normal_rule.py, normals.py, incidents.py):
+"""A normal that lives with the network (edge_runtime/site/normal_rule.py, normals.py, incidents.py):
 devices on probation graduate with learn's own rule, normals change at their stated rate, an
 incident never teaches a device that it is normal, and how batches were cut changes nothing.
 Synthetic flows whose times, scores and services the test chooses."""
@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 
-from edge_ids.edge_runtime.incident_settings import IncidentSettings
-from edge_ids.edge_runtime.incidents import IncidentTracker
-from edge_ids.edge_runtime.normal_rule import TOP_SCORES, NormalRule, Window
-from edge_ids.edge_runtime.normals import (DAY, NEW_SERVICES_A_DAY, THRESHOLD_RATE)
+from edge_ids.edge_runtime.site.incident_settings import IncidentSettings
+from edge_ids.edge_runtime.site.incidents import IncidentTracker
+from edge_ids.edge_runtime.site.normal_rule import TOP_SCORES, NormalRule, Window
+from edge_ids.edge_runtime.site.normals import (DAY, NEW_SERVICES_A_DAY, THRESHOLD_RATE)
 
 T0 = 1_615_600_000.0
 CAM, HUB, NEW = "f4:b8:5e:ff:2b:1b", "24:6f:28:d9:a7:64", "02:00:00:00:00:01"
@@ -239,7 +239,7 @@ def test_a_devices_own_incident_threshold_is_learns_tail_rule_on_its_own_episode
     """The tail rule on the device (tables, no scipy) gives what learn's gives (scipy), and a
     device on probation that keeps brushing against the incident threshold gets its own, above
     the bundle's (at first at most twice it, then rising at most by √2 a day), in its line."""
-    from edge_ids.edge_runtime.normal_rule import POISSON_90, TailRule
+    from edge_ids.edge_runtime.site.normal_rule import POISSON_90, TailRule
     from edge_ids.train.incident_budget import _tail_threshold, upper_bound
 
     assert POISSON_90 == pytest.approx([upper_bound(k) for k in range(12)], rel=1e-6)
@@ -287,7 +287,7 @@ def test_its_own_incident_threshold_falls_on_the_same_flow_however_batches_are_c
 
 
 def test_the_page_shows_each_devices_stage_its_last_change_and_a_mute():
-    from edge_ids.edge_runtime.page_render import render
+    from edge_ids.edge_runtime.outputs.page_render import render
 
     tracker = IncidentTracker(settings())
     rng = np.random.default_rng(1)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edge_ids.compress.quantize import convert_int8
-from edge_ids.edge_runtime.interpreter import make_interpreter
+from edge_ids.edge_runtime.model.interpreter import make_interpreter
 from edge_ids.train.fit import fit_classifier
 from edge_ids.train.losses import make_loss
 from edge_ids.train.models import MODELS, TRAINING, build_model

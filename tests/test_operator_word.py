@@ -1,4 +1,4 @@
-"""The operator's word (edge_runtime/operator_word.py): each decision does what it says, writes
+"""The operator's word (edge_runtime/site/operator_word.py): each decision does what it says, writes
 an audit line, can be undone, and a decision that cannot be taken changes nothing."""
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import copy
 
 import pytest
 
-from edge_ids.edge_runtime.incident_settings import IncidentSettings
-from edge_ids.edge_runtime.incidents import IncidentTracker
-from edge_ids.edge_runtime.operator_word import DecisionError, Decisions
+from edge_ids.edge_runtime.site.incident_settings import IncidentSettings
+from edge_ids.edge_runtime.site.incidents import IncidentTracker
+from edge_ids.edge_runtime.site.operator_word import DecisionError, Decisions
 
 T0 = 1_615_600_000.0
 HUB, NEW = "24:6f:28:d9:a7:64", "02:00:00:00:00:01"
@@ -142,7 +142,7 @@ def test_accepted_peers_raise_no_threshold_a_mute_ends_at_its_own_time_and_write
                                                    "23", "tcp"), [f[4] for f in after])
     opened = [e for e in lines if e.get("incident", {}).get("state") == "open"]
     assert opened and opened[0]["incident"]["opened"] >= until
-    from edge_ids.edge_runtime.alerts import event_lines
+    from edge_ids.edge_runtime.outputs.alerts import event_lines
     json.loads(event_lines(lines, {}).splitlines()[0], parse_constant=lambda c: 1 / 0)
 
 

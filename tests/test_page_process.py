@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner
 from daemon_process import DaemonProcess
 from page_clients import TOKEN, ask, authorised, closed, connect, crowd_of, status
-from edge_ids.edge_runtime.operator_page import MAKE_CERTIFICATE, OperatorView, PageServer
-from edge_ids.edge_runtime.page_server import HEAD_SECONDS, TOTAL
+from edge_ids.edge_runtime.outputs.operator_page import MAKE_CERTIFICATE, OperatorView, PageServer
+from edge_ids.edge_runtime.outputs.page_server import HEAD_SECONDS, TOTAL
 
 from edge_ids.cli import main
 

@@ -9,8 +9,8 @@ from html.parser import HTMLParser
 
 import pytest
 from click.testing import CliRunner
-from edge_ids.edge_runtime.operator_page import OperatorView, PageError, PageServer
-from edge_ids.edge_runtime.page_render import render
+from edge_ids.edge_runtime.outputs.operator_page import OperatorView, PageError, PageServer
+from edge_ids.edge_runtime.outputs.page_render import render
 
 from edge_ids.cli import main
 

@@ -10,9 +10,9 @@ import pytest
 from page_clients import TOKEN, Served, ask, authorised, closed, connect, crowd_of, refused, \
     status
 from edge_ids.benchmarks.detection.page_load import TimedLock, crowded_tracker
-from edge_ids.edge_runtime.operator_page import OperatorView
-from edge_ids.edge_runtime.page_render import MAX_DEVICES_SHOWN
-from edge_ids.edge_runtime.page_server import HEAD_BYTES, HEAD_SECONDS, PER_SOURCE, TOTAL, \
+from edge_ids.edge_runtime.outputs.operator_page import OperatorView
+from edge_ids.edge_runtime.outputs.page_render import MAX_DEVICES_SHOWN
+from edge_ids.edge_runtime.outputs.page_server import HEAD_BYTES, HEAD_SECONDS, PER_SOURCE, TOTAL, \
     YOUNG_SECONDS
 
 

@@ -1,4 +1,4 @@
-"""A capture read with a clock (edge_runtime/pcapclock.py): the file's own packets, unchanged
+"""A capture read with a clock (edge_runtime/ingest/pcapclock.py): the file's own packets, unchanged
 and in order, with a tick in every silent second; and, through real argus, a device's records
 that no longer change with the traffic merged around it, and that match what argus makes of
 the same packets live (replayed on a veth pair into a network namespace this test creates).
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_ids.edge_runtime.argus import ArgusSource, argus_config, find_tools
-from edge_ids.edge_runtime.pcapclock import LONGEST_SILENCE, TICK_FRAME, Ticker, with_clock
-from edge_ids.edge_runtime.pcapfile import check_capture
-from edge_ids.edge_runtime.records import RawSchema
+from edge_ids.edge_runtime.ingest.argus import ArgusSource, argus_config, find_tools
+from edge_ids.edge_runtime.ingest.pcapclock import LONGEST_SILENCE, TICK_FRAME, Ticker, with_clock
+from edge_ids.edge_runtime.ingest.pcapfile import check_capture
+from edge_ids.edge_runtime.ingest.records import RawSchema
 from edge_ids.flows import default_flow_schema
 
 DEADBOLT = ("smart-home-7day/pcaps/schlage-lock-01.pcap", "192.168.1.122")

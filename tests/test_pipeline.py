@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_ids.edge_runtime import Classifier, load_bundle
-from edge_ids.edge_runtime.features import FeatureTransform
+from edge_ids.edge_runtime.model.features import FeatureTransform
 from edge_ids.train.datasets import nsl_kdd
 from edge_ids.train.evaluate import classification_metrics
 

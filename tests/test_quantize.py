@@ -11,7 +11,7 @@ from edge_ids.compress.pruning import KeepZeros, MagnitudePruning, PolynomialDec
 from edge_ids.compress.qat import copy_back, quantization_aware_model
 from edge_ids.compress.quantize import (UnsafeConversion, _convert, convert, convert_float,
                                         convert_int8)
-from edge_ids.edge_runtime.classifier import TFLiteModel
+from edge_ids.edge_runtime.model.classifier import TFLiteModel
 from edge_ids.train.models import MODELS, build_dnn
 
 

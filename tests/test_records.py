@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from edge_ids.edge_runtime import records as r
+from edge_ids.edge_runtime.ingest import records as r
 from edge_ids.train.datasets import nsl_kdd
 
 SCHEMA = nsl_kdd.SCHEMA

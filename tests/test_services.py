@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from edge_ids.edge_runtime.devices import Owners
-from edge_ids.edge_runtime.services import ServiceIndex, service_of, services_of
+from edge_ids.edge_runtime.site.devices import Owners
+from edge_ids.edge_runtime.site.services import ServiceIndex, service_of, services_of
 
 CAM, HUB = "f4:b8:5e:ff:2b:1b", "24:6f:28:d9:a7:64"
 
@@ -53,7 +53,7 @@ def test_a_batch_s_service_numbers_are_those_of_its_flows_names():
 
 
 def test_protocols_are_bounded_and_devices_services_can_change():
-    from edge_ids.edge_runtime.services import MAX_PROTOCOLS
+    from edge_ids.edge_runtime.site.services import MAX_PROTOCOLS
 
     index = ServiceIndex({CAM: frozenset({"tcp/443"})})
     keys, devices = [CAM, HUB], np.array([0, 0, 1])

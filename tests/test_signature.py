@@ -21,8 +21,8 @@ from daemon_process import DaemonProcess, send
 from edge_ids.cli import main
 from edge_ids.devices.profiles import load_profile
 from edge_ids.devices.unit import render_unit
-from edge_ids.edge_runtime.bundle import BundleError, load_bundle
-from edge_ids.edge_runtime.signature import NAMESPACE, SIGNATURE_FILE, TrustPolicy
+from edge_ids.edge_runtime.model.bundle import BundleError, load_bundle
+from edge_ids.edge_runtime.model.signature import NAMESPACE, SIGNATURE_FILE, TrustPolicy
 from test_daemon import point
 
 pytestmark = pytest.mark.skipif(not shutil.which("ssh-keygen"), reason="needs ssh-keygen")

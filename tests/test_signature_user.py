@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import sshd
-from edge_ids.edge_runtime.signature import NAMESPACE
+from edge_ids.edge_runtime.model.signature import NAMESPACE
 
 UNNAMED_UID = 62237  # in systemd's dynamic range, with no passwd entry on this machine
 

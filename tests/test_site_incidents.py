@@ -17,7 +17,7 @@ from prometheus_client import generate_latest
 from edge_ids.benchmarks.detection import incident_scenarios as scenarios
 from edge_ids.cli import main
 from edge_ids.edge_runtime import load_bundle
-from edge_ids.edge_runtime.bundle import BundleError
+from edge_ids.edge_runtime.model.bundle import BundleError
 
 HAS_ARGUS = bool(shutil.which("argus", path="/usr/sbin:/usr/bin") and shutil.which("ra"))
 pytestmark = pytest.mark.skipif(not HAS_ARGUS, reason="needs Debian's argus-server and "

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from edge_ids.edge_runtime.records import MAX_LINE_BYTES
-from edge_ids.edge_runtime.inputs import open_source
-from edge_ids.edge_runtime.sources import (FollowSource, LineSplitter, StreamSource,
+from edge_ids.edge_runtime.ingest.records import MAX_LINE_BYTES
+from edge_ids.edge_runtime.ingest.inputs import open_source
+from edge_ids.edge_runtime.ingest.sources import (FollowSource, LineSplitter, StreamSource,
                                            UnixSocketSource)
 
 GOOD = [f"{i},tcp,http,SF,{i * 7}\n".encode() for i in range(2000)]
@@ -76,7 +76,7 @@ def test_file_source(tmp_path):
 
 
 def test_stdin_source_and_stop_while_idle():
-    script = ("import sys, threading; from edge_ids.edge_runtime.inputs import open_source\n"
+    script = ("import sys, threading; from edge_ids.edge_runtime.ingest.inputs import open_source\n"
               "n = sum(1 for _ in open_source('-').lines(threading.Event()))\nprint(n)")
     done = subprocess.run([sys.executable, "-c", script], input=b"".join(PAYLOAD),
                           capture_output=True, timeout=60)

@@ -1,4 +1,4 @@
-"""What survives a restart (edge_runtime/incident_state.py, state.py): the device watch's memory
+"""What survives a restart (edge_runtime/site/incident_state.py, state.py): the device watch's memory
 written and read back continues exactly where it was; another bundle takes over by the reload
 rules; the state file is atomic, locked, and set aside (never a crash) when unreadable."""
 from __future__ import annotations
@@ -15,11 +15,11 @@ import time
 import numpy as np
 import pytest
 
-from edge_ids.edge_runtime.detector import Verdicts
-from edge_ids.edge_runtime.incident_settings import IncidentSettings
-from edge_ids.edge_runtime.incident_state import dump, load, rebase
-from edge_ids.edge_runtime.records import RawSchema, parse_lines
-from edge_ids.edge_runtime.state import StateError, StateStore
+from edge_ids.edge_runtime.model.detector import Verdicts
+from edge_ids.edge_runtime.site.incident_settings import IncidentSettings
+from edge_ids.edge_runtime.site.incident_state import dump, load, rebase
+from edge_ids.edge_runtime.ingest.records import RawSchema, parse_lines
+from edge_ids.edge_runtime.site.state import StateError, StateStore
 from edge_ids.edge_runtime.watch import DeviceWatch
 
 T0 = 1_615_600_000.0
@@ -164,7 +164,7 @@ def test_the_state_file_is_atomic_locked_and_set_aside_when_unreadable(tmp_path,
 
 WRITER = """
 import json, sys, time
-from edge_ids.edge_runtime.state import StateStore
+from edge_ids.edge_runtime.site.state import StateStore
 store = StateStore(sys.argv[1])
 i = 0
 while True:
@@ -219,7 +219,7 @@ CORRUPT = {  # a state of the right schema whose values are wrong: path -> value
 @pytest.mark.parametrize("case", list(CORRUPT))
 def test_a_state_of_the_right_schema_but_wrong_values_is_set_aside_never_a_crash(case,
                                                                                  tmp_path):
-    from edge_ids.edge_runtime.site_state import SiteMemory
+    from edge_ids.edge_runtime.site.site_state import SiteMemory
 
     data = flows()
     half = next(i for i, f in enumerate(data) if f[0] > T0 + 1.5 * 86400 + 600)
@@ -275,7 +275,7 @@ def test_hostile_requests_are_answered_and_removed_never_a_crash_or_a_hang(tmp_p
     """Whoever may write in the state directory may decide, but a request is never trusted:
     a pipe, a link, deep or huge JSON, absurd numbers, no object: each is refused in its
     answer and removed; a good one beside them is taken."""
-    from edge_ids.edge_runtime.site_state import SiteMemory
+    from edge_ids.edge_runtime.site.site_state import SiteMemory
 
     memory = SiteMemory(tmp_path / "state")
     watch = watch_of()

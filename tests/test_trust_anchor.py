@@ -21,7 +21,7 @@ from edge_ids.cli import main
 from edge_ids.devices.install import exec_start
 from edge_ids.devices.release_prefix import Prefix
 from edge_ids.devices.trust_anchor import plan, serial_of, signed_by
-from edge_ids.edge_runtime.signature import NAMESPACE
+from edge_ids.edge_runtime.model.signature import NAMESPACE
 from test_deploy import broken_copy
 
 pytestmark = pytest.mark.skipif(not sshd.available(), reason="needs openssh-server and client")

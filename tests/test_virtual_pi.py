@@ -25,7 +25,7 @@ import sshd
 import virtual_pi
 from click.testing import CliRunner, Result
 from edge_ids.edge_runtime import load_bundle
-from edge_ids.edge_runtime.signature import NAMESPACE
+from edge_ids.edge_runtime.model.signature import NAMESPACE
 import systemd_site
 from systemd_site import counter
 from test_daemon import expected_classes

@@ -18,7 +18,7 @@ import pytest
 
 from daemon_process import DaemonProcess, send
 from webhook_receiver import WebhookReceiver, self_signed
-from edge_ids.edge_runtime.webhook import Webhook, WebhookOptions
+from edge_ids.edge_runtime.outputs.webhook import Webhook, WebhookOptions
 
 TOKEN = "tok-3f9c2a7d51e84b06-secret"
 
@@ -145,8 +145,8 @@ def test_a_redirect_is_a_failed_push_and_the_token_goes_nowhere(code, tls, monke
 def test_the_push_metric_tells_sent_failed_and_dropped_apart(tmp_path):
     """Through the daemon's own wiring (OperatorOutputs into its Prometheus counters): a 2xx is
     sent, a redirect and a 500 are failed, what the full queue cannot take is dropped."""
-    from edge_ids.edge_runtime.metrics import Metrics
-    from edge_ids.edge_runtime.operator import OperatorOutputs
+    from edge_ids.edge_runtime.outputs.metrics import Metrics
+    from edge_ids.edge_runtime.outputs.operator import OperatorOutputs
 
     elsewhere, hold = WebhookReceiver(), threading.Event()
     target = WebhookReceiver(answers=(204, 302, 500), location=elsewhere.url, hold=hold)
@@ -255,7 +255,7 @@ def test_sighup_reads_the_token_again(learned_site, tls, tmp_path):
     (systemctl reload: SIGHUP); the next push carries the new one. A file made readable by
     others on the way is refused at the reload and the token read before stays in use."""
     from edge_ids.edge_runtime import load_bundle
-    from edge_ids.edge_runtime.records import RawSchema
+    from edge_ids.edge_runtime.ingest.records import RawSchema
 
     names = RawSchema.from_spec(load_bundle(learned_site["bundle"]).raw).names
     receiver = WebhookReceiver(path="/hook", tls=tls)

@@ -7,7 +7,7 @@ One interface for the family (tests/test_anomaly.py checks every member):
     model.score(x)               # one float per row, higher = less like the benign rows
 
 `autoencoder` ships: a small dense Keras autoencoder, converted to int8 TFLite like the
-classifiers and scored on the device by edge_runtime/anomaly.py with the same reconstruction
+classifiers and scored on the device by edge_runtime/model/anomaly.py with the same reconstruction
 error as `score` here. `isolation_forest` (scikit-learn) is a comparison in the results only:
 it has no TFLite form, so it never goes into a bundle.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..edge_runtime.anomaly import reconstruction_error
+from ..edge_runtime.model.anomaly import reconstruction_error
 
 
 class Autoencoder:

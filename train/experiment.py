@@ -46,7 +46,7 @@ def prepare(dataset, seed: int, val_fraction: float = 0.2, max_train_rows: int |
     rest, transform every split. feature_options override dataset.feature_defaults. Given a
     `spec` (a model's own, e.g. for compression), use it instead of fitting one: the same seed
     and fraction give the same split it was fitted on."""
-    from ..edge_runtime.features import FeatureTransform
+    from ..edge_runtime.model.features import FeatureTransform
     from .feature_spec import fit_feature_spec
     from .fit import split_validation
 

@@ -1,6 +1,6 @@
 """Fit the feature spec on training data: one-hot, zero-ratio filter, min-max, MI top-k.
 
-The result is plain JSON (edge_runtime/features.py documents it and is the only code that
+The result is plain JSON (edge_runtime/model/features.py documents it and is the only code that
 applies it). Fit it on the training part only: never on validation or test data.
 
 "ignored" raw columns (identifiers such as addresses) never become features. `k=None` keeps every
@@ -22,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.feature_selection import mutual_info_classif
 
-from ..edge_runtime.features import FEATURE_SPEC_VERSION, FeatureTransform, signed_log
-from ..edge_runtime.records import RawSchema, Records
+from ..edge_runtime.model.features import FEATURE_SPEC_VERSION, FeatureTransform, signed_log
+from ..edge_runtime.ingest.records import RawSchema, Records
 
 ZERO_RATIO_SCOPES = ("numeric", "all", "none")
 SCALES = ("linear", "log")

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..edge_runtime.detector import Detector
-from ..edge_runtime.devices import DeviceMap
-from ..edge_runtime.incident_settings import (CLOSE_AFTER_SECONDS, HALF_LIFE_SECONDS,
+from ..edge_runtime.model.detector import Detector
+from ..edge_runtime.site.devices import DeviceMap
+from ..edge_runtime.site.incident_settings import (CLOSE_AFTER_SECONDS, HALF_LIFE_SECONDS,
                                               UPDATE_EVERY_SECONDS, IncidentSettings)
-from ..edge_runtime.services import services_of
+from ..edge_runtime.site.services import services_of
 from ..edge_runtime.watch import FLOW_COLUMNS, DeviceWatch, anomaly_features, flow_times
 from .operating_point import MIN_FALSE_ALARMS
 
@@ -238,7 +238,7 @@ def replay(bundle, settings: IncidentSettings, records, order: np.ndarray,
 
 def tail_rule_tables() -> dict:
     """What the daemon needs to apply the tail rule to a device's own episodes without scipy
-    (edge_runtime/normal_rule.TailRule)."""
+    (edge_runtime/site/normal_rule.TailRule)."""
     from scipy.stats import chi2
 
     return {"upper_bounds": [upper_bound(k) for k in range(TAIL_EPISODES + 2)],
@@ -364,8 +364,8 @@ def device_settings(bundle, fit, val, val_scores: np.ndarray, normal_probability
     """learn's step after the site operating point: the devices of the learning period (fit,
     then validation, in time order), their own thresholds, the incident threshold. `parts`
     leaves out per-device thresholds or services (the benchmark measures what each brings)."""
-    from ..edge_runtime.devices import HomeNet
-    from ..edge_runtime.records import RawSchema
+    from ..edge_runtime.site.devices import HomeNet
+    from ..edge_runtime.ingest.records import RawSchema
 
     device_map = DeviceMap(HomeNet(home_net), RawSchema.from_spec(bundle.raw).names)
     if not device_map.usable:

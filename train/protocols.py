@@ -67,7 +67,7 @@ def apply_protocol(dataset: Dataset, protocol: str) -> Dataset:
 
 def _concat(a: LabelledSet, b: LabelledSet) -> LabelledSet:
     """Two labelled sets of one schema as one (numbers re-counted from 1)."""
-    from ..edge_runtime.records import Records
+    from ..edge_runtime.ingest.records import Records
 
     ra, rb = a.records, b.records
     join = {k: np.concatenate([ra.columns[k], rb.columns[k]]) for k in ra.columns}

@@ -23,8 +23,8 @@ from typing import Callable
 
 import numpy as np
 
-from ...edge_runtime.bundle import load_bundle
-from ...edge_runtime.records import Records, RawSchema
+from ...edge_runtime.model.bundle import load_bundle
+from ...edge_runtime.ingest.records import Records, RawSchema
 from .runtimes import RUNTIMES
 
 Log = Callable[[str], None]
@@ -166,7 +166,7 @@ def prepare(opts: BenchOptions, work: Path, log: Log) -> dict:
 def classifier_only(bundle, dest: Path) -> None:
     """The hybrid's classifier as a bundle of its own (same model, same spec, argmax)."""
     from ...compress.bundle_writer import write_files
-    from ...edge_runtime.bundle import FEATURES_FILE, MODEL_FILE
+    from ...edge_runtime.model.bundle import FEATURES_FILE, MODEL_FILE
 
     files = bundle.files
     keep = ("dataset", "raw_schema", "class_names", "normal_class", "model", "training")

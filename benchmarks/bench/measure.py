@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...edge_runtime.features import FeatureTransform
-from ...edge_runtime.records import RawSchema, parse_lines
+from ...edge_runtime.model.features import FeatureTransform
+from ...edge_runtime.ingest.records import RawSchema, parse_lines
 from .runtimes import RUNTIMES, Predict
 
 WARMUP_CALLS = 50
@@ -116,8 +116,8 @@ def measure_detector(bundle_dir: Path, work: Path, latency_records: int, batches
     """A whole bundle through the edge runtime's Detector, as the daemon runs it: raw line in,
     verdict out (for a hybrid: both models and the threshold). The predictions are verdict
     indices (a hybrid's Unknown is one past the classes)."""
-    from ...edge_runtime.bundle import load_bundle
-    from ...edge_runtime.detector import Detector
+    from ...edge_runtime.model.bundle import load_bundle
+    from ...edge_runtime.model.detector import Detector
 
     started = time.perf_counter()
     detector = Detector(load_bundle(bundle_dir), max_batch=max(batches + [PREDICT_BATCH]))

@@ -47,7 +47,7 @@ def _keras(path: Path, threads: int, max_batch: int) -> Predict:
 
 
 def _litert(path: Path, threads: int, max_batch: int) -> Predict:
-    from ...edge_runtime.classifier import TFLiteModel
+    from ...edge_runtime.model.classifier import TFLiteModel
 
     return TFLiteModel(path.read_bytes(), num_threads=threads, max_batch=max_batch).predict
 

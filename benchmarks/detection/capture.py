@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import write_results
-from ...edge_runtime.argus import argus_config, find_tools, ra_fields
-from ...edge_runtime.bundle import load_bundle
-from ...edge_runtime.records import RawSchema
+from ...edge_runtime.ingest.argus import argus_config, find_tools, ra_fields
+from ...edge_runtime.model.bundle import load_bundle
+from ...edge_runtime.ingest.records import RawSchema
 from ...train.paths import RESULTS, data_dir
 
 CAPTURES = {  # name -> (pcap, labelled Zeek flows), under DATA_DIR/iot-23-pcap

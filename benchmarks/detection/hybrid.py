@@ -31,10 +31,10 @@ def study(name: str, seed: int, work: Path, classifier_dir: Path, train_set, fit
     """One dataset, one seed: every method's metrics per test set, and the seed's scores for
     the pictures. `tests`: {name: (LabelledSet, unseen mask or None, categories or None)}."""
     from ...learn import fit_anomaly_model, write_learned_bundle
-    from ...edge_runtime.bundle import load_bundle
-    from ...edge_runtime.detector import Detector
-    from ...edge_runtime.features import FeatureTransform
-    from ...edge_runtime.records import RawSchema
+    from ...edge_runtime.model.bundle import load_bundle
+    from ...edge_runtime.model.detector import Detector
+    from ...edge_runtime.model.features import FeatureTransform
+    from ...edge_runtime.ingest.records import RawSchema
     from ...train.anomaly import IsolationForestScorer
     from ...train.operating_point import choose_operating_point
 

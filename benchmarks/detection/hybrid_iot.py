@@ -25,8 +25,8 @@ TUPLE = ("SrcAddr", "Sport", "DstAddr", "Dport")
 def read_flows(pcap: Path, schema):
     """The capture's flows in the bundle layout plus StartTime (Unix seconds), as Records
     with the 5-tuple and the start time kept as text."""
-    from ...edge_runtime.argus import ArgusSource
-    from ...edge_runtime.records import RawSchema, parse_lines
+    from ...edge_runtime.ingest.argus import ArgusSource
+    from ...edge_runtime.ingest.records import RawSchema, parse_lines
 
     timed = RawSchema(schema.names + ("StartTime",), schema.types + ("ignored",),
                       schema.trailing, schema.missing, schema.missing_as)
@@ -43,10 +43,10 @@ def read_flows(pcap: Path, schema):
 
 def iot23(data_dir: Path, seed: int, work: Path, budgets, echo, epochs: int = 200
           ) -> tuple[dict, dict]:
-    from ...edge_runtime.bundle import load_bundle
-    from ...edge_runtime.detector import Detector
-    from ...edge_runtime.features import FeatureTransform
-    from ...edge_runtime.records import RawSchema
+    from ...edge_runtime.model.bundle import load_bundle
+    from ...edge_runtime.model.detector import Detector
+    from ...edge_runtime.model.features import FeatureTransform
+    from ...edge_runtime.ingest.records import RawSchema
     from ...learn import fit_anomaly_model, split_by_time, write_learned_bundle
     from ...train.anomaly import IsolationForestScorer
     from ...train.operating_point import choose_operating_point

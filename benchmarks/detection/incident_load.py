@@ -47,8 +47,8 @@ def flow_lines(bundle: Path, pcap: Path, work: Path) -> tuple[list[str], list[st
     """(the layout's column names, the capture's flows as CSV lines in that layout): recorded
     by `capture --record` (every Argus column, named in its header), then matched by name to
     the bundle's layout as `learn` does."""
-    from ...edge_runtime.bundle import load_bundle
-    from ...edge_runtime.records import RawSchema
+    from ...edge_runtime.model.bundle import load_bundle
+    from ...edge_runtime.ingest.records import RawSchema
     from ...flows import to_layout
 
     recorded = work / "flows.csv"

@@ -189,7 +189,7 @@ def device_ip(capture: Path, mac: str) -> str | None:
     """The IPv4 address the device used in its set-up capture (argus's flows), if any."""
     import tempfile
 
-    from ...edge_runtime.argus import find_tools
+    from ...edge_runtime.ingest.argus import find_tools
 
     argus, ra = find_tools()
     with tempfile.NamedTemporaryFile("w", suffix=".conf") as conf:

@@ -98,7 +98,7 @@ def opened(events: list[dict]) -> list[dict]:
 
 def benign(events: list[dict], site: dict, known: dict) -> dict:
     """False incidents and flagged shares per device on the test days (--emit all)."""
-    from ...edge_runtime.devices import DeviceMap, HomeNet
+    from ...edge_runtime.site.devices import DeviceMap, HomeNet
 
     weeks = (site["test_end"] - site["test_start"]) / WEEK
     device_map = DeviceMap(HomeNet(scenarios.HOME_NET), ("SrcAddr", "DstAddr"))

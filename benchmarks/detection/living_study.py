@@ -101,10 +101,10 @@ def poisson_upper(count: int, exposure: float, confidence: float = 0.9) -> float
 def in_process(bundle_path: Path, lines: list[str], home_net, grace: float) -> list[dict]:
     """The lines through the daemon's detector and device watch (batches of 256), with the
     set-up grace set to `grace` minutes; the device events."""
-    from ...edge_runtime.alerts import event_lines
-    from ...edge_runtime.bundle import load_bundle
-    from ...edge_runtime.detector import Detector
-    from ...edge_runtime.records import parse_lines
+    from ...edge_runtime.outputs.alerts import event_lines
+    from ...edge_runtime.model.bundle import load_bundle
+    from ...edge_runtime.model.detector import Detector
+    from ...edge_runtime.ingest.records import parse_lines
     from ...edge_runtime.watch import DeviceWatch, anomaly_features
 
     import json

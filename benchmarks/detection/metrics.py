@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...edge_runtime.detector import UNKNOWN
+from ...edge_runtime.model.detector import UNKNOWN
 
 
 def detection_metrics(verdicts: list[str] | np.ndarray, y: np.ndarray, class_names,
@@ -74,7 +74,7 @@ def percent(values: list[float | None]) -> str:
 
 def normal_probability(bundle, records) -> np.ndarray:
     """The bundle's classifier's probability of the normal class for each record (int8)."""
-    from ...edge_runtime.classifier import Classifier
+    from ...edge_runtime.model.classifier import Classifier
 
     classifier = Classifier(bundle)
     return classifier.classify(records).probabilities[:, classifier.normal_index]

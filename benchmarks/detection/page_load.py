@@ -33,7 +33,7 @@ import urllib.request
 from pathlib import Path
 
 from ..harness.process import daemon_core, throughput
-from ...edge_runtime.page_render import MAX_DEVICES_SHOWN
+from ...edge_runtime.outputs.page_render import MAX_DEVICES_SHOWN
 
 ROUNDS = 9
 CONNECTIONS, SOURCES = 500, 250
@@ -128,8 +128,8 @@ class Crowd:
 
 def crowded_tracker(n: int = 16384):
     """n devices seen in batches of 1,024 flows, every 7th flagged, 50 with incidents open."""
-    from ...edge_runtime.incident_settings import IncidentSettings
-    from ...edge_runtime.incidents import IncidentTracker
+    from ...edge_runtime.site.incident_settings import IncidentSettings
+    from ...edge_runtime.site.incidents import IncidentTracker
 
     tracker = IncidentTracker(IncidentSettings(threshold_bits=6.0, fallback_threshold=1.0,
                                                known={}))
@@ -168,8 +168,8 @@ class TimedLock:
 
 def lock_hold(repeats: int = 15) -> dict:
     """Milliseconds the page holds the detection's lock with 16,384 devices, then and now."""
-    from ...edge_runtime.operator_page import OperatorView
-    from ...edge_runtime.page_render import render
+    from ...edge_runtime.outputs.operator_page import OperatorView
+    from ...edge_runtime.outputs.page_render import render
 
     tracker = crowded_tracker()
     view = OperatorView("model")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...edge_runtime.records import RawSchema, Records
+from ...edge_runtime.ingest.records import RawSchema, Records
 
 
 # fit_feature_spec defaults for a dataset whose papers did no feature selection

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...edge_runtime.records import RawSchema, open_input, parse_lines
+from ...edge_runtime.ingest.records import RawSchema, open_input, parse_lines
 from .base import Dataset, LabelledSet
 from .files import DataError, find_data_file
 

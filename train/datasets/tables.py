@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ...edge_runtime.records import RawSchema, Records, open_input
+from ...edge_runtime.ingest.records import RawSchema, Records, open_input
 from .base import LabelledSet
 from .files import DataError
 

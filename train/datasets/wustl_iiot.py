@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...edge_runtime.records import RawSchema
+from ...edge_runtime.ingest.records import RawSchema
 from .base import KEEP_ALL_FEATURES, Dataset, LabelledSet, split_set
 from .files import find_data_file
 from .tables import read_table

@@ -15,7 +15,7 @@ from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Pla
                                ProcessCollector, start_http_server)
 from prometheus_client.core import HistogramMetricFamily
 
-from . import records as r
+from ..ingest import records as r
 from .webhook import RESULTS as WEBHOOK_RESULTS
 
 DEFAULT_PORT = 9108

@@ -30,8 +30,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from .detector import UNKNOWN, Detector, Verdicts
-from .records import Records
+from ..model.detector import UNKNOWN, Detector, Verdicts
+from ..ingest.records import Records
 
 # EVE key -> raw column names that hold it, across our datasets' schemas (Argus, Bot-IoT,
 # NSL-KDD); matched case-sensitively, first match wins.

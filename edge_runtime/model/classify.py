@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from .detector import Detector
-from .records import TruncatedInput, parse_lines, read_chunks
+from ..ingest.records import TruncatedInput, parse_lines, read_chunks
 
 NAME_FIRST_REJECTS = 10
 

@@ -19,7 +19,7 @@ from .anomaly import AnomalyScorer
 from .bundle import Bundle, BundleError
 from .classifier import Classifier
 from .features import shared_vocabulary
-from .records import RawSchema, Records
+from ..ingest.records import RawSchema, Records
 
 UNKNOWN = "Unknown"
 

@@ -1,7 +1,7 @@
 """Raw records in, classes and scores out: the feature transform plus one TFLite interpreter.
 
 `TFLiteModel` runs any of a bundle's models (the classifier, the anomaly model); `Classifier`
-is the classifier channel. edge_runtime/detector.py combines it with the anomaly channel."""
+is the classifier channel. edge_runtime/model/detector.py combines it with the anomaly channel."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,7 +11,7 @@ import numpy as np
 from .bundle import Bundle, BundleError
 from .features import FeatureTransform, dequantize, quantize
 from .interpreter import make_interpreter
-from .records import Records, RawSchema
+from ..ingest.records import Records, RawSchema
 
 
 @dataclass

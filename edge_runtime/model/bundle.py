@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .features import READABLE_SPEC_VERSIONS
-from .incident_settings import IncidentSettings, SettingsError, read_settings
+from ..site.incident_settings import IncidentSettings, SettingsError, read_settings
 from .signature import SIGNATURE_FILE, SignatureError, Signer, TrustPolicy, check_signature
 
 BUNDLE_SCHEMA_VERSION = 2  # 2 added the anomaly model (hybrid and anomaly-only bundles)

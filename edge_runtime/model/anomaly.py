@@ -13,7 +13,7 @@ import numpy as np
 from .bundle import AnomalyPart, BundleError
 from .classifier import TFLiteModel, check_model_matches_spec
 from .features import FeatureTransform
-from .records import Records
+from ..ingest.records import Records
 
 
 def reconstruction_error(x: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ import html
 import math
 import time
 
-from .episodes import TIMELINE_BIN, TIMELINE_BINS
+from ..site.episodes import TIMELINE_BIN, TIMELINE_BINS
 
 MAX_DEVICES_SHOWN = 2000  # the page stays bounded; the rest is counted
 STYLE = """body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}

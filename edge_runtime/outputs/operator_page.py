@@ -23,7 +23,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from .devices import device_label
+from ..site.devices import device_label
 from .page_render import MAX_DEVICES_SHOWN, render
 from .page_wire import frame, frames, tls_context
 
