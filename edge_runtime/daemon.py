@@ -49,6 +49,7 @@ from .watch import DeviceWatch, anomaly_features, flow_times
 from .outputs.webhook import WebhookOptions
 
 log = logging.getLogger("edge_ids.daemon")
+REPLAYS = ("file:", "pcap:")  # inputs whose flow time moves only with their records
 try:  # (edge_runtime imports nothing from outside itself, so not edge_ids.__version__)
     VERSION = metadata.version("edge-ids")
 except metadata.PackageNotFoundError:
@@ -270,13 +271,14 @@ class Daemon:
         if self.memory is not None and self.memory.due(now):
             with self.outputs.lock:
                 if self.watch is not None:
-                    self._write_events(self.watch.flush(), writer)
+                    self._write_events(self.watch.flush(force=False), writer)
                 self._write_events(self.memory.tick(
                     self.watch, self.model.bundle.model_sha256, now), writer)
 
     def _serve(self, intake: Intake, writer: AlertWriter) -> None:
-        last_status = time.monotonic()
+        last_status = last_records = time.monotonic()
         stopping = False
+        live = not self.options.input.startswith(REPLAYS)
         self._tend_memory(writer, last_status)  # decisions left while no daemon ran
         while True:
             batch = intake.take(TICK_SECONDS)
@@ -287,12 +289,14 @@ class Daemon:
                 self.notifier.stopping(self._status())
             if batch is None:
                 break
+            now = time.monotonic()
             if batch.lines:  # (with more lines waiting, incidents may wait to be worked out)
                 self._classify(batch, writer, later=intake.waiting > 0)
-            elif self.watch is not None:  # idle: nothing waits
+            elif self.watch is not None:  # idle: nothing waits; live, flow time goes on
                 with self.outputs.lock:
-                    self._write_events(self.watch.flush(), writer)
-            now = time.monotonic()
+                    self._write_events(self.watch.idle(now - last_records) if live else
+                                       self.watch.flush(force=False), writer)
+            last_records = now
             self._tend_memory(writer, now)
             self.notifier.watchdog_if_due(now)
             if self._hup.is_set() and not stopping:

@@ -177,18 +177,24 @@ class DeviceWatch:
         self._waiting += n
         if later and self._waiting < WATCH_RECORDS:
             return []
-        return self.flush()
+        return self.flush(force=False)
 
-    def flush(self) -> list[dict]:
-        """The events of the batches waiting, observed as one."""
+    def flush(self, force: bool = True) -> list[dict]:
+        """The events of the batches waiting, observed as one; unless `force`, they wait for
+        the next batch if the last record's time needs it (a stray or a step: clock.py)."""
         if not self._pending:
+            return []
+        ends = [p.end for p in self._pending]
+        end = ends[0] if len(ends) == 1 else np.concatenate(ends)
+        if not force and self._waiting < 64 * WATCH_RECORDS and \
+                not self.tracker.flow_clock.decided(end):
             return []
         pending, self._pending, self._waiting = self._pending, [], 0
         owners = pending[0].owners if len(pending) == 1 else \
             Owners.joined([p.owners for p in pending])
-        end, start, scores, named_bits = (
+        start, scores, named_bits = (
             None if arrays[0] is None else np.concatenate(arrays)
-            for arrays in zip(*((p.end, p.start, p.scores, p.named_bits) for p in pending)))
+            for arrays in zip(*((p.start, p.scores, p.named_bits) for p in pending)))
         # what only the few evidence flows read stays in its batches (`Stacked`, no copy)
         differences = None if pending[0].differences is None else \
             Stacked([p.differences for p in pending])
@@ -214,6 +220,10 @@ class DeviceWatch:
 
     def finish(self, reason: str = "end of input") -> list[dict]:
         return self.flush() + self.tracker.finish(reason)
+
+    def idle(self, seconds: float) -> list[dict]:
+        """A live input was idle this long: what is due closes (incidents.py, clock.py)."""
+        return self.flush() + self.tracker.idle(seconds)
 
     def reconfigure(self, settings: IncidentSettings, features, same_model: bool) -> None:
         """A reloaded bundle: the devices remembered stay, and the new bundle decides what

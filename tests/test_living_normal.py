@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from edge_ids.edge_runtime.site.incident_settings import IncidentSettings
+from edge_ids.edge_runtime.outputs.operator_page import snapshot
 from edge_ids.edge_runtime.site.incidents import IncidentTracker
 from edge_ids.edge_runtime.site.normal_rule import TOP_SCORES, NormalRule, Window
 from edge_ids.edge_runtime.site.normals import (DAY, NEW_SERVICES_A_DAY, THRESHOLD_RATE)
@@ -294,7 +295,7 @@ def test_the_page_shows_each_devices_stage_its_last_change_and_a_mute():
     feed(tracker, day_of_flows(NEW, T0, 600, 0.2, ["tcp/443"], rng.uniform(.5, 1.5, 600))
          + [(T0 + DAY + 60, NEW, 0.1, "tcp/443"), (T0 + DAY + 70, CAM, 0.1, "tcp/443")])
     tracker.devices[CAM].normal.muted = T0 + 3 * DAY
-    page = render({"devices": tracker.snapshot(), "incidents": [], "now": tracker.clock,
+    page = render({"devices": snapshot(tracker), "incidents": [], "now": tracker.clock,
                    "model": "m"})
     rows = {line.split("data-device='")[1].split("'")[0]: line
             for line in page.splitlines() if "<tr class='device" in line}

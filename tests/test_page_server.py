@@ -10,7 +10,7 @@ import pytest
 from page_clients import TOKEN, Served, ask, authorised, closed, connect, crowd_of, refused, \
     status
 from edge_ids.benchmarks.detection.page_load import TimedLock, crowded_tracker
-from edge_ids.edge_runtime.outputs.operator_page import OperatorView
+from edge_ids.edge_runtime.outputs.operator_page import OperatorView, snapshot
 from edge_ids.edge_runtime.outputs.page_render import MAX_DEVICES_SHOWN
 from edge_ids.edge_runtime.outputs.page_server import HEAD_BYTES, HEAD_SECONDS, PER_SOURCE, TOTAL, \
     YOUNG_SECONDS
@@ -152,7 +152,7 @@ def test_the_page_copies_16384_devices_off_the_detection_lock():
     for _ in range(3):
         state = view.state()
     assert min(view.lock.held) < 0.005  # the rows used to be built under it: about 50 ms
-    expected = tracker.snapshot()  # what the page showed, built under the lock
+    expected = snapshot(tracker)  # what the page showed, built under the lock
     expected.sort(key=lambda d: (d["incident"] is None, not d["new"], -d["last_seen"]))
     assert state["devices"] == expected[:MAX_DEVICES_SHOWN]
     assert sum(1 for d in expected if d["incident"] is not None) == 50

@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def site_flows(learned_site, smart_home, data_dir, tmp_path_factory) -> dict:
     assert done.returncode == 0, done.stdout + done.stderr
     return {"lines": replay["lines"], "hub": replay["hub"], "bot": replay["bot"],
             "last_time": replay["names"].index("LastTime"),
+            "start_time": replay["names"].index("StartTime"),
             "joined": replay["joined"], "bundle": learned_site["bundle"], "other": other / "bundle",
             "renamed": renamed_vocabulary(learned_site["bundle"], work / "renamed")}
 
@@ -225,3 +227,93 @@ def test_the_operators_word_reaches_the_running_daemon_and_bad_input_changes_not
                             f"file:{flows}"], capture_output=True, text=True, timeout=60)
     assert fresh.returncode == 0 and "moved aside" in fresh.stderr
     assert list(state.glob("state.json.gz.unreadable-*"))
+
+
+def shifted(line: bytes, columns: tuple[int, int], by: float) -> bytes:
+    fields = line.split(b",")
+    for c in columns:
+        fields[c] = f"{float(fields[c]) + by:.6f}".encode()
+    return b",".join(fields)
+
+
+def with_close_after(bundle: Path, out: Path, seconds: float) -> Path:
+    """The bundle with another close time for incidents, written as a bundle is."""
+    from edge_ids.compress.bundle_writer import write_files
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["incidents"]["close_after_seconds"] = seconds
+    files = {n: (bundle / n).read_bytes() for n in manifest["files"]}
+    keep = {k: v for k, v in manifest.items() if k not in ("schema_version", "created_utc",
+                                                           "detector", "files", "tools")}
+    return write_files(out, files, keep)
+
+
+def stamp(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+
+
+def incidents_of(events, key):
+    """(id, state, opened, the line's time, reason) of the device's incident lines."""
+    return [(e["incident"]["id"], e["incident"]["state"], stamp(e["incident"]["opened"]),
+             stamp(e["timestamp"]), e["incident"].get("reason")) for e in events
+            if e["event_type"] == "incident" and e["device"]["key"] == key
+            and e["incident"]["state"] != "update"]
+
+
+def test_one_record_stamped_a_day_ahead_in_a_replay_changes_no_incident(site_flows, tmp_path):
+    """A copy of one of the hub's flows, stamped a day ahead, in the middle of the bot: the
+    same incidents (before, the clock jumped a day: every episode closed "quiet", and the
+    bot's incident opened again and again)."""
+    lines, hub = site_flows["lines"], site_flows["hub"]
+    columns = (site_flows["last_time"], site_flows["start_time"])
+    at = next(i for i, line in enumerate(lines) if hub.ip.encode() in line
+              and b",6667," in line) + 300
+    stray = lines[:at] + [shifted(lines[at], columns, 86400.0)] + lines[at:]
+    got = {}
+    for name, replay in (("plain", lines), ("stray", stray)):
+        path = tmp_path / f"{name}.csv"
+        path.write_bytes(b"".join(replay))
+        daemon = DaemonProcess(tmp_path, "--bundle", str(site_flows["bundle"]), "--input",
+                               f"file:{path}", "--alerts", str(tmp_path / f"{name}.json"),
+                               "--emit", "incidents")
+        assert daemon.wait() == 0
+        got[name] = read_alerts(tmp_path / f"{name}.json")
+    plain, stray = (incidents_of(got[n], hub.mac) for n in ("plain", "stray"))
+    assert plain and [i[:2] + i[4:] for i in stray] == [i[:2] + i[4:] for i in plain]
+    assert all(abs(a[2] - b[2]) <= 60 for a, b in zip(stray, plain))
+    others = lambda events: sorted(  # noqa: E731
+        (e["device"]["key"], e["incident"]["state"]) for e in events
+        if e["event_type"] == "incident" and e["device"]["key"] != hub.mac)
+    assert others(got["stray"]) == others(got["plain"])
+
+
+def test_on_a_live_input_an_incident_closes_on_time_while_no_record_arrives(site_flows,
+                                                                            tmp_path):
+    """The bot's flows as if they came now (follow:), then silence: the incident closes
+    within a minute of its close time (a bundle closing after 20 s of quiet, so that the test
+    waits seconds, not half an hour). Before, it waited for the next record."""
+    lines, hub = site_flows["lines"], site_flows["hub"]
+    columns = (site_flows["last_time"], site_flows["start_time"])
+    cut = next(i for i, line in enumerate(lines) if hub.ip.encode() in line
+               and b",6667," in line) + 600
+    bundle = with_close_after(site_flows["bundle"], tmp_path / "bundle", 20.0)
+    flows, alerts = tmp_path / "flows.csv", tmp_path / "alerts.json"
+    flows.touch()
+    daemon = DaemonProcess(tmp_path, "--bundle", str(bundle), "--input", f"follow:{flows}",
+                           "--alerts", str(alerts), "--emit", "incidents", "--metrics",
+                           "127.0.0.1:0")
+    by = time.time() - float(lines[cut - 1].split(b",")[columns[0]])
+    with flows.open("ab") as f:
+        f.write(b"".join(shifted(line, columns, by) for line in lines[:cut]))
+    daemon.wait_metric("edge_ids_records_total", cut)
+    assert daemon.metric("edge_ids_incidents_total", event="opened") >= 1
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        mine = incidents_of(read_alerts(alerts), hub.mac)
+        if mine and mine[-1][1] == "closed":
+            break
+        time.sleep(0.5)
+    seen = time.time()
+    daemon.stop()
+    assert mine and mine[-1][1] == "closed", mine
+    assert seen - mine[-1][3] <= 60 and mine[-1][4] == "no flagged flow for 20 s"

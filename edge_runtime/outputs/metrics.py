@@ -109,6 +109,14 @@ class Metrics:
                                ["result"], registry=registry)
         for result in WEBHOOK_RESULTS:
             self.webhook.labels(result)
+        self.clock_events = Counter("edge_ids_flow_clock_events", "Flow times the incident "
+                                    "tracker's clock did not simply follow: stray (a lone "
+                                    "record far ahead, taken at the clock's time), step (the "
+                                    "input's time jumped or stepped back, two records in a "
+                                    "row).", ["kind"], registry=registry)
+        self._clock_seen = {"stray": 0, "step": 0}
+        for kind in self._clock_seen:
+            self.clock_events.labels(kind)
         self._build_labels = None
 
     def count_events(self, events: list[dict], tracker) -> Counter_:
@@ -130,6 +138,11 @@ class Metrics:
             elif event["incident"]["state"] == "closed":
                 self.incidents.labels("closed").inc()
         self.incidents_open.set(tracker.opened - tracker.closed)
+        clock = tracker.flow_clock
+        for kind, value in (("stray", clock.strays), ("step", clock.steps)):
+            if value > self._clock_seen[kind]:
+                self.clock_events.labels(kind).inc(value - self._clock_seen[kind])
+            self._clock_seen[kind] = value
         stages = Counter_(d.normal.stage for d in tracker.devices.values())
         new = sum(1 for d in tracker.devices.values() if d.new)
         self.devices.labels("new").set(new)

@@ -143,9 +143,15 @@ def _order(device) -> tuple:
     return (episode is None or episode.incident is None, not device.new, -device.last_seen)
 
 
+def snapshot(tracker) -> list[dict]:
+    """Every device the tracker remembers, newest first, as rows (under the lock: what the
+    page did before `OperatorView.state`; tests and the page benchmark compare with it)."""
+    return [device_row(d, tracker.normals.fallback) for d in reversed(tracker.devices.values())]
+
+
 def device_row(device, fallback: float) -> dict:
-    """One device as IncidentTracker.snapshot() gives it (tests/test_page_server.py compares
-    them), read without the lock: each object is read once, the timeline copied in one step."""
+    """One device as the page shows it, read without the lock: each object is read once, the
+    timeline copied in one step."""
     episode, normal, timeline = device.episode, device.normal, device.timeline
     return {"device": device_label(device.key, device.ip), "new": device.new,
             "first_seen": device.first_seen, "last_seen": device.last_seen,

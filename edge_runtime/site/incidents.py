@@ -26,7 +26,8 @@ import math
 
 import numpy as np
 
-from .devices import Owners, device_label
+from .clock import FlowClock
+from .devices import Owners
 from .episodes import Device, Episode, bin_flagged, count
 from .incident_lines import incident_event, new_device_event
 from .incident_settings import IncidentSettings
@@ -60,7 +61,7 @@ class IncidentTracker(LivingNormals):
         self.resumable: dict[str, Device] = {}  # devices with an ended, resumable episode
         self.muted: dict[str, float] = {}  # devices the operator muted -> until (flow time)
         self.recent: dict[int, tuple] = {}  # closed incident -> (device, peers, services)
-        self.clock = -math.inf
+        self.flow_clock = FlowClock()  # flow time, kept from a stray time stamp (clock.py)
         self.next_id = 1
         self.opened = self.closed = self.new_devices = self.changes = 0
         self.peaks: list[float] | None = [] if record_peaks else None
@@ -76,6 +77,15 @@ class IncidentTracker(LivingNormals):
         self._decay = math.log(2) / settings.half_life
         self._grace = 60.0 * settings.join_grace_minutes
         self._tail = settings.tail_rule
+
+    @property
+    def clock(self) -> float:
+        """Flow time now (what closes, updates and forgets go by)."""
+        return self.flow_clock.now
+
+    @clock.setter
+    def clock(self, value: float) -> None:
+        self.flow_clock.now = value
 
     @property
     def index(self):
@@ -102,12 +112,20 @@ class IncidentTracker(LivingNormals):
         owners = devices if isinstance(devices, Owners) else Owners(devices)
         if len(owners):
             services = self.index.numbered(services)
-            times = np.asarray(times, dtype=np.float64)
-            self._observe(owners.pairs(), owners, times, np.asarray(starts, np.float64),
+            times = self.flow_clock.admit(times)
+            starts = np.minimum(np.asarray(starts, np.float64), times)
+            self._observe(owners.pairs(), owners, times, starts,
                           None if scores is None else np.asarray(scores, dtype=np.float64),
                           None if named_bits is None else np.asarray(named_bits, np.float64),
                           differences, flows, services, events)
-            self.clock = max(self.clock, float(times.max()))
+        self._sweep(events)
+        return events
+
+    def idle(self, seconds: float) -> list:
+        """A live input brought no record for this long (wall time): flow time moves on as
+        much, and what is due closes (a replay's clock moves only with its records)."""
+        events: list = []
+        self.flow_clock.advance(seconds)
         self._sweep(events)
         return events
 
@@ -224,7 +242,9 @@ class IncidentTracker(LivingNormals):
                    None if score is None else score / threshold, differences, events)
 
     def _quiet_reason(self) -> str:
-        return f"no flagged flow for {self.settings.close_after / 60:g} min"
+        after = self.settings.close_after
+        return f"no flagged flow for {after / 60:g} min" if after % 60 == 0 else \
+            f"no flagged flow for {after:g} s"
 
     def _drop_weakest(self, events: list) -> None:
         """Bounded state with many devices in trouble at once: the episode with the least
@@ -270,14 +290,14 @@ class IncidentTracker(LivingNormals):
         it learned on the device goes with it)."""
         key = next(iter(self.devices))
         device = self.devices.pop(key)
-        self.resumable.pop(key, None)
         self.muted.pop(key, None)
         self.normals.forget(key)
         if device.new:
             self.remember_announced(key)
         if device.episode is not None:
             self._end(device, events, "evicted: more devices than edge-ids keeps in memory")
-        device.ended = None  # (an evicted device's episode cannot resume)
+        device.ended = None  # (an evicted device's episode cannot resume: not after _end,
+        self.resumable.pop(key, None)  # which makes it resumable, else they pile up there)
 
     def remember_announced(self, key: str) -> None:
         """A new device named and no longer remembered: it is not named again."""
@@ -390,20 +410,3 @@ class IncidentTracker(LivingNormals):
     def _line(self, device, episode, state: str, t: float, reason: str | None = None) -> dict:
         return incident_event(device, episode, state, t, self.open_threshold(device),
                               self.features, reason)
-
-    def snapshot(self) -> list[dict]:
-        """The devices remembered now (for the operator's page): newest first."""
-        rows = []
-        fallback = self.normals.fallback
-        for device in reversed(self.devices.values()):
-            episode, normal = device.episode, device.normal
-            rows.append({"device": device_label(device.key, device.ip), "new": device.new,
-                         "first_seen": device.first_seen, "last_seen": device.last_seen,
-                         "flows": device.flows, "flagged": device.flagged,
-                         "incident": None if episode is None else episode.incident,
-                         "stage": normal.stage, "muted": normal.muted,
-                         "threshold": None if normal.ratio is None else normal.ratio * fallback,
-                         "changed": normal.changed if normal.changed > device.first_seen
-                         else None,
-                         "timeline": dict(device.timeline or {})})
-        return rows
