@@ -26,12 +26,21 @@ def _flows(seed: int) -> list[tuple[str, str, str]]:
     return flows
 
 
-def test_a_batch_has_the_services_each_of_its_flows_has():
+def test_a_flows_service_is_its_protocol_and_the_responders_port():
+    """Argus writes initiator -> responder: the destination port, whichever is lower (an
+    inbound connection from a low port, UDP between two high ports)."""
+    assert service_of("tcp", "48986", "6667") == "tcp/6667"
+    assert service_of("tcp", "443", "51000") == "tcp/51000"  # answered on its port 51000
+    assert service_of("udp", "40000", "50000") == "udp/50000"
+    assert service_of("icmp", "", "0xd841") == "icmp" and service_of("arp", "", "") == "arp"
+    assert service_of("tcp", "100000", "80") == "tcp" and service_of("udp", "080", "443") == \
+        "udp/443"
+    assert service_of("", "", "") == "?" and service_of("", "80", "8080") == "/8080"
     flows = _flows(0)
     proto, sport, dport = (np.array(c) for c in zip(*flows))
-    assert services_of(proto, sport, dport).tolist() == [service_of(*f) for f in flows]
+    names = services_of(proto, sport, dport).tolist()
+    assert names == [f"{p}/{int(d)}" if n.count("/") else n for (p, _, d), n in zip(flows, names)]
     assert services_of(np.array([], str), np.array([], str), np.array([], str)).size == 0
-    assert service_of("tcp", "100000", "80") == "tcp" and service_of("udp", "080", "443") == "udp/80"
 
 
 def test_a_batch_s_service_numbers_are_those_of_its_flows_names():

@@ -57,22 +57,33 @@ class DeviceFlows:
     owners: list  # per record: ((key, ip), ...)
     times: np.ndarray  # per record: flow end
     services: list  # per record: its service ("tcp/443")
+    initiators: list | None = None  # per record: the key of the device that initiated it, or
+    # None (the daemon judges a flow for its initiator only); None: each of its devices
+
+    def initiated(self):
+        """(key, record) for each record and the device(s) whose flow it is."""
+        for r, devices in enumerate(self.owners):
+            if self.initiators is None:
+                for key, _ in devices:
+                    yield key, r
+            elif self.initiators[r] is not None:
+                yield self.initiators[r], r
 
 
 def attribute(device_map: DeviceMap, records, order: np.ndarray) -> DeviceFlows:
     """The devices of each record, attributed in `order` (time order) as the daemon would."""
-    owners = [()] * len(records)
+    owners, initiators = [()] * len(records), [None] * len(records)
     for start in range(0, len(order), REPLAY_BATCH):
         rows = order[start:start + REPLAY_BATCH]
-        for r, devices in zip(rows.tolist(), device_map.attribute(
-                {c: v[rows] for c, v in records.columns.items()})):
-            owners[r] = devices
+        found, by = device_map.initiators({c: v[rows] for c, v in records.columns.items()})
+        for r, devices, initiator in zip(rows.tolist(), found, by):
+            owners[r], initiators[r] = devices, initiator
     n = len(records)
     proto, sport, dport = (np.full(n, "") if c is None else records.columns[c] for c in (
         _column(records, FLOW_COLUMNS[4]), _column(records, FLOW_COLUMNS[1]),
         _column(records, FLOW_COLUMNS[3])))
     services = services_of(proto, sport, dport).tolist()
-    return DeviceFlows(owners, flow_times(records)[0], services)
+    return DeviceFlows(owners, flow_times(records)[0], services, initiators)
 
 
 def _column(records, names) -> str | None:
@@ -80,14 +91,13 @@ def _column(records, names) -> str | None:
 
 
 def services_used(flows_sets) -> dict[str, tuple[list[str], float | None]]:
-    """key -> (its services, flows) over these DeviceFlows."""
+    """key -> Counter of the services of the flows it initiated, over these DeviceFlows."""
     from collections import Counter
 
     used: dict[str, Counter] = {}
     for flows in flows_sets:
-        for devices, service in zip(flows.owners, flows.services):
-            for key, _ in devices:
-                used.setdefault(key, Counter())[service] += 1
+        for key, r in flows.initiated():
+            used.setdefault(key, Counter())[flows.services[r]] += 1
     return used
 
 
@@ -111,9 +121,8 @@ def device_thresholds(flows: DeviceFlows, scores: np.ndarray, by_classifier: np.
                       max_fpr: float) -> dict[str, tuple[float | None, int]]:
     """key -> (its own threshold, or None for the site's; its validation flows)."""
     rows: dict[str, list[int]] = {}
-    for r, devices in enumerate(flows.owners):
-        for key, _ in devices:
-            rows.setdefault(key, []).append(r)
+    for key, r in flows.initiated():  # (a device's threshold judges the flows it initiates)
+        rows.setdefault(key, []).append(r)
     out = {}
     for key, mine in rows.items():
         mine = np.array(mine)
@@ -178,7 +187,10 @@ def known_devices(fit: DeviceFlows, val: DeviceFlows, own: dict, max_fpr: float,
                 entry["last_seen"] = max(entry["last_seen"], t)
                 if ip is not None:
                     entry["ip"] = ip
-    used = services_used((fit, val)) if services else {}
+    # the services of the fit part, as the calibration replays them (one calibration: the
+    # held-out tail's new services are what set the incident threshold, and the device's
+    # living normal takes them in once they are its normal)
+    used = services_used((fit,)) if services else {}
     for key, entry in known.items():
         threshold, n = own.get(key, (None, 0))
         counts = used.get(key, {})

@@ -19,6 +19,8 @@ import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .living_study import poisson_upper
+
 BENIGN_TARGET, DEVICE_TARGET = 1.0, 2.0  # false incidents per device per week: mean, any one
 DETECTED_TARGET, MEDIAN_TARGET, LATEST_TARGET = 0.95, 120.0, 300.0
 
@@ -47,7 +49,22 @@ def verdicts(results: dict) -> dict:
     injections = [i for s in seeds for i in s["injections"]]
     times = sorted(i["seconds_to_incident"] for i in injections if i["detected"])
     joins = [s["joins"] for s in seeds]
+    events = sum(s["benign"]["devices"][d]["incidents"] for s in seeds for d in devices)
+    exposure = sum(s["benign"]["weeks"] for s in seeds) * len(devices)
+    bots = {}
+    for bot in sorted({i["attack"] for i in injections}):
+        mine = [i for i in injections if i["attack"] == bot]
+        seconds = sorted(i["seconds_to_incident"] for i in mine if i["detected"])
+        bots[bot] = {"detected_share": sum(i["detected"] for i in mine) / len(mine),
+                     "median_seconds": statistics.median(seconds) if seconds else None,
+                     "latest_seconds": max(seconds) if seconds else None}
     return {
+        "pooled_per_device_week": events / exposure if exposure else None,
+        "pooled_events": events, "pooled_device_weeks": exposure,
+        "pooled_bound": poisson_upper(events, exposure) if exposure else None,
+        "most_for_one_device_in_a_seed": max(s["benign"]["devices"][d]["incidents"]
+                                             for s in seeds for d in devices),
+        "bots": bots,
         "false_incidents_per_device_week": statistics.mean(per_device.values()),
         "worst_device_per_week": max(per_device.values()),
         "per_device_per_week": per_device,
@@ -92,7 +109,23 @@ def markdown(results: dict) -> str:
              f"{100 * v['joins_with_one_line']:.1f} % | 100 % | "
              f"{met(v['joins_with_one_line'] == 1)} |",
              f"| most incidents for one join | {v['most_incidents_per_join']} | ≤ 1 | "
-             f"{met(v['most_incidents_per_join'] <= 1)} |", ""]
+             f"{met(v['most_incidents_per_join'] <= 1)} |", "",
+             "Issue 38's (pooled over devices and seeds; per bot, the evidence model fixed, "
+             "not chosen with either bot left out):", "",
+             "| figure | result | target | |", "|---|---|---|---|",
+             f"| false incidents per device-week, pooled | {v['pooled_per_device_week']:.2f} "
+             f"({v['pooled_events']} in {v['pooled_device_weeks']:.2f}; 90 % bound "
+             f"{v['pooled_bound']:.2f}) | ≤ 1 | {met(v['pooled_per_device_week'] <= 1)} |",
+             f"| most false incidents of one device in one seed | "
+             f"{v['most_for_one_device_in_a_seed']} | ≤ 1 | "
+             f"{met(v['most_for_one_device_in_a_seed'] <= 1)} |"]
+    for bot, b in v["bots"].items():
+        ok = b["detected_share"] >= DETECTED_TARGET and b["median_seconds"] is not None and \
+            b["median_seconds"] <= MEDIAN_TARGET and b["latest_seconds"] <= LATEST_TARGET
+        lines += [f"| {bot}: detected / median / latest | {100 * b['detected_share']:.1f} % / "
+                  f"{_seconds(b['median_seconds'])} / {_seconds(b['latest_seconds'])} | ≥ 95 % "
+                  f"/ ≤ 120 s / ≤ 300 s | {met(ok)} |"]
+    lines += [""]
     lines += benign_table(results) + injection_table(results) + join_table(results)
     lines += variants_table(results)
     lines += learning_table(results)

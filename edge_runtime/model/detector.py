@@ -33,6 +33,7 @@ class Verdicts:
     anomaly_scores: np.ndarray | None = None
     normal_probability: np.ndarray | None = None  # the classifier's P(normal class)
     differences: np.ndarray | None = None  # anomaly model input - reconstruction (explain=True)
+    thresholds: np.ndarray | None = None  # the anomaly threshold each record was held to
 
 
 class Detector:
@@ -68,7 +69,8 @@ class Detector:
             scores, unknown, differences = self._score(records, None, explain)
             verdicts = np.where(self.anomaly.is_anomalous(scores, thresholds),
                                 len(self.class_names), self.normal_index)
-            return Verdicts(verdicts, unknown, anomaly_scores=scores, differences=differences)
+            return Verdicts(verdicts, unknown, anomaly_scores=scores, differences=differences,
+                            thresholds=thresholds)
         codes = self.classifier.transform.codes(records.columns) if self.anomaly else None
         predictions = self.classifier.classify(records, codes)
         verdicts = predictions.classes.copy()
@@ -82,6 +84,7 @@ class Detector:
             unknown = (verdicts == self.normal_index) & \
                 self.anomaly.is_anomalous(result.anomaly_scores, thresholds)
             verdicts[unknown] = len(self.class_names)
+            result.thresholds = thresholds
         return result
 
     def _score(self, records: Records, codes, explain: bool):

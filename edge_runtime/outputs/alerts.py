@@ -14,7 +14,8 @@ stamps an event with its packet's time, so a replayed capture says when things h
 it, `flow` gives the flow's start and end. A record without times gets the time it is processed.
 `ml.class` is the verdict. A bundle with an anomaly model adds `ml.anomaly_score` to every line,
 and an `Unknown` alert (the anomaly channel's: no class named, score over the threshold) also
-names `ml.anomaly_threshold`; an anomaly-only bundle has no `score`. `flow_id` is the record's
+names `ml.anomaly_threshold`, the threshold that record was held to (its devices' own, else the
+bundle's); an anomaly-only bundle has no `score`. `flow_id` is the record's
 intake sequence number since the daemon started. The 5-tuple keys appear when the bundle's raw
 schema has those columns. A normal record (only with emit_all) has `"event_type": "ml"` and no
 `alert` object, so EVE consumers that read alerts skip it.
@@ -67,9 +68,10 @@ class EveFormatter:
             alert = {"action": "allowed", "signature_id": SIGNATURE_ID_BASE + i,
                      "signature": f"edge-ids ml: {name}", "category": name, "severity": 2}
             alert_part = f',"alert":{json.dumps(alert, separators=(",", ":"))}' if attack else ""
-            threshold = {"anomaly_threshold": detector.threshold} if name == UNKNOWN else {}
-            ml_part = json.dumps({"class": name} | ml | threshold, separators=(",", ":"))[:-1]
+            ml_part = json.dumps({"class": name} | ml, separators=(",", ":"))[:-1]
             self._tails.append((head, alert_part + ',"ml":' + ml_part + ","))
+        self.unknown = self.class_names.index(UNKNOWN) if UNKNOWN in self.class_names else -1
+        self.threshold = detector.threshold  # the bundle's (a record's devices' own, if given)
 
     @property
     def text_columns(self) -> tuple[str, ...]:
@@ -86,7 +88,7 @@ class EveFormatter:
         if not len(rows):
             return ""
         tuples = self._tuples(records, rows)
-        scores = _scores(verdicts, rows)
+        scores = _scores(verdicts, rows, classes == self.unknown, self.threshold)
         stamps = _stamps(rows, times)
         lines = []
         for k, r in enumerate(rows.tolist()):
@@ -119,14 +121,20 @@ def _stamps(rows: np.ndarray, times) -> list[str]:
             for e, s, o in zip(end[rows].tolist(), start[rows].tolist(), own[rows].tolist())]
 
 
-def _scores(verdicts: Verdicts, rows: np.ndarray) -> list[str]:
-    """The end of each line's ml object: the classifier's score and/or the anomaly score."""
+def _scores(verdicts: Verdicts, rows: np.ndarray, unknown: np.ndarray, threshold) -> list[str]:
+    """The end of each line's ml object: the classifier's score and/or the anomaly score; an
+    Unknown line also the threshold its score was held to (its devices' own, or the bundle's)."""
     parts = []
+    if unknown[rows].any():
+        held = np.full(len(unknown), threshold, dtype=np.float64) if verdicts.thresholds is None \
+            else verdicts.thresholds
+        parts.append([f'"anomaly_threshold":{h!r}' if u else ""
+                      for u, h in zip(unknown[rows].tolist(), held[rows].tolist())])
     if verdicts.scores is not None:
         parts.append([f'"score":{s:.4f}' for s in verdicts.scores[rows].tolist()])
     if verdicts.anomaly_scores is not None:
         parts.append([f'"anomaly_score":{s:.6g}' for s in verdicts.anomaly_scores[rows].tolist()])
-    return [",".join(p) for p in zip(*parts)]
+    return [",".join(filter(None, p)) for p in zip(*parts)]
 
 
 _second: list = [None, ""]  # the last whole second formatted, and its text

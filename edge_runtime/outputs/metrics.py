@@ -88,7 +88,8 @@ class Metrics:
         for kind in ("known", "new"):
             self.devices.labels(kind)
         self.new_devices = Counter("edge_ids_new_devices", "Devices seen that were not in the "
-                                   "learning period (each named once).", registry=registry)
+                                   "learning period (each named once, or counted in a "
+                                   "new_devices_held line).", registry=registry)
         self.stages = Gauge("edge_ids_device_stages", "Devices remembered now, by the stage "
                             "of their normal: known (from the bundle), probation, learned (on "
                             "the device), muted.", ["stage"], registry=registry)
@@ -130,8 +131,12 @@ class Metrics:
                 counted["new_devices"] += 1
             elif kind == "device_normal":
                 self.normal_changes.labels(event["device_normal"]["change"]).inc()
+            elif kind == "new_devices_held":  # (not announced: a storm, or randomised MACs)
+                self.new_devices.inc(event["new_devices_held"]["devices"])
             elif kind == "decision":
                 self.decisions.labels(event["decision"]["action"]).inc()
+            elif kind != "incident":
+                continue
             elif event["incident"]["state"] == "open":
                 self.incidents.labels("opened").inc()
                 counted["incidents"] += 1

@@ -2,7 +2,7 @@
 POST to a URL they give (ntfy, Gotify, a chat webhook, their own receiver).
 
 The daemon must never wait for it: events go into a bounded queue (what does not fit is dropped
-and counted) and one sender thread posts them, retrying with back-off. A device in trouble for
+and counted, new-device pushes before incident ones) and one sender thread posts them, retrying with back-off. A device in trouble for
 hours pushes once per kind of event per throttle window (by the flows' own time, so a replayed
 capture throttles as the live traffic would). Standard library only (urllib): the device side
 stays numpy + LiteRT; the payload is documented in docs/operator.md.
@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import socket
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -132,6 +132,46 @@ def payload(event: dict, kind: str, host: str, ml: dict) -> dict:
             "model_sha256": ml.get("model_sha256")}
 
 
+class PushQueue:
+    """The pushes waiting, bounded, incidents ahead of new devices: when it is full, an
+    incident push takes the place of the newest new-device push (a storm of new devices must
+    not drop the next incident), and any other push is dropped. (queue.PriorityQueue cannot
+    drop its last item: a deque each, under one condition.)"""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._ready = threading.Condition()
+        self._incidents: deque = deque()
+        self._others: deque = deque()
+
+    def put(self, body: dict) -> int:
+        """Queue it; how many pushes were dropped for it (this one, or one it replaced)."""
+        incident = body["event"] != "new_device"
+        with self._ready:
+            dropped = 0
+            if len(self._incidents) + len(self._others) >= self.size:
+                if not incident or not self._others:
+                    return 1
+                self._others.pop()
+                dropped = 1
+            (self._incidents if incident else self._others).append(body)
+            self._ready.notify()
+            return dropped
+
+    def get(self, timeout: float) -> dict | None:
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._incidents or self._others, timeout):
+                return None
+            return (self._incidents or self._others).popleft()
+
+    def qsize(self) -> int:
+        with self._ready:
+            return len(self._incidents) + len(self._others)
+
+    def empty(self) -> bool:
+        return self.qsize() == 0
+
+
 class Webhook:
     """offer() from the classifying thread (never blocks); a sender thread posts."""
 
@@ -149,7 +189,7 @@ class Webhook:
         self._opener = urllib.request.build_opener(_RefuseRedirects)
         self.host = socket.gethostname()
         self.floor = SEVERITIES.index(options.min_severity)
-        self.queue: queue.Queue = queue.Queue(maxsize=options.queue_size)
+        self.queue = PushQueue(options.queue_size)
         self.last_push: dict[tuple, float] = {}  # (device, kind) -> flow time of its last push
         self._stop = threading.Event()
         self.answering = False  # the last push went out (then stopping waits for the queue)
@@ -188,10 +228,11 @@ class Webhook:
             if last is not None and event["time"] - last < self.options.throttle_seconds:
                 self.count("throttled")
                 continue
-            try:
-                self.queue.put_nowait(payload(event, kind, self.host, self.ml))
-            except queue.Full:
+            body = payload(event, kind, self.host, self.ml)
+            dropped = self.queue.put(body)
+            if dropped:
                 self.count("dropped")
+            if dropped and body["event"] == "new_device":
                 continue
             self.last_push[key] = event["time"]
             if len(self.last_push) > 4 * 10_000:  # bounded: forget the oldest pushes
@@ -200,9 +241,8 @@ class Webhook:
 
     def _send_all(self) -> None:
         while not self._stop.is_set():
-            try:
-                body = self.queue.get(timeout=0.5)
-            except queue.Empty:
+            body = self.queue.get(timeout=0.5)
+            if body is None:
                 continue
             sent = self._send(body)
             self.answering = sent

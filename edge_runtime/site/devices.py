@@ -6,12 +6,25 @@ unicast one, else by the MAC last seen for that address, else by the address its
 keeps one identity across its IPv4 and IPv6 flows and a changed DHCP lease, and an ARP request
 (sent to the broadcast MAC) still reaches the device it asks about. Multicast and broadcast
 addresses (IPv4 x.x.x.255 counts as a broadcast) are never devices; a DHCP client's 0.0.0.0
-is, by its MAC. Flows without IP addresses
-(EAPOL, LLC) belong to no device.
+is, by its MAC. Flows without IP addresses (EAPOL, LLC) belong to no device. Where a real
+network differs from one flat LAN (docs/incidents.md):
+
+- **Asked about only**: an address that only ever had a broadcast MAC (an ARP request's
+  target, a scan's unanswered one) and none bound is no device (an empty MAC, as in captures
+  without Ethernet, still gives a device by its address).
+- **Routed subnets** (an IoT VLAN or guest network behind a router): their hosts reach the LAN
+  with the router's MAC. A MAC seen with addresses of two subnets (/24, /64), in one of which
+  no other MAC was ever seen, routes that one: its addresses there are keyed by address, each
+  host its own device; the router keeps its MAC for its own address.
+- **Global IPv6**: a global address is no home-net address, but with the unicast MAC of a
+  device of the LAN it is that device's (so a rotating delegated prefix does not matter); never
+  with a gateway's MAC (one seen carrying public IPv4 addresses, or many global IPv6 ones).
+- **Locally administered MACs** (a phone's private address): said on the new_device line,
+  and their announcements limited (announce.py).
 
 Written by hand, not with a library: the rule is a few lines, and it runs for every flow on the
 device, so the parsed addresses and the answers are memoised (bounded, so that a flood of made-up
-addresses cannot grow memory).
+addresses cannot grow memory); what the rule learns of the LAN is lan.py's.
 """
 from __future__ import annotations
 
@@ -22,12 +35,15 @@ from typing import Iterable
 
 import numpy as np
 
+from .lan import LanShape
+
 DEFAULT_HOME_NET = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe80::/10")
 ADDRESS_COLUMNS = {"src": ("SrcAddr", "saddr"), "dst": ("DstAddr", "daddr")}
 MAC_COLUMNS = {"src": ("SrcMac", "smac"), "dst": ("DstMac", "dmac")}
 MEMO_LIMIT = 4096  # answers remembered; past it the oldest quarter goes (flows repeat them)
 BINDINGS_LIMIT = 16384  # address -> MAC bindings remembered (as many as devices kept)
 _HEX = frozenset("0123456789abcdef")
+GLOBAL_UNICAST6 = ipaddress.ip_network("2000::/3")
 
 
 def remember(memo: dict, key, value, limit: int = MEMO_LIMIT) -> None:
@@ -54,11 +70,12 @@ def parse_home_net(cidrs: Iterable[str]) -> tuple:
 
 
 def unicast_mac(text: str) -> str | None:
-    """The MAC in lower case if `text` is a unicast MAC (not broadcast or multicast)."""
+    """The MAC in lower case if `text` is a unicast MAC (not broadcast, multicast, or the
+    zeros of an ARP request's unknown target)."""
     mac = text.strip().lower()
     if len(mac) != 17 or mac.count(":") != 5 or not set(mac.replace(":", "")) <= _HEX:
         return None
-    return None if int(mac[:2], 16) & 1 else mac
+    return None if int(mac[:2], 16) & 1 or mac == "00:00:00:00:00:00" else mac
 
 
 def is_mac(key: str) -> bool:
@@ -74,7 +91,8 @@ class HomeNet:
         self._memo: dict[str, str | None] = {}
 
     def classify(self, text: str) -> str | None:
-        """"local", "unspecified" (0.0.0.0 or ::: a DHCP client) or None (not a device)."""
+        """"local", "unspecified" (0.0.0.0 or ::: a DHCP client), "public" (the internet's:
+        a device only as a LAN device's global IPv6) or None (multicast, broadcast, ...)."""
         found = self._memo.get(text, False)
         if found is not False:
             return found
@@ -87,9 +105,12 @@ class HomeNet:
                 answer = "unspecified"
             elif address.is_multicast or (address.version == 4 and address.packed[-1] == 255):
                 answer = None  # x.x.x.255: a subnet's broadcast (the home net's mask is not it)
-            else:
-                answer = "local" if any(address in n for n in self._networks
-                                        if n.version == address.version) else None
+            elif any(address in n for n in self._networks if n.version == address.version):
+                answer = "local"
+            elif address.version == 4:
+                answer = "public" if address.is_global else None
+            else:  # global unicast space (2000::/3; documentation prefixes too, for tests)
+                answer = "public" if address in GLOBAL_UNICAST6 else None
         remember(self._memo, text, answer)
         return answer
 
@@ -108,6 +129,8 @@ class DeviceMap:
                         for c in (self.addresses[0], self.macs[0], self.addresses[1],
                                   self.macs[1])]
         self._mac_of_ip: dict[str, str] = {}
+        self.lan = LanShape()  # subnets, routers, gateways (lan.py)
+        self._lan_changes = 0
         self._by_binding: set[str] = set()  # addresses remembered answers keyed by binding
         self._forgotten = 0  # times the remembered answers were forgotten
         self._memo: dict[tuple, int] = {}  # a flow's key fields -> its tuple's number
@@ -159,6 +182,12 @@ class DeviceMap:
         """One tuple of (key, ip) per record (empty: no local device)."""
         return list(self._owners(self._key_fields(columns)))
 
+    def initiators(self, columns: dict) -> tuple[list[tuple], list[str | None]]:
+        """Per record its tuple of (key, ip), and the key of the device that initiated it
+        (None: the source is no device of the home networks)."""
+        owners = self._owners(self._key_fields(columns))
+        return list(owners), [o[0][0] if s else None for o, s in zip(owners, owners.sources)]
+
     def _key_fields(self, columns: dict) -> list[tuple]:
         """Per record, its key fields, from text columns (as the parser's keep_fields)."""
         return list(zip(*(np.asarray(columns[c]).tolist() for c in self.key_columns)))
@@ -172,8 +201,8 @@ class DeviceMap:
             self._numbers.clear()  # between batches, so that no number in use goes stale
             self._tuples.clear()
             self.forget()
-        memo = self._memo
-        found = list(map(memo.get, flows))
+        memo = self._memo  # (each answer: its tuple's number x 2, + 1 if the first device
+        found = list(map(memo.get, flows))  # of the tuple is the flow's source, its initiator)
         i = -1
         while True:
             try:
@@ -187,38 +216,58 @@ class DeviceMap:
                 if self._forgotten != forgotten:  # a binding changed answers already found
                     found[i + 1:] = map(memo.get, flows[i + 1:])
             found[i] = answer
-        return Owners.numbered(np.array(found, dtype=np.intp), self._tuples)
+        found = np.array(found, dtype=np.intp)
+        return Owners.numbered(found >> 1, self._tuples, (found & 1).astype(bool))
 
     def _resolve(self, flow: tuple) -> int:
-        """The number of the flow's tuple of devices (remembered for its key fields)."""
+        """The flow's tuple of devices, as its number x 2 + 1 if the source (Argus's
+        initiator) is the first of them (remembered for its key fields)."""
         src, src_mac, dst, dst_mac = [flow[i].strip() if i is not None else ""
                                       for i in self._places]
-        devices = []
+        devices, lan, source = [], self.lan, False
         for address, mac_text in ((src, src_mac), (dst, dst_mac)):
             kind = self.home_net.classify(address)
             if kind is None:
                 continue
             mac = unicast_mac(mac_text)
-            if kind == "unspecified":
+            if kind == "public":
+                if mac is None:
+                    continue
+                lan.internet(mac, 6 if ":" in address else 4, address)
+                if ":" not in address or not lan.lan_device(mac):
+                    continue
+                key = mac  # a LAN device's own global IPv6
+            elif kind == "unspecified":  # (only ever a source: a DHCP client)
                 if mac is not None:
                     devices.append((mac, None))
+                    source = address == src
                 continue
-            if mac is not None:
+            elif mac is not None:
+                lan.seen(address, mac)
                 if self._mac_of_ip.get(address) != mac:
                     self._learn(address, mac)
-                key = mac
+                key = address if lan.routed(address, mac) else mac
             else:
-                key = self._mac_of_ip.get(address, address)
                 self._by_binding.add(address)
+                bound = self._mac_of_ip.get(address)
+                if bound is None and mac_text:
+                    continue  # sent to broadcast (no MAC of its own), never bound: asked about
+                key = address if bound is None or lan.routed(address, bound) else bound
             if all(key != k for k, _ in devices):
                 devices.append((key, address))
+            if address == src:
+                source = bool(devices)
+        if lan.changes != self._lan_changes:  # a router or gateway found, a subnet shared:
+            self._lan_changes = lan.changes  # answers given before may have changed
+            self.forget()
         devices = tuple(devices)
         number = self._numbers.get(devices)
         if number is None:
             number = self._numbers[devices] = len(self._tuples)
             self._tuples.append(devices)
-        remember(self._memo, flow, number)
-        return number
+        answer = 2 * number + source
+        remember(self._memo, flow, answer)
+        return answer
 
     def _learn(self, address: str, mac: str) -> None:
         """A new address -> MAC binding: the answers that looked the address up (or the one
@@ -248,6 +297,7 @@ class Pairs:
     slots: np.ndarray  # per pair: the device's place in the record's tuple
     has_ip: np.ndarray  # per pair: the record gives the device's address
     bounds: np.ndarray
+    initiator: np.ndarray  # per pair: the device initiated the flow (its evidence, its normal)
 
 
 class Owners:
@@ -255,16 +305,19 @@ class Owners:
     the index of its tuple: flows repeat their devices, so what is done per tuple (a device's
     threshold, its place in the batch) is not done per record."""
 
-    def __init__(self, owners: list[tuple]):
+    def __init__(self, owners: list[tuple], sources=None):
         index: dict[tuple, int] = {}
         self.codes = np.array([index.setdefault(o, len(index)) for o in owners], dtype=np.intp)
         self.tuples = list(index)
+        # per record: its tuple's first device is its source (initiator); None: not known,
+        # every device of a flow counts as its initiator
+        self.sources = None if sources is None else np.asarray(sources, dtype=bool)
 
     @classmethod
-    def numbered(cls, numbers: np.ndarray, table: list[tuple]) -> "Owners":
+    def numbered(cls, numbers: np.ndarray, table: list[tuple], sources=None) -> "Owners":
         """From each record's number in a table of tuples: renumbered in order of first
         appearance, as the constructor numbers them."""
-        owners = cls([])
+        owners = cls([], sources)
         distinct, first, inverse = np.unique(numbers, return_index=True, return_inverse=True)
         order = np.argsort(first)
         rank = np.empty(len(order), dtype=np.intp)
@@ -282,6 +335,8 @@ class Owners:
             np.array([index.setdefault(t, len(index)) for t in part.tuples], dtype=np.intp)
             [part.codes] for part in parts])
         owners.tuples = list(index)
+        if all(part.sources is not None for part in parts):
+            owners.sources = np.concatenate([part.sources for part in parts])
         return owners
 
     def __len__(self) -> int:
@@ -308,8 +363,10 @@ class Owners:
         devices = per_record[rows, slots]
         order = np.argsort(devices, kind="stable")  # stable: record order within a device
         rows, devices, slots = rows[order], devices[order], slots[order]
+        initiator = np.ones(len(rows), bool) if self.sources is None else \
+            (slots == 0) & self.sources[rows]
         return Pairs(list(keys), rows, devices, slots, has_ip[self.codes[rows], slots],
-                     np.searchsorted(devices, np.arange(len(keys) + 1)))
+                     np.searchsorted(devices, np.arange(len(keys) + 1)), initiator)
 
     def ip(self, row: int, slot: int) -> str | None:
         return self.tuples[self.codes[row]][slot][1]

@@ -1,7 +1,8 @@
 """What an incident's and a new device's EVE lines say (incidents.py keeps the state)."""
 from __future__ import annotations
 
-from .devices import device_label
+from .devices import device_label, is_mac
+from .lan import locally_administered
 
 
 def new_device_event(device, t: float, flow) -> dict:
@@ -10,7 +11,10 @@ def new_device_event(device, t: float, flow) -> dict:
             "device": device_label(device.key, device.ip),
             "new_device": {"first_flow": t, "flow": {"src_ip": src, "src_port": sport,
                                                      "dest_ip": dst, "dest_port": dport,
-                                                     "proto": proto}}}
+                                                     "proto": proto},
+                           # a private (randomised) MAC: a phone or laptop, maybe one seen before
+                           "randomised_mac": is_mac(device.key) and
+                           locally_administered(device.key)}}
 
 
 def normal_event(device, change: dict, t: float, normals) -> dict:

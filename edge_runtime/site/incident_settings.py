@@ -13,7 +13,7 @@ and checked once at load: a bundle whose settings are missing or inconsistent is
 
 A known device's `threshold` is its own operating point (from its own held-out flows); null
 means it had too few of them and uses the site's fallback, as new devices do. `services` are
-the services it used while learning (protocol / the lower port of a flow), and a flow to any
+the services it initiated while learning (protocol / the responder's port), and a flow to any
 other adds `new_service_bits` of evidence (incidents.py says why and how much).
 """
 from __future__ import annotations

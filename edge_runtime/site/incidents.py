@@ -26,24 +26,24 @@ import math
 
 import numpy as np
 
+from .announce import Announcements
 from .clock import FlowClock
 from .devices import Owners
 from .episodes import Device, Episode, bin_flagged, count
-from .incident_lines import incident_event, new_device_event
+from .incident_lines import incident_event
 from .incident_settings import IncidentSettings
 from .living import BatchPairs, LivingNormals, waiting
 from .normal_rule import NormalRule
 from .normals import Normals
-from .services import service_of
+from .roster import NEW_DEVICES_REMEMBERED, DeviceRoster  # noqa: F401 (its bound, for tests)
 
 SLOT_SECONDS = 60.0  # a device's evidence grows by its strongest flagged flow of each minute
 MAX_DEVICES = 16384
 MAX_EPISODES = 1024  # open episodes; past it the weakest without an incident is dropped
-NEW_DEVICES_REMEMBERED = 131072  # announced new devices (so none is named twice)
 RECENT_INCIDENTS = 256  # closed incidents remembered (the operator may accept one)
 
 
-class IncidentTracker(LivingNormals):
+class IncidentTracker(LivingNormals, DeviceRoster):
     """Feed it each batch's flows (in time order, roughly) and it returns the EVE events due."""
 
     def __init__(self, settings: IncidentSettings, features: list[tuple[str, bool]] = (),
@@ -62,6 +62,7 @@ class IncidentTracker(LivingNormals):
         self.muted: dict[str, float] = {}  # devices the operator muted -> until (flow time)
         self.recent: dict[int, tuple] = {}  # closed incident -> (device, peers, services)
         self.flow_clock = FlowClock()  # flow time, kept from a stray time stamp (clock.py)
+        self.announcements = Announcements()  # new_device lines, rate-limited (announce.py)
         self.next_id = 1
         self.opened = self.closed = self.new_devices = self.changes = 0
         self.peaks: list[float] | None = [] if record_peaks else None
@@ -135,13 +136,16 @@ class IncidentTracker(LivingNormals):
         thresholds = [normals.threshold(k) for k in keys]
         new_bits = [normals.service_bits(k) for k in keys]
         # per pair: is the record evidence for that device?
-        novel = (np.array(new_bits)[pairs.devices] > 0) & \
+        # only a flow's initiator is judged by it (a scan is the scanner's evidence, not its
+        # target's); the flows it answered are neither its evidence nor its normal
+        novel = (np.array(new_bits)[pairs.devices] > 0) & pairs.initiator & \
             self.index.unused(keys, pairs.devices, services[rows])
         flagged = novel.copy()
         if scores is not None:
             flagged |= scores[rows] > np.array(thresholds)[pairs.devices]
         if named_bits is not None:
             flagged |= named_bits[rows] > 0
+        flagged &= pairs.initiator
         bounds = pairs.bounds
         candidates = np.flatnonzero(flagged)
         cuts = np.searchsorted(candidates, bounds).tolist()
@@ -152,7 +156,7 @@ class IncidentTracker(LivingNormals):
         firsts, counts = bounds[:-1].tolist(), np.diff(bounds).tolist()
         first_rows = rows[bounds[:-1]].tolist()
         batch = BatchPairs(rows, pairs.slots, times, starts, scores, named_bits, services, owners,
-                       flagged, differences, flows, normals.fallback)
+                           flagged, pairs.initiator, differences, flows, normals.fallback)
         # the few evidence pairs' values as Python numbers, gathered once for the batch
         at = rows[candidates]
         evidence = zip(candidates.tolist(), at.tolist(), pairs.slots[candidates].tolist(),
@@ -221,7 +225,9 @@ class IncidentTracker(LivingNormals):
             bits = named_bits
         if bits > settings.max_flow_bits:
             bits = settings.max_flow_bits
-        bits += new_bits  # a service it does not use
+        # a service it does not use: on top of an unusual flow; alone (a flow that looks normal)
+        # at most what one flow may say, so that it never opens an incident by itself
+        bits = bits + new_bits if bits > 0 else min(new_bits, settings.max_flow_bits)
         episode = device.episode
         if episode is not None and t - episode.last_flagged >= settings.close_after:
             self._end(device, events, self._quiet_reason(),
@@ -238,22 +244,13 @@ class IncidentTracker(LivingNormals):
                 episode.pending.named += 1
             else:
                 episode.pending.add(ratio or 0.0, service)
-        self._flag(device, episode, r, bits, t, start, peer, flow,
+        self._flag(device, episode, r, bits, t, start, peer, service,
                    None if score is None else score / threshold, differences, events)
 
     def _quiet_reason(self) -> str:
         after = self.settings.close_after
         return f"no flagged flow for {after / 60:g} min" if after % 60 == 0 else \
             f"no flagged flow for {after:g} s"
-
-    def _drop_weakest(self, events: list) -> None:
-        """Bounded state with many devices in trouble at once: the episode with the least
-        evidence and no incident goes (as if it had ended)."""
-        quiet = [d for d in self.active.values() if d.episode.incident is None]
-        if quiet:
-            weakest = min(quiet, key=lambda d: d.episode.evidence)
-            self._end(weakest, events, "dropped: too many devices in trouble at once")
-            self._settle(weakest)
 
     def _episode(self, device: Device, t: float) -> Episode:
         """A new episode, or the last one if this flow arrived late into its window."""
@@ -268,44 +265,7 @@ class IncidentTracker(LivingNormals):
             self._settle(device)
         return Episode(t, len(self.features))
 
-    def _device(self, key: str, ip: str | None, t: float, flows, r: int, events: list
-                ) -> Device:
-        """The device, now the most recently seen; a new one is announced with its flow r."""
-        devices = self.devices
-        device = devices.pop(key, None)
-        if device is not None:
-            devices[key] = device  # now the most recently seen
-            return device
-        new = key not in self.settings.known
-        device = devices[key] = Device(key, ip, new, t, self.normals.start(key, t))
-        if new and self.evicted_new.pop(key, False) is False:  # never named before
-            self.new_devices += 1
-            events.append(new_device_event(device, t, flows(r)))
-        if len(self.devices) > self.max_devices:
-            self._evict(events)
-        return device
-
-    def _evict(self, events: list) -> None:
-        """The least recently seen device goes (its open incident is closed, saying so; what
-        it learned on the device goes with it)."""
-        key = next(iter(self.devices))
-        device = self.devices.pop(key)
-        self.muted.pop(key, None)
-        self.normals.forget(key)
-        if device.new:
-            self.remember_announced(key)
-        if device.episode is not None:
-            self._end(device, events, "evicted: more devices than edge-ids keeps in memory")
-        device.ended = None  # (an evicted device's episode cannot resume: not after _end,
-        self.resumable.pop(key, None)  # which makes it resumable, else they pile up there)
-
-    def remember_announced(self, key: str) -> None:
-        """A new device named and no longer remembered: it is not named again."""
-        self.evicted_new[key] = None
-        if len(self.evicted_new) > NEW_DEVICES_REMEMBERED:
-            del self.evicted_new[next(iter(self.evicted_new))]
-
-    def _flag(self, device, episode, r, bits, t, start, peer, flow, ratio, differences,
+    def _flag(self, device, episode, r, bits, t, start, peer, service, ratio, differences,
               events) -> None:
         slot = math.floor((t - episode.first_flagged) / SLOT_SECONDS)
         if episode.slot is None or slot > episode.slot:  # a new minute: decay, then add
@@ -327,9 +287,8 @@ class IncidentTracker(LivingNormals):
         episode.peak = max(episode.peak, episode.evidence)
         if ratio is not None and ratio > episode.max_ratio:
             episode.max_ratio = ratio
-        _, sport, _, dport, proto = flow
         count(episode.peers, peer)
-        count(episode.ports, service_of(proto, sport, dport))
+        count(episode.ports, self.index.name(service))
         if differences is not None and episode.errors is not None:
             row = differences[r]
             weighted = bits * row
@@ -363,6 +322,7 @@ class IncidentTracker(LivingNormals):
                     and self.clock - episode.last_line >= settings.update_every:
                 episode.last_line, episode.lines_flagged = self.clock, episode.flagged
                 events.append(self._line(device, episode, "update", self.clock))
+        self.announcements.due(self.clock, events)
         for key, until in list(self.muted.items()):
             if self.clock >= until:
                 del self.muted[key]
@@ -405,6 +365,7 @@ class IncidentTracker(LivingNormals):
         events: list = []
         for device in list(self.active.values()):
             self._end(device, events, reason)
+        self.announcements.finish(events)
         return events
 
     def _line(self, device, episode, state: str, t: float, reason: str | None = None) -> dict:

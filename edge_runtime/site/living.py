@@ -26,9 +26,10 @@ class LivingNormals:
         for p in range(first, end):
             r = int(batch.rows[p])
             t = float(batch.times[r])
-            if device.normal.joined is not None and t < device.normal.joined + self._grace:
-                if device.episode is not None:  # its set-up: no evidence, not its normal
-                    device.episode.seen += 1
+            if not batch.initiator[p] or device.normal.joined is not None and \
+                    t < device.normal.joined + self._grace:
+                if device.episode is not None:  # a flow it answered, or its set-up: no
+                    device.episode.seen += 1    # evidence, not its normal
                 continue
             episode = device.episode
             if episode is not None and t - episode.last_flagged >= self.settings.close_after:
@@ -106,23 +107,24 @@ class BatchPairs:
     """A batch's per-pair arrays, for the devices taken flow by flow and for feeding."""
 
     __slots__ = ("rows", "slots", "times", "starts", "scores", "named_bits", "services",
-                 "owners", "flagged", "differences", "flows", "fallback")
+                 "owners", "flagged", "initiator", "differences", "flows", "fallback")
 
     def __init__(self, rows, slots, times, starts, scores, named_bits, services, owners,
-                 flagged, differences, flows, fallback):
+                 flagged, initiator, differences, flows, fallback):
         self.rows, self.slots, self.times, self.starts = rows, slots, times, starts
         self.scores, self.named_bits, self.services = scores, named_bits, services
-        self.owners, self.flagged, self.differences, self.flows = owners, flagged, \
-            differences, flows
+        self.owners, self.flagged, self.initiator = owners, flagged, initiator
+        self.differences, self.flows = differences, flows
         self.fallback = fallback
 
     def ratio(self, score: float | None) -> float:
         return 0.0 if score is None else score / self.fallback
 
     def feed(self, normal, first: int, end: int) -> None:
-        """The device's flows in pairs first:end that were no evidence feed its normal: how
-        many, the highest scores, the services (numpy for a device with many in the batch)."""
-        fed = ~self.flagged[first:end]
+        """The flows the device initiated in pairs first:end that were no evidence feed its
+        normal: how many, the highest scores, the services (numpy for a device with many in
+        the batch)."""
+        fed = self.initiator[first:end] & ~self.flagged[first:end]
         n = int(fed.sum())
         if not n:
             return

@@ -1,12 +1,18 @@
-"""A flow's service (its protocol and the lower of its two ports), and which devices never used it.
+"""A flow's service (its protocol and the responder's port), and which devices never used it.
+
+Argus writes a flow initiator -> responder (as Zeek's id.resp_p), so the responder's port is the
+service: the one the device asked for when it initiated the flow (incidents are its
+initiator's), the one it answered on when another did. (The lower of the two ports, as before,
+gave inbound connections from low ports and UDP between two high ports the wrong service.)
 
 The daemon checks every flow of every device against the services that device used while
 learning. One flow at a time in Python that was a large part of what incidents cost, so a
 batch's services are numbers made with numpy and looked up against every device's at once, in
 one sorted array of (device, service) pairs (a binary search: no library does this better here).
+The rule is written once, in ServiceIndex.numbers; names are made from the numbers.
 
 A port is 1 to 5 ASCII digits (Argus writes 16-bit ports in decimal; ICMP's "0x0303" is not a
-port); protocols have no "/" in them.
+port); protocols have no "/" in them; a flow with one port that is not one has none.
 """
 from __future__ import annotations
 
@@ -21,11 +27,9 @@ def _is_port(text: str) -> bool:
 
 
 def service_of(proto: str, sport: str, dport: str) -> str:
-    """A flow's service: its protocol and the lower of its two ports (the well-known side,
-    whichever way Argus saw the flow start), or the protocol alone (ICMP, ARP, ...)."""
-    if _is_port(sport) and _is_port(dport):
-        return f"{proto}/{min(int(sport), int(dport))}"
-    return proto or "?"
+    """A flow's service: its protocol and the responder's port, or the protocol alone (ICMP,
+    ARP, ...): the one rule (services_of), for a flow."""
+    return str(services_of(np.array([proto]), np.array([sport]), np.array([dport]))[0])
 
 
 _PLACES = np.array([[10 ** (n - 1 - j) if j < n else 0 for j in range(5)] for n in range(6)],
@@ -52,13 +56,13 @@ def ports_of(texts: np.ndarray) -> np.ndarray:
 
 
 def services_of(proto: np.ndarray, sport: np.ndarray, dport: np.ndarray) -> np.ndarray:
-    """service_of for a batch at once (for learning: the daemon numbers them, ServiceIndex)."""
-    proto = np.asarray(proto).astype(str)
-    sport, dport = ports_of(sport), ports_of(dport)
-    ported = (sport >= 0) & (dport >= 0)
-    low = np.minimum(sport, dport).astype(str)
-    return np.where(ported, np.strings.add(np.strings.add(proto, "/"), low),
-                    np.where(proto != "", proto, "?"))
+    """Each flow's service name (for learning: the daemon keeps the numbers, ServiceIndex)."""
+    index = ServiceIndex()
+    numbers = index.numbers(proto, sport, dport)
+    if not len(numbers):
+        return np.array([], dtype=str)
+    distinct, inverse = np.unique(numbers, return_inverse=True)
+    return np.array([index.name(n) for n in distinct.tolist()])[inverse.ravel()]
 
 
 class ServiceIndex:
@@ -144,7 +148,7 @@ class ServiceIndex:
         return proto if port < 0 else f"{proto}/{port}"
 
     def numbers(self, proto: np.ndarray, sport: np.ndarray, dport: np.ndarray) -> np.ndarray:
-        """Per flow the number of its service (service_of), without making its text."""
+        """Per flow the number of its service, without making its text: the rule."""
         proto = np.asarray(proto)
         if not len(proto):
             return np.array([], dtype=np.int64)
@@ -155,7 +159,7 @@ class ServiceIndex:
         if (protos < 0).any():  # protocols seen for the first time (rare): numbered now
             self._register(np.unique(names[protos < 0]).tolist())
             protos = self._lookup(names)
-        numbers = protos << PORT_BITS | np.where(ported, np.minimum(sport, dport) + 1, 0)
+        numbers = protos << PORT_BITS | np.where(ported, dport + 1, 0)
         return np.where(protos < 0, -1, numbers)
 
     def _lookup(self, names: np.ndarray) -> np.ndarray:
