@@ -177,9 +177,9 @@ def hybrid_copy(learned_nsl_kdd, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def smart_home(data_dir, tmp_path_factory) -> dict:
     """The four smart-home devices as one site, cut after four days (the incidents
-    benchmark's captures: benchmarks/detection/incident_scenarios.py), and one injected infection and a
+    benchmark's captures: benchmarks/harness/site_scenarios.py), and one injected infection and a
     few joins made the same way. Needs wireshark-common and tcpreplay."""
-    from edge_ids.benchmarks.detection import incident_scenarios as scenarios
+    from edge_ids.benchmarks.harness import site_scenarios as scenarios
 
     missing = scenarios.missing_tools()
     if missing:

@@ -7,8 +7,8 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edge_ids.benchmarks.detection import incident_scenarios as scenarios
-from edge_ids.benchmarks.detection.incident_load import flow_lines
+from edge_ids.benchmarks.harness import site_scenarios as scenarios
+from edge_ids.benchmarks.harness.site_runs import flow_lines
 
 HAS_ARGUS = bool(shutil.which("argus", path="/usr/sbin:/usr/bin") and shutil.which("ra"))
 

@@ -242,7 +242,7 @@ def test_every_structure_stays_within_its_bound_after_100000_new_macs():
     watch: every structure the tracker and the device map keep stays within its bound. An
     evicted device used to go back into the resumable episodes, which every batch scans."""
     from edge_ids.benchmarks.detection.churn import churn_watch, feed
-    from edge_ids.edge_runtime.site import devices as d, incidents as i
+    from edge_ids.edge_runtime.site import devices as d, incidents as i, roster
 
     watch = churn_watch(max_devices=1000)
     tracker, dmap = watch.tracker, watch.map
@@ -262,7 +262,7 @@ def test_every_structure_stays_within_its_bound_after_100000_new_macs():
     assert largest["active"] <= i.MAX_EPISODES and largest["recent"] <= i.RECENT_INCIDENTS
     assert max(largest["own"], largest["bits"], largest["indexed"], largest["muted"]) <= 1000
     assert largest["bindings"] <= d.BINDINGS_LIMIT and largest["memo"] <= d.MEMO_LIMIT
-    assert len(tracker.evicted_new) <= i.NEW_DEVICES_REMEMBERED
+    assert len(tracker.evicted_new) <= roster.NEW_DEVICES_REMEMBERED
 
 
 def test_services_are_the_protocol_and_the_responders_port():

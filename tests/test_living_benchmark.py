@@ -49,7 +49,8 @@ def test_joins_count_first_day_incidents_apart_from_later_ones():
 
 @pytest.mark.slow
 def test_the_benchmark_on_one_seed_holds_its_restart_and_reload_checks(data_dir, tmp_path):
-    from edge_ids.benchmarks.detection import incident_scenarios, living
+    from edge_ids.benchmarks.detection import living
+    from edge_ids.benchmarks.harness import site_scenarios as incident_scenarios
 
     if incident_scenarios.missing_tools():
         pytest.skip(incident_scenarios.missing_tools())

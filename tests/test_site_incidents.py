@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client import generate_latest
 
-from edge_ids.benchmarks.detection import incident_scenarios as scenarios
+from edge_ids.benchmarks.harness import site_scenarios as scenarios
 from edge_ids.cli import main
 from edge_ids.edge_runtime import load_bundle
 from edge_ids.edge_runtime.model.bundle import BundleError

@@ -338,7 +338,7 @@ def test_the_capture_unit_in_the_guest_reports_alerts_and_an_incident(pi, deploy
                                                                       tmp_path):
     """The learned smart-home bundle on a veth of the guest, argus from the guest's Debian, and
     the Mirai capture rewritten as the hub's, replayed by tcpreplay inside the guest."""
-    from edge_ids.benchmarks.detection import incident_scenarios as scenarios
+    from edge_ids.benchmarks.harness import site_scenarios as scenarios
 
     hub = next(d for d in smart_home["devices"] if d.name == "lockly-hub-01")
     bot = scenarios.infection(data_dir, smart_home["work"], smart_home["site"], "mirai", hub, 0)

@@ -22,7 +22,6 @@ learned here if it is absent. Writes OUT/load.json and load.md (benchmarks/resul
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -30,52 +29,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import incident_scenarios as scenarios
+from ..harness import site_scenarios as scenarios
 from ..harness.process import daemon_core, throughput
 from ...train.paths import data_dir
-from .incidents import OUT, edge_ids, learn
+from ..harness.site_runs import HOME_NET_OPTIONS as HOME_NET, INCIDENT_RESULTS as OUT, \
+    flow_lines, repeated, seed_bundle, write_named_results
 
 STATE_DEVICES = 10_000
 REPEATS = 9  # alternating runs of each: these shared machines swing by 10-15 % run to run, and
 # the ratio sits near its bar (with 5, two runs of the same code gave 81.5 % and 79.5 %)
 RSS_REPEATS = 3  # the many-device runs, for their peak RSS (steady run to run)
 DEVICES = (10_000, 100_000)
-HOME_NET = ("--home-net", "10.0.0.0/8", "--home-net", "192.168.0.0/16")
 
-
-def flow_lines(bundle: Path, pcap: Path, work: Path) -> tuple[list[str], list[str]]:
-    """(the layout's column names, the capture's flows as CSV lines in that layout): recorded
-    by `capture --record` (every Argus column, named in its header), then matched by name to
-    the bundle's layout as `learn` does."""
-    from ...edge_runtime.model.bundle import load_bundle
-    from ...edge_runtime.ingest.records import RawSchema
-    from ...flows import to_layout
-
-    recorded = work / "flows.csv"
-    done = edge_ids("capture", "--pcap", pcap, "--record", recorded)
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr[-1000:])
-    schema = RawSchema.from_spec(load_bundle(bundle).raw)
-    lines, _ = to_layout(recorded.read_bytes().splitlines(), schema, recorded)
-    return list(schema.names), [line.decode() for line in lines]
-
-
-def repeated(lines: list[str], n: int, path: Path, names: list[str],
-             devices: int | None = None) -> Path:
-    """n records cycling through `lines`; with `devices`, record i comes from simulated device
-    i % devices (its own MAC and IP inside 10.0.0.0/8)."""
-    src, mac = names.index("SrcAddr"), names.index("SrcMac")
-    with open(path, "w") as f:
-        for i in range(n):
-            line = lines[i % len(lines)]
-            if devices:
-                fields = line.split(",")
-                j = i % devices
-                fields[src] = f"10.{j >> 16 & 255}.{j >> 8 & 255}.{j & 255}"
-                fields[mac] = f"02:00:00:{j >> 16 & 255:02x}:{j >> 8 & 255:02x}:{j & 255:02x}"
-                line = ",".join(fields)
-            f.write(line + "\n")
-    return path
 
 
 def measure(bundle: Path, records: int, work: Path) -> dict:
@@ -181,23 +146,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def seed_bundle(bundle: Path | None) -> Path:
-    """The bundle given, or the incidents benchmark's seed-0 bundle (learned here if absent)."""
-    bundle = bundle or OUT / "runs" / "seed-0" / "learned" / "bundle"
-    if not (bundle / "manifest.json").is_file():
-        site = scenarios.site(data_dir(), OUT / "runs" / "captures")
-        learn(site, bundle.parent, 0, print)
-    return bundle
-
-
-def write_results(out: Path, name: str, result: dict, text: str) -> None:
-    """OUT/NAME.json and NAME.md, and the table on stdout."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / f"{name}.md").write_text(text)
-    print(text)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path)
@@ -207,7 +155,7 @@ def main(argv=None) -> int:
     bundle = seed_bundle(args.bundle)
     with tempfile.TemporaryDirectory(prefix="edge-ids-load-") as tmp:
         result = measure(bundle, args.records, Path(tmp))
-    write_results(args.out, "load", result, markdown(result))
+    write_named_results(args.out, "load", result, markdown(result))
     return 0
 
 

@@ -19,7 +19,7 @@ import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .living_study import poisson_upper
+from ..harness.site_runs import poisson_upper
 
 BENIGN_TARGET, DEVICE_TARGET = 1.0, 2.0  # false incidents per device per week: mean, any one
 DETECTED_TARGET, MEDIAN_TARGET, LATEST_TARGET = 0.95, 120.0, 300.0

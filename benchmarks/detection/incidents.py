@@ -22,53 +22,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 from ...train.fingerprint import PACKAGE, Stamp, code_version, files_fingerprint
-from . import incident_scenarios as scenarios
-from ...train.paths import RESULTS, data_dir as default_data_dir
+from ..harness import site_scenarios as scenarios
+from ..harness.site_runs import INCIDENT_RESULTS, SHIPPED, VARIANTS, edge_ids, learn
+from ...train.paths import data_dir as default_data_dir
 
-OUT = RESULTS / "incidents"
+OUT = INCIDENT_RESULTS
 SEEDS = (0, 1, 2)
 WEEK = 7 * 86400.0
 SAME_INCIDENT_SECONDS = 1800  # an episode's window (incidents.py: close after 30 min)
-
-
-def edge_ids(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge_ids", *map(str, args)],
-                          capture_output=True, text=True)
-
-
-# What a device's own normal is made of, and the variants that leave parts out (the same
-# learning, calibrated the same way) to measure what each part brings.
-VARIANTS = {"shipped: own thresholds and services": ("thresholds", "services"),
-            "own thresholds, no services": ("thresholds",),
-            "site-wide threshold, no services": ()}
-SHIPPED = next(iter(VARIANTS))
-
-
-def learn(site: dict, out: Path, seed: int, echo, parts=VARIANTS[SHIPPED]) -> dict:
-    if not (out / "learn.json").is_file() and parts != VARIANTS[SHIPPED]:
-        code = ("import sys; from pathlib import Path; from edge_ids.learn import LearnOptions, "
-                "run_learn; run_learn(LearnOptions(out=Path(sys.argv[1]), pcaps=(sys.argv[2],),"
-                " seed=int(sys.argv[3]), home_net=tuple(sys.argv[4].split(',')), "
-                "device_parts=tuple(filter(None, sys.argv[5].split(',')))))")
-        done = subprocess.run([sys.executable, "-c", code, out, site["learn"], str(seed),
-                               ",".join(scenarios.HOME_NET), ",".join(parts)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"learn failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
-    if not (out / "learn.json").is_file():
-        done = edge_ids("learn", "--pcap", site["learn"], "--out", out, "--seed", seed,
-                        *[a for net in scenarios.HOME_NET for a in ("--home-net", net)])
-        if done.returncode != 0:
-            raise RuntimeError(f"learn failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
-        echo("  " + done.stdout.strip().splitlines()[-1])
-    return json.loads((out / "learn.json").read_text())
 
 
 def capture(bundle: Path, pcap: Path, out: Path, emit: str = "both") -> list[dict]:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from ...train.fingerprint import PACKAGE, Stamp, code_version, files_fingerprint
 from ...train.paths import RESULTS, data_dir as default_data_dir
-from . import incident_scenarios as scenarios
+from ..harness import site_scenarios as scenarios
 from . import living_scenarios as pieces_of
 from . import living_study as study
 from .living_replay import replay
@@ -275,8 +275,8 @@ def timeline(result: dict, joiner, cut: float, run: dict) -> dict:
 
 def _own_files() -> list[str]:
     here = Path(__file__).resolve().parent
-    return [str((here / f).relative_to(PACKAGE)) for f in
-            ("living_scenarios.py", "living_replay.py", "incident_scenarios.py")]
+    return [str((here / f).resolve().relative_to(PACKAGE)) for f in
+            ("living_scenarios.py", "living_replay.py", "../harness/site_scenarios.py")]
 
 
 def main(argv=None) -> int:

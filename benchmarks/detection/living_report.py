@@ -10,7 +10,8 @@ import json
 import statistics
 from pathlib import Path
 
-from .living_study import BAR_SECONDS, poisson_upper
+from ..harness.site_runs import poisson_upper
+from .living_study import BAR_SECONDS
 
 
 def summary(results: dict) -> dict:

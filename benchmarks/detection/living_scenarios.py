@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import incident_scenarios as scenarios
+from ..harness import site_scenarios as scenarios
 
 LEARN_DAYS = scenarios.LEARN_DAYS
 DAY = 86400.0

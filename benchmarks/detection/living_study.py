@@ -90,12 +90,6 @@ def ids_keep_counting(events: list[dict]) -> bool:
     return len(ids) == len(set(ids))
 
 
-def poisson_upper(count: int, exposure: float, confidence: float = 0.9) -> float:
-    from scipy.stats import chi2
-
-    return chi2.ppf(confidence, 2 * count + 2) / 2 / exposure if exposure > 0 else math.inf
-
-
 # -- the set-up grace, chosen with one bot left out -------------------------------------------
 
 def in_process(bundle_path: Path, lines: list[str], home_net, grace: float) -> list[dict]:

@@ -38,12 +38,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-from . import incident_scenarios as scenarios
+from ..harness import site_scenarios as scenarios
 from . import page_load
 from ..harness.process import daemon_core, edge_ids_command, pinned, throughput
 from ...train.paths import data_dir
-from .incident_load import HOME_NET, flow_lines, repeated, seed_bundle, write_results
-from .incidents import OUT
+from ..harness.site_runs import HOME_NET_OPTIONS as HOME_NET, INCIDENT_RESULTS as OUT, \
+    flow_lines, repeated, seed_bundle, write_named_results as write_results
 
 REPEATS = 3
 DEVICES = 1_000

@@ -35,7 +35,7 @@ from .incident_settings import IncidentSettings
 from .living import BatchPairs, LivingNormals, waiting
 from .normal_rule import NormalRule
 from .normals import Normals
-from .roster import NEW_DEVICES_REMEMBERED, DeviceRoster  # noqa: F401 (its bound, for tests)
+from .roster import DeviceRoster
 
 SLOT_SECONDS = 60.0  # a device's evidence grows by its strongest flagged flow of each minute
 MAX_DEVICES = 16384
