@@ -154,6 +154,40 @@ def test_a_pcapng_of_two_snapshot_lengths_is_read_whole(excerpt):
     assert not plain.stdout.strip()  # what it was before (ra exits 1: no records)
 
 
+def shifted_first_packet(path: Path, out: Path, seconds: float) -> Path:
+    """The pcap with its first packet stamped `seconds` later."""
+    first = out.with_suffix(".first.pcap")
+    rest = out.with_suffix(".rest.pcap")
+    run("editcap", "-F", "pcap", "-r", path, first, "1")
+    run("editcap", "-F", "pcap", "-t", f"{seconds}", first, first.with_suffix(".late.pcap"))
+    run("editcap", "-F", "pcap", path, rest, "1")  # all but the first
+    data = first.with_suffix(".late.pcap").read_bytes() + rest.read_bytes()[24:]
+    out.write_bytes(data)
+    return out
+
+
+def test_one_packet_a_day_ahead_at_the_start_is_given_its_neighbours_time(excerpt, tmp_path):
+    """Before, argus's clock went a day ahead with it, and every timer waited a day."""
+    stray = shifted_first_packet(excerpt["pcap"], tmp_path / "stray.pcap", 86400)
+    assert packets(stray)[0][0] == packets(excerpt["pcap"])[0][0] + 86400
+    found: list = []
+    with open(stray, "rb") as f:
+        ticked = b"".join(with_clock(f, strays=found))
+    clean = b"".join(with_clock(open(excerpt["pcap"], "rb")))
+    before = packets(excerpt["pcap"])
+    assert len(found) == 1 and found[0][1] == before[1][0]  # the next packet's time
+    (tmp_path / "ticked.pcap").write_bytes(ticked)
+    (tmp_path / "clean.pcap").write_bytes(clean)
+    after = [p for p in packets(tmp_path / "ticked.pcap") if p[1] != TICK_FRAME]
+    assert [f for _, f in after] == [f for _, f in before]
+    assert [t for t, _ in after][1:] == [t for t, _ in before][1:]
+    ticks = [t for t, f in packets(tmp_path / "ticked.pcap") if f == TICK_FRAME]
+    assert ticks == [t for t, f in packets(tmp_path / "clean.pcap") if f == TICK_FRAME]
+    schema = default_flow_schema()
+    assert deadbolt_records(ArgusSource(schema, pcap=str(stray)), schema)[1:] == \
+        deadbolt_records(ArgusSource(schema, pcap=str(excerpt["pcap"])), schema)[1:]
+
+
 @pytest.mark.slow
 def test_a_capture_meters_as_argus_meters_the_same_packets_live(excerpt, veth_pair):
     """Two minutes in real time: tcpreplay sends the excerpt at its own pace into a veth pair

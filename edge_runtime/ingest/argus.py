@@ -15,6 +15,7 @@ flow is filled by the bundle's own rule (`raw.missing` in the feature spec), in 
 """
 from __future__ import annotations
 
+import logging
 import os
 import selectors
 import shutil
@@ -29,6 +30,8 @@ from .pcapclock import TICK_FILTER, TICK_SECONDS, with_clock
 from .pcapfile import check_capture
 from .records import RawSchema, TruncatedInput
 from .sources import READ_BYTES, POLL_SECONDS, LineSource, LineSplitter
+
+log = logging.getLogger("edge_ids.daemon")
 
 # Raw column name -> the `ra -s` field that prints it (ra's own column titles; a test checks
 # this table against ra's header).
@@ -153,12 +156,18 @@ class ArgusSource(LineSource):
     def _feed(self, pcap: str, status_seconds: int) -> None:
         """The capture, with its clock, into argus (which ends at the end of it); the clock
         runs on past the last packet until argus has reported every flow still open."""
+        strays: list = []
         try:
             with open(pcap, "rb") as f, self._argus.stdin as into:
-                for chunk in with_clock(f, after=status_seconds + TICK_SECONDS):
+                for chunk in with_clock(f, after=status_seconds + TICK_SECONDS, strays=strays):
                     into.write(chunk)
         except (BrokenPipeError, ValueError, OSError):
             pass  # argus went away (closed, or failed: _check_ended says why)
+        if strays:
+            was, now = strays[0]
+            log.warning("%s: %d packet(s) stamped far from the packets around them were given "
+                        "their neighbour's time (the first: %.0f s off)", pcap, len(strays),
+                        was - now)
 
     def _drain(self, stream) -> None:
         for line in stream:
