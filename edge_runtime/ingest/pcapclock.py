@@ -15,8 +15,9 @@ whatever else is in the file.
 One packet stamped far from its neighbours (more than STRAY_SECONDS from the packet before it
 and from the one after, which agree: a sensor whose clock stepped for a moment, a file spliced
 from days) would move argus's clock with it: a day ahead at the start of a capture held every
-flow's timers back by hours. Such a packet is given the time of the packet before it (the first
-packet, that of the one after it), and counted.
+flow's timers back by hours. Such a packet is given the time of the packet before it (a first
+packet ahead of the next, that of the next), and counted; a capture in time order is never
+changed.
 
 A tick is an Ethernet frame of the IEEE 802 local experimental EtherType (0x88b5, which no
 device ships) between two locally administered addresses; `ra` drops its records (TICK_FILTER).
@@ -131,8 +132,8 @@ def steadied(units: Iterator[Unit], strays: list, bound: float = None) -> Iterat
 def _judge(packet: Unit, before: float | None, after: float, bound: float, strays: list
            ) -> None:
     t = packet.time
-    if before is None:
-        stray, to = abs(t - after) > bound, after
+    if before is None:  # (ahead of the next only: a capture in time order is left as it is)
+        stray, to = t - after > bound, after
     else:
         stray = abs(t - before) > bound and abs(after - t) > bound and \
             abs(after - before) <= bound
