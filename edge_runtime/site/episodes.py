@@ -71,3 +71,24 @@ def bin_flagged(device: Device, t: float) -> None:
     device.timeline[slot] = device.timeline.get(slot, 0) + 1
     if len(device.timeline) > TIMELINE_BINS:
         del device.timeline[min(device.timeline)]
+
+
+class PeakLog:
+    """The peak evidence of every episode that ended, each once (learn's calibration, not the
+    daemon's: train/incident_budget.py sets the incident threshold from them). An episode that
+    resumes takes its peak back; it is recorded again when it ends."""
+
+    def __init__(self):
+        self._peaks: list[float | None] = []
+
+    def add(self, peak: float) -> int:
+        """Record it; its place, to take it back."""
+        self._peaks.append(peak)
+        return len(self._peaks) - 1
+
+    def take_back(self, place: int) -> None:
+        self._peaks[place] = None
+
+    @property
+    def peaks(self) -> list[float]:
+        return [p for p in self._peaks if p is not None]

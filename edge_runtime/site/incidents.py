@@ -29,7 +29,7 @@ import numpy as np
 from .announce import Announcements
 from .clock import FlowClock
 from .devices import Owners
-from .episodes import Device, Episode, bin_flagged, count
+from .episodes import Device, Episode, PeakLog, bin_flagged, count
 from .incident_lines import incident_event
 from .incident_settings import IncidentSettings
 from .living import BatchPairs, LivingNormals, waiting
@@ -65,7 +65,7 @@ class IncidentTracker(LivingNormals, DeviceRoster):
         self.announcements = Announcements()  # new_device lines, rate-limited (announce.py)
         self.next_id = 1
         self.opened = self.closed = self.new_devices = self.changes = 0
-        self.peaks: list[float] | None = [] if record_peaks else None
+        self.peaks = PeakLog() if record_peaks else None  # learn's calibration only
         self.timelines = False  # flagged flows per quarter hour per device, for the page
 
     @property
@@ -260,7 +260,7 @@ class IncidentTracker(LivingNormals, DeviceRoster):
                 device.ended = None
                 self.resumable.pop(device.key, None)
                 if place is not None:
-                    self.peaks[place] = None  # its peak is recorded again when it ends
+                    self.peaks.take_back(place)
                 return episode
             self._settle(device)
         return Episode(t, len(self.features))
@@ -336,8 +336,7 @@ class IncidentTracker(LivingNormals, DeviceRoster):
         episode = device.episode
         place = None
         if self.peaks is not None:
-            place = len(self.peaks)
-            self.peaks.append(episode.peak)
+            place = self.peaks.add(episode.peak)
         if episode.incident is not None:
             self.closed += 1
             self.recent[episode.incident] = (device.key, list(episode.peers),
@@ -358,7 +357,7 @@ class IncidentTracker(LivingNormals, DeviceRoster):
     @property
     def episode_peaks(self) -> list[float]:
         """The peak evidence of every episode that ended (learn's calibration)."""
-        return [p for p in self.peaks or () if p is not None]
+        return [] if self.peaks is None else self.peaks.peaks
 
     def finish(self, reason: str = "end of input") -> list:
         """Close every open incident (the input ended or the daemon stops)."""
