@@ -84,10 +84,17 @@ def test_a_dual_stack_devices_global_ipv6_flows_are_its_own_and_never_the_gatewa
                    ("2001:db8:7::5", "3c:71:bf:00:00:05", "2606:4700::1111", ROUTER))
     assert found[1] == found[2] == ((CAM, "2001:db8:1::129"),)
     assert found[3] == ()  # a MAC never seen with a home-net address: not known to be the LAN's
-    # without public IPv4 (IPv6 only), the gateway shows by the many global addresses it carries
+    # without public IPv4 (IPv6 only), the gateway shows by the many prefixes it carries; the
+    # cam's own privacy addresses, rotating in its /64 for months, never make it one
     flows = [("fd00::129", CAM, "fd00::1", ROUTER)] + [
-        ("2001:db8:1::129", CAM, f"2606:4700::{i:x}", ROUTER) for i in range(1, 40)]
-    assert all(o == ((CAM, "2001:db8:1::129"),) for o in owners(*flows)[12:])
+        (f"2001:db8:1::{i:x}", CAM, f"2606:{i:x}::1", ROUTER) for i in range(1, 200)]
+    found = owners(*flows)
+    assert all(o == ((CAM, f"2001:db8:1::{i:x}"),) for i, o in enumerate(found[40:], 40))
+    # a dual-stack device's own ULA addresses (two, no other MAC there yet) stay its own
+    ula = owners(("192.168.1.129", CAM, "192.168.1.1", ROUTER),
+                 ("192.168.1.77", HUB, "192.168.1.1", ROUTER),
+                 ("fd00::129", CAM, "fd00::1", ROUTER), ("fd00::12a", CAM, "fd00::1", ROUTER))
+    assert ula[3][0] == (CAM, "fd00::12a")
 
 
 def test_randomised_macs_are_said_so_and_a_rotating_phone_is_not_announced_without_limit():

@@ -13,12 +13,12 @@ network differs from one flat LAN (docs/incidents.md):
   target, a scan's unanswered one) and none bound is no device (an empty MAC, as in captures
   without Ethernet, still gives a device by its address).
 - **Routed subnets** (an IoT VLAN or guest network behind a router): their hosts reach the LAN
-  with the router's MAC. A MAC seen with addresses of two subnets (/24, /64), in one of which
-  no other MAC was ever seen, routes that one: its addresses there are keyed by address, each
-  host its own device; the router keeps its MAC for its own address.
+  with the router's MAC. A MAC seen with two addresses of an IPv4 /24 where no other MAC was ever
+  seen, and with a /24 it shares with other MACs, routes the first: its addresses there are
+  keyed by address, each host its own device; the router keeps its MAC for its own address.
 - **Global IPv6**: a global address is no home-net address, but with the unicast MAC of a
   device of the LAN it is that device's (so a rotating delegated prefix does not matter); never
-  with a gateway's MAC (one seen carrying public IPv4 addresses, or many global IPv6 ones).
+  with a gateway's MAC (one seen carrying public IPv4 addresses, or global IPv6 of many /64s).
 - **Locally administered MACs** (a phone's private address): said on the new_device line,
   and their announcements limited (announce.py).
 

@@ -13,7 +13,10 @@ import ipaddress
 SUBNETS_LIMIT = 4096  # subnets remembered, each with at most two of its MACs
 MACS_LIMIT = 16384  # MACs remembered (devices of the LAN, their subnets)
 SUBNETS_A_MAC = 4  # subnets remembered per MAC (a router of more keeps its last four)
-GATEWAY_GLOBAL6 = 8  # global IPv6 addresses with one MAC past which it is a gateway
+# distinct global IPv6 /64s with one MAC past which it is a gateway: a device's own addresses
+# rotate within its /64 (privacy addresses, daily) and its /64 moves only when the delegated
+# prefix does; a gateway carries the whole internet's
+GATEWAY_PREFIXES6 = 32
 
 
 def subnet_of(address: str) -> str:
@@ -34,7 +37,7 @@ class LanShape:
         self.mac_subnets: dict[str, tuple[str, ...]] = {}  # MAC -> its subnets, newest last
         self.lan_macs: dict[str, None] = {}  # MACs seen with a home-net address
         self.gateways: dict[str, None] = {}  # MACs that carry the internet's addresses
-        self.global6: dict[str, dict[str, None]] = {}  # MAC -> global IPv6 seen (up to 9)
+        self.global6: dict[str, dict[str, None]] = {}  # MAC -> its global IPv6 /64s (a few)
         self.changes = 0  # times an answer already given may have changed
 
     def seen(self, address: str, mac: str) -> None:
@@ -42,8 +45,8 @@ class LanShape:
         if mac not in self.lan_macs:
             self.lan_macs[mac] = None
             _bound(self.lan_macs, MACS_LIMIT)
-        if ipaddress.ip_address(address).is_link_local:  # (every MAC has one: it says
-            return                                         # nothing of routing)
+        if ipaddress.ip_address(address).version == 6:  # routed subnets are IPv4's here:
+            return  # a device's own IPv6 addresses (privacy, ULA) would look like hosts
         subnet = subnet_of(address)
         hosts = self.subnet_hosts.get(subnet, ())
         if address not in hosts and len(hosts) < 2:
@@ -78,14 +81,15 @@ class LanShape:
 
     def internet(self, mac: str, version: int, address: str) -> None:
         """A public address sent with this MAC: public IPv4 is a gateway's at once; global
-        IPv6 after a few (a device has one or two of its own, a gateway all of the internet's)."""
+        IPv6 once it came from many /64s (a device's own are in one, a gateway's anywhere)."""
         if mac in self.gateways:
             return
         if version == 6:
             seen = self.global6.setdefault(mac, {})
             _bound(self.global6, MACS_LIMIT)
-            if address in seen or len(seen) < GATEWAY_GLOBAL6:
-                seen[address] = None
+            prefix = subnet_of(address)
+            if prefix in seen or len(seen) < GATEWAY_PREFIXES6:
+                seen[prefix] = None
                 return
         self.gateways[mac] = None
         self.global6.pop(mac, None)
