@@ -113,6 +113,7 @@ class DeviceWatch:
         self.map.seed(settings.known_ips or {})
         self.tracker = IncidentTracker(settings, features, max_devices, record_peaks,
                                        adapt=adapt)
+        self.tracker.rotations = self.map.rotations
         self._version = -1  # the normals' version the remembered thresholds are of
         self.normal_threshold, self.normal_index = normal_threshold, normal_index
         self.flow_columns = [next((c for c in names if c in columns), None)

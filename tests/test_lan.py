@@ -7,7 +7,7 @@ import numpy as np
 
 from edge_ids.edge_runtime.ingest.records import RawSchema, parse_lines
 from edge_ids.edge_runtime.model.detector import Verdicts
-from edge_ids.edge_runtime.site.announce import NEW_DEVICE_LINES, RANDOMISED_LINES
+from edge_ids.edge_runtime.site.announce import NEW_DEVICE_LINES
 from edge_ids.edge_runtime.site.devices import DeviceMap, HomeNet
 from edge_ids.edge_runtime.site.incident_settings import IncidentSettings
 from edge_ids.edge_runtime.site.lan import locally_administered
@@ -97,17 +97,21 @@ def test_a_dual_stack_devices_global_ipv6_flows_are_its_own_and_never_the_gatewa
     assert ula[3][0] == (CAM, "fd00::12a")
 
 
-def test_randomised_macs_are_said_so_and_a_rotating_phone_is_not_announced_without_limit():
+def test_randomised_macs_are_said_so_and_a_rotating_phone_is_not_announced_at_every_rotation():
     assert locally_administered("da:a1:19:00:00:01") and not locally_administered(CAM)
+    # a phone taking a new private MAC every 50 minutes, keeping its address
     phone = [(T0 + 3000 * i, "192.168.1.60", f"da:a1:19:00:00:{i:02x}", "192.168.1.1", ROUTER,
-              "udp", "53") for i in range(20)]  # a new private MAC every 50 minutes
+              "udp", "53") for i in range(20)]
     events, _ = watch_events(phone)
     lines = [e for e in events if e["event_type"] == "new_device"]
-    assert len(lines) == RANDOMISED_LINES and all(e["new_device"]["randomised_mac"]
-                                                  for e in lines)
+    assert len(lines) == 1 and lines[0]["new_device"]["randomised_mac"]
     held = [e["new_devices_held"] for e in events if e["event_type"] == "new_devices_held"]
-    assert sum(h["devices"] for h in held) == 20 - RANDOMISED_LINES and all(
-        h["randomised"] for h in held)
+    assert sum(h["devices"] for h in held) == 19 and all(h["rotated"] for h in held)
+    # devices that join with randomised MACs of their own addresses are each announced
+    joins = [(T0 + 900 * i, f"192.168.1.{100 + i}", f"02:00:00:00:00:{i:02x}", "192.168.1.1",
+              ROUTER, "udp", "53") for i in range(40)]
+    events, _ = watch_events(joins)
+    assert len([e for e in events if e["event_type"] == "new_device"]) == 40
 
 
 def test_a_storm_of_new_macs_writes_a_bounded_number_of_lines_and_one_summary():

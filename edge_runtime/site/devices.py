@@ -19,8 +19,9 @@ network differs from one flat LAN (docs/incidents.md):
 - **Global IPv6**: a global address is no home-net address, but with the unicast MAC of a
   device of the LAN it is that device's (so a rotating delegated prefix does not matter); never
   with a gateway's MAC (one seen carrying public IPv4 addresses, or global IPv6 of many /64s).
-- **Locally administered MACs** (a phone's private address): said on the new_device line,
-  and their announcements limited (announce.py).
+- **Locally administered MACs** (a phone's private address): said on the new_device line; one
+  that takes over the address of another is a rotation, counted rather than announced
+  (announce.py).
 
 Written by hand, not with a library: the rule is a few lines, and it runs for every flow on the
 device, so the parsed addresses and the answers are memoised (bounded, so that a flood of made-up
@@ -35,7 +36,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .lan import LanShape
+from .lan import LanShape, locally_administered
 
 DEFAULT_HOME_NET = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe80::/10")
 ADDRESS_COLUMNS = {"src": ("SrcAddr", "saddr"), "dst": ("DstAddr", "daddr")}
@@ -130,6 +131,8 @@ class DeviceMap:
                                   self.macs[1])]
         self._mac_of_ip: dict[str, str] = {}
         self.lan = LanShape()  # subnets, routers, gateways (lan.py)
+        self.rotations: dict[str, str] = {}  # randomised MAC -> the randomised MAC whose
+        # address it took (a phone rotating its private address: announce.py)
         self._lan_changes = 0
         self._by_binding: set[str] = set()  # addresses remembered answers keyed by binding
         self._forgotten = 0  # times the remembered answers were forgotten
@@ -272,6 +275,12 @@ class DeviceMap:
     def _learn(self, address: str, mac: str) -> None:
         """A new address -> MAC binding: the answers that looked the address up (or the one
         whose binding goes to make room) are stale."""
+        was = self._mac_of_ip.pop(address, None)
+        if was is not None and was != mac and locally_administered(was) and \
+                locally_administered(mac):
+            self.rotations[mac] = was
+            if len(self.rotations) > MEMO_LIMIT:
+                del self.rotations[next(iter(self.rotations))]
         evicted = None
         if len(self._mac_of_ip) >= BINDINGS_LIMIT:
             evicted = next(iter(self._mac_of_ip))  # the oldest binding

@@ -63,6 +63,7 @@ class IncidentTracker(LivingNormals, DeviceRoster):
         self.recent: dict[int, tuple] = {}  # closed incident -> (device, peers, services)
         self.flow_clock = FlowClock()  # flow time, kept from a stray time stamp (clock.py)
         self.announcements = Announcements()  # new_device lines, rate-limited (announce.py)
+        self.rotations: dict = {}  # randomised MAC -> the one whose address it took (the map's)
         self.next_id = 1
         self.opened = self.closed = self.new_devices = self.changes = 0
         self.peaks = PeakLog() if record_peaks else None  # learn's calibration only

@@ -5,7 +5,7 @@ weakest episode dropped when too many devices are in trouble at once. IncidentTr
 """
 from __future__ import annotations
 
-from .devices import device_label, is_mac
+from .devices import device_label
 from .episodes import Device
 from .incident_lines import new_device_event
 from .lan import locally_administered
@@ -28,8 +28,8 @@ class DeviceRoster:
         device = devices[key] = Device(key, ip, new, t, self.normals.start(key, t))
         if new and self.evicted_new.pop(key, False) is False:  # never named before
             self.new_devices += 1
-            if self.announcements.allow(t, is_mac(key) and locally_administered(key), events,
-                                        device_label(key, ip)):
+            rotated = key in self.rotations and locally_administered(key)
+            if self.announcements.allow(t, rotated, events, device_label(key, ip)):
                 events.append(new_device_event(device, t, flows(r)))
         if len(self.devices) > self.max_devices:
             self._evict(events)
