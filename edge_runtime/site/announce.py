@@ -1,9 +1,7 @@
 """How many `new_device` lines a storm may write: at most NEW_DEVICE_LINES an hour of flow time
-(a host making up MACs would bury the next incident), and none for a rotation: a new
-locally administered (randomised) MAC that took over the address of another (devices.py), as a
-phone that rotates its private address does, is counted, not announced. The devices held back
-are still watched; each window that held some ends with one `new_devices_held` line that counts
-them.
+(a host making up MACs, or a phone rotating its private address, would otherwise bury the next
+incident). The devices held back are still watched; each hour that held some ends with one
+`new_devices_held` line that counts them.
 """
 from __future__ import annotations
 
@@ -11,7 +9,7 @@ import math
 from dataclasses import dataclass
 
 NEW_DEVICE_LINES = 30  # an hour (a home gains a few devices a week)
-LIMITS = {"all": (NEW_DEVICE_LINES, 3600.0), "rotated": (0, 86400.0)}  # (lines, window s)
+LIMITS = {"all": (NEW_DEVICE_LINES, 3600.0)}  # (lines, window s)
 
 
 @dataclass
@@ -27,11 +25,10 @@ class Announcements:
         self.windows = {kind: Window() for kind in LIMITS}
         self.held = 0  # devices not announced, in all
 
-    def allow(self, t: float, rotated: bool, events: list, label: dict) -> bool:
+    def allow(self, t: float, events: list, label: dict) -> bool:
         """May the device first seen at t be announced? (A window that ended is summed up
-        in `events` first.) `rotated`: a randomised MAC that took over another's address;
-        `label`: the device as lines name it (for the summary)."""
-        kinds = ("all", "rotated") if rotated else ("all",)
+        in `events` first.) `label`: the device as lines name it (for the summary)."""
+        kinds = ("all",)
         for kind in kinds:
             self._roll(kind, t, events)
         full = [k for k in kinds if self.windows[k].lines >= LIMITS[k][0]]
@@ -65,7 +62,6 @@ class Announcements:
             events.append({"time": window.start + length, "event_type": "new_devices_held",
                            "device": window.first,
                            "new_devices_held": {"devices": window.held,
-                                                "rotated": kind == "rotated",
                                                 "since": window.start,
                                                 "until": window.start + length}})
         if t is None:

@@ -19,9 +19,8 @@ network differs from one flat LAN (docs/incidents.md):
 - **Global IPv6**: a global address is no home-net address, but with the unicast MAC of a
   device of the LAN it is that device's (so a rotating delegated prefix does not matter); never
   with a gateway's MAC (one seen carrying public IPv4 addresses, or global IPv6 of many /64s).
-- **Locally administered MACs** (a phone's private address): said on the new_device line; one
-  that takes over the address of another is a rotation, counted rather than announced
-  (announce.py).
+- **Locally administered MACs** (a phone's private address): said on the new_device line, with
+  the randomised MAC whose address it took over, if any (a phone rotating its address).
 
 Written by hand, not with a library: the rule is a few lines, and it runs for every flow on the
 device, so the parsed addresses and the answers are memoised (bounded, so that a flood of made-up
@@ -132,7 +131,7 @@ class DeviceMap:
         self._mac_of_ip: dict[str, str] = {}
         self.lan = LanShape()  # subnets, routers, gateways (lan.py)
         self.rotations: dict[str, str] = {}  # randomised MAC -> the randomised MAC whose
-        # address it took (a phone rotating its private address: announce.py)
+        # address it took (a phone rotating its private address?)
         self._lan_changes = 0
         self._by_binding: set[str] = set()  # addresses remembered answers keyed by binding
         self._forgotten = 0  # times the remembered answers were forgotten

@@ -5,9 +5,10 @@ from .devices import device_label, is_mac
 from .lan import locally_administered
 
 
-def new_device_event(device, t: float, flow) -> dict:
+def new_device_event(device, t: float, flow, follows: str | None = None) -> dict:
+    """`follows`: the randomised MAC whose address this randomised MAC took (a rotation?)."""
     src, sport, dst, dport, proto = flow
-    return {"time": t, "event_type": "new_device",
+    body = {"time": t, "event_type": "new_device",
             "device": device_label(device.key, device.ip),
             "new_device": {"first_flow": t, "flow": {"src_ip": src, "src_port": sport,
                                                      "dest_ip": dst, "dest_port": dport,
@@ -15,6 +16,9 @@ def new_device_event(device, t: float, flow) -> dict:
                            # a private (randomised) MAC: a phone or laptop, maybe one seen before
                            "randomised_mac": is_mac(device.key) and
                            locally_administered(device.key)}}
+    if follows is not None:
+        body["new_device"]["follows"] = follows
+    return body
 
 
 def normal_event(device, change: dict, t: float, normals) -> dict:

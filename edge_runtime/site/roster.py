@@ -8,7 +8,6 @@ from __future__ import annotations
 from .devices import device_label
 from .episodes import Device
 from .incident_lines import new_device_event
-from .lan import locally_administered
 
 NEW_DEVICES_REMEMBERED = 131072  # announced new devices (so none is named twice)
 
@@ -28,9 +27,8 @@ class DeviceRoster:
         device = devices[key] = Device(key, ip, new, t, self.normals.start(key, t))
         if new and self.evicted_new.pop(key, False) is False:  # never named before
             self.new_devices += 1
-            rotated = key in self.rotations and locally_administered(key)
-            if self.announcements.allow(t, rotated, events, device_label(key, ip)):
-                events.append(new_device_event(device, t, flows(r)))
+            if self.announcements.allow(t, events, device_label(key, ip)):
+                events.append(new_device_event(device, t, flows(r), self.rotations.get(key)))
         if len(self.devices) > self.max_devices:
             self._evict(events)
         return device
