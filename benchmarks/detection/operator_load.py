@@ -3,7 +3,7 @@
     python -m edge_ids.benchmarks.detection.operator_load [--records 200000]   (about 12 min)
 
 The smart-home test days' flows from 1,000 simulated devices (each a new device with its own
-MAC and IP: a new_device push each, far more than a webhook queue holds), through `edge-ids run
+MAC and IP: more new_device pushes than a webhook queue holds, within the storm limit), through `edge-ids run
 --input file:` pinned to one core (benchmarks/harness/process.py), alternating, 3 times each:
 
 - throughput with incidents alone, against the same with `--webhook` at a target that is down
