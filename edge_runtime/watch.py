@@ -185,17 +185,13 @@ class DeviceWatch:
         the next batch if the last record's time needs it (a stray or a step: clock.py)."""
         if not self._pending:
             return []
-        ends = [p.end for p in self._pending]
-        end = ends[0] if len(ends) == 1 else np.concatenate(ends)
-        if not force and self._waiting < 64 * WATCH_RECORDS and \
-                not self.tracker.flow_clock.decided(end):
-            return []
-        pending, self._pending, self._waiting = self._pending, [], 0
+        pending, waiting = self._pending, self._waiting
+        self._pending, self._waiting = [], 0
         owners = pending[0].owners if len(pending) == 1 else \
             Owners.joined([p.owners for p in pending])
-        start, scores, named_bits = (
+        end, start, scores, named_bits = (
             None if arrays[0] is None else np.concatenate(arrays)
-            for arrays in zip(*((p.start, p.scores, p.named_bits) for p in pending)))
+            for arrays in zip(*((p.end, p.start, p.scores, p.named_bits) for p in pending)))
         # what only the few evidence flows read stays in its batches (`Stacked`, no copy)
         differences = None if pending[0].differences is None else \
             Stacked([p.differences for p in pending])
@@ -207,8 +203,13 @@ class DeviceWatch:
 
         _, sport, _, dport, proto = (texts[0] if len(texts) == 1 else np.concatenate(texts)
                                      for texts in zip(*(p.columns for p in pending)))
-        return self.tracker.observe(end, start, owners, scores, named_bits, differences, flow,
-                                    self.tracker.index.numbers(proto, sport, dport))
+        events = self.tracker.observe(end, start, owners, scores, named_bits, differences, flow,
+                                      self.tracker.index.numbers(proto, sport, dport),
+                                      final=force or waiting >= 64 * WATCH_RECORDS)
+        if events is None:  # the last record's time needs the next batch's (clock.py)
+            self._pending, self._waiting = pending, waiting
+            return []
+        return events
 
     def _named_bits(self, verdicts: Verdicts) -> list[float] | None:
         """A flow the classifier names as an attack: log2(normal_threshold / P(normal)), in

@@ -35,12 +35,13 @@ def test_a_lone_record_far_ahead_is_a_stray_and_two_in_a_row_move_the_clock():
 def test_a_batch_ending_in_a_record_whose_fate_needs_the_next_one_is_not_decided():
     clock = FlowClock()
     clock.admit([T0])
-    assert clock.decided([T0 + 10, T0 + 20])
-    assert not clock.decided([T0 + 10, T0 + JUMP_SECONDS + 60])  # a stray, or a gap?
-    assert not clock.decided([T0 - JUMP_SECONDS - 60])  # late, or a step back?
-    assert clock.now == T0  # deciding changed nothing
+    assert clock.admit([T0 + 10, T0 + JUMP_SECONDS + 60], final=False) is None  # stray, or gap?
+    assert clock.admit([T0 - JUMP_SECONDS - 60], final=False) is None  # late, or a step back?
+    assert clock.now == T0 and clock.strays == clock.steps == 0  # refused: nothing changed
+    assert clock.admit([T0 + 10, T0 + 20], final=False).tolist() == [T0 + 10, T0 + 20]
+    assert clock.now == T0 + 20
     clock.advance(30.0)  # a live input, idle for 30 s
-    assert clock.now == T0 + 30
+    assert clock.now == T0 + 50
 
 
 def settings() -> IncidentSettings:

@@ -106,11 +106,11 @@ def with_clock(stream: BinaryIO, every: float = TICK_SECONDS, after: float = 0.0
             yield last_tick(tick)
 
 
-def steadied(units: Iterator[Unit], strays: list, bound: float = None) -> Iterator[Unit]:
+def steadied(units: Iterator[Unit], strays: list, bound: float = STRAY_SECONDS
+             ) -> Iterator[Unit]:
     """The units, a packet stamped more than `bound` from both its neighbours (which agree)
     given the time of the one before it (the first packet: of the one after it). A packet's
     fate needs the next packet: what follows it waits with it until then."""
-    bound = STRAY_SECONDS if bound is None else bound
     held: list[Unit] = []  # the packet being judged, and what came after it
     before = None  # the time of the last packet passed on
     for unit in units:

@@ -126,10 +126,10 @@ def _scores(verdicts: Verdicts, rows: np.ndarray, unknown: np.ndarray, threshold
     Unknown line also the threshold its score was held to (its devices' own, or the bundle's)."""
     parts = []
     if unknown[rows].any():
-        held = np.full(len(unknown), threshold, dtype=np.float64) if verdicts.thresholds is None \
-            else verdicts.thresholds
+        held = [threshold] * len(rows) if verdicts.thresholds is None else \
+            verdicts.thresholds[rows].tolist()
         parts.append([f'"anomaly_threshold":{h!r}' if u else ""
-                      for u, h in zip(unknown[rows].tolist(), held[rows].tolist())])
+                      for u, h in zip(unknown[rows].tolist(), held)])
     if verdicts.scores is not None:
         parts.append([f'"score":{s:.4f}' for s in verdicts.scores[rows].tolist()])
     if verdicts.anomaly_scores is not None:

@@ -36,21 +36,20 @@ class FlowClock:
         self.strays = 0  # records taken at the clock's time instead of their own
         self.steps = 0  # times the clock jumped ahead or stepped back
 
-    def admit(self, times) -> np.ndarray:
+    def admit(self, times, final: bool = True) -> np.ndarray | None:
         """The batch's times as the tracker takes them (a stray's replaced by the clock's),
-        the clock moved past them (a last record is taken as it is)."""
-        times = np.asarray(times, dtype=np.float64)
-        out, self.now, strays, steps = self._plan(times, final=True)
+        the clock moved past them; None, and nothing changed, if the last record's fate needs
+        the next one and the input may still bring it (`final` False)."""
+        planned = self._plan(np.asarray(times, dtype=np.float64), final)
+        if planned is None:
+            return None
+        out, self.now, strays, steps = planned
         self.strays += strays
         self.steps += steps
         return out
 
-    def decided(self, times) -> bool:
-        """Whether the batch's last record's fate is known without the next one."""
-        return self._plan(np.asarray(times, dtype=np.float64), final=False) is not None
-
     def _plan(self, times: np.ndarray, final: bool):
-        """(times taken, the clock after, strays, steps), or None (see `decided`)."""
+        """(times taken, the clock after, strays, steps), or None (see `admit`)."""
         if not len(times):
             return times, self.now, 0, 0
         before = np.maximum.accumulate(np.concatenate(([self.now], times[:-1])))

@@ -226,50 +226,46 @@ class DeviceMap:
         initiator) is the first of them (remembered for its key fields)."""
         src, src_mac, dst, dst_mac = [flow[i].strip() if i is not None else ""
                                       for i in self._places]
-        devices, lan, source = [], self.lan, False
-        for address, mac_text in ((src, src_mac), (dst, dst_mac)):
-            kind = self.home_net.classify(address)
-            if kind is None:
-                continue
-            mac = unicast_mac(mac_text)
-            if kind == "public":
-                if mac is None:
-                    continue
-                lan.internet(mac, 6 if ":" in address else 4, address)
-                if ":" not in address or not lan.lan_device(mac):
-                    continue
-                key = mac  # a LAN device's own global IPv6
-            elif kind == "unspecified":  # (only ever a source: a DHCP client)
-                if mac is not None:
-                    devices.append((mac, None))
-                    source = address == src
-                continue
-            elif mac is not None:
-                lan.seen(address, mac)
-                if self._mac_of_ip.get(address) != mac:
-                    self._learn(address, mac)
-                key = address if lan.routed(address, mac) else mac
-            else:
-                self._by_binding.add(address)
-                bound = self._mac_of_ip.get(address)
-                if bound is None and mac_text:
-                    continue  # sent to broadcast (no MAC of its own), never bound: asked about
-                key = address if bound is None or lan.routed(address, bound) else bound
-            if all(key != k for k, _ in devices):
-                devices.append((key, address))
-            if address == src:
-                source = bool(devices)
-        if lan.changes != self._lan_changes:  # a router or gateway found, a subnet shared:
-            self._lan_changes = lan.changes  # answers given before may have changed
+        source, target = self._endpoint(src, src_mac), self._endpoint(dst, dst_mac)
+        devices = [d for d in (source, target) if d is not None]
+        if len(devices) == 2 and devices[0][0] == devices[1][0]:
+            del devices[1]  # (one device on both ends: once)
+        if self.lan.changes != self._lan_changes:  # a router or gateway found, a subnet
+            self._lan_changes = self.lan.changes  # shared: answers given may have changed
             self.forget()
         devices = tuple(devices)
         number = self._numbers.get(devices)
         if number is None:
             number = self._numbers[devices] = len(self._tuples)
             self._tuples.append(devices)
-        answer = 2 * number + source
+        answer = 2 * number + (source is not None)
         remember(self._memo, flow, answer)
         return answer
+
+    def _endpoint(self, address: str, mac_text: str) -> tuple[str, str | None] | None:
+        """One end of a flow as a device (key, ip), or None: not one (the rules above)."""
+        kind = self.home_net.classify(address)
+        if kind is None:
+            return None
+        mac, lan = unicast_mac(mac_text), self.lan
+        if kind == "public":
+            if mac is None:
+                return None
+            lan.internet(mac, 6 if ":" in address else 4, address)
+            # a LAN device's own global IPv6
+            return (mac, address) if ":" in address and lan.lan_device(mac) else None
+        if kind == "unspecified":  # (only ever a source: a DHCP client)
+            return None if mac is None else (mac, None)
+        if mac is not None:
+            lan.seen(address, mac)
+            if self._mac_of_ip.get(address) != mac:
+                self._learn(address, mac)
+            return (address if lan.routed(address, mac) else mac), address
+        self._by_binding.add(address)
+        bound = self._mac_of_ip.get(address)
+        if bound is None and mac_text:
+            return None  # sent to broadcast (no MAC of its own), never bound: asked about
+        return (address if bound is None or lan.routed(address, bound) else bound), address
 
     def _learn(self, address: str, mac: str) -> None:
         """A new address -> MAC binding: the answers that looked the address up (or the one
@@ -277,9 +273,7 @@ class DeviceMap:
         was = self._mac_of_ip.pop(address, None)
         if was is not None and was != mac and locally_administered(was) and \
                 locally_administered(mac):
-            self.rotations[mac] = was
-            if len(self.rotations) > MEMO_LIMIT:
-                del self.rotations[next(iter(self.rotations))]
+            remember(self.rotations, mac, was)
         evicted = None
         if len(self._mac_of_ip) >= BINDINGS_LIMIT:
             evicted = next(iter(self._mac_of_ip))  # the oldest binding

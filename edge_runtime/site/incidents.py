@@ -97,12 +97,14 @@ class IncidentTracker(LivingNormals, DeviceRoster):
     # -- one batch ------------------------------------------------------------------------------
 
     def observe(self, times, starts, devices, scores, named_bits, differences, flows,
-                services) -> list:
+                services, final: bool = True) -> list | None:
         """times/starts: per record (flow end and start, Unix s); devices: per record a tuple of
         (key, ip), or their Owners; scores: anomaly scores or None; named_bits: the classifier's
         evidence per record or None; differences: the anomaly model's (input - reconstruction)
         rows or None; flows(r): record r's (src, sport, dst, dport, proto) texts, for peers;
-        services: per record its service, as its number (ServiceIndex.numbers) or name.
+        services: per record its service, as its number (ServiceIndex.numbers) or name;
+        final: False when more records may follow, so that a batch whose last record's time
+        needs the next one (clock.py) is refused (None) and given again with them.
 
         Which records are evidence for which of their devices is found for the whole batch at
         once (numpy); only those flows go through the episode's bookkeeping, device by device
@@ -113,8 +115,10 @@ class IncidentTracker(LivingNormals, DeviceRoster):
         events: list = []
         owners = devices if isinstance(devices, Owners) else Owners(devices)
         if len(owners):
+            times = self.flow_clock.admit(times, final)
+            if times is None:
+                return None
             services = self.index.numbered(services)
-            times = self.flow_clock.admit(times)
             starts = np.minimum(np.asarray(starts, np.float64), times)
             self._observe(owners.pairs(), owners, times, starts,
                           None if scores is None else np.asarray(scores, dtype=np.float64),
@@ -139,7 +143,7 @@ class IncidentTracker(LivingNormals, DeviceRoster):
         # per pair: is the record evidence for that device?
         # only a flow's initiator is judged by it (a scan is the scanner's evidence, not its
         # target's); the flows it answered are neither its evidence nor its normal
-        novel = (np.array(new_bits)[pairs.devices] > 0) & pairs.initiator & \
+        novel = (np.array(new_bits)[pairs.devices] > 0) & \
             self.index.unused(keys, pairs.devices, services[rows])
         flagged = novel.copy()
         if scores is not None:
